@@ -1,0 +1,178 @@
+//! The `netc` command line. It runs in-process with its output streams passed in, so tests
+//! drive exactly what users run. Exit status: 0 success, 1 a user error (bad file, bad flag),
+//! 101 an internal compiler error.
+
+use crate::front::layers::LayerKind;
+use crate::{front, summary};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use codespan_reporting::term::termcolor::WriteColor;
+use netc_grammar::diagnostic::{emit, SourceFile};
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "netc",
+    version,
+    about = "An ahead-of-time compiler for neural networks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and shape-check networks; silent when they are correct.
+    Check {
+        /// `.net` files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// One row per layer: output shape, parameters and multiply-accumulates, with totals.
+    Summary {
+        file: PathBuf,
+        /// Show the layers inside blocks, branches and repeats.
+        #[arg(long)]
+        expand: bool,
+        /// Print JSON, with a `totals` object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a file in canonical form: what the parser understood.
+    Fmt { file: PathBuf },
+    /// List the built-in layers with their arguments and defaults.
+    Layers,
+}
+
+/// Outcome of a command that did not fail at the edge (I/O, flags).
+enum Outcome {
+    Ok,
+    /// Diagnostics were printed.
+    UserError,
+}
+
+pub fn run(args: Vec<OsString>, stdout: &mut dyn Write, stderr: &mut dyn WriteColor) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let text = e.render().to_string();
+            if e.use_stderr() {
+                let _ = write!(stderr, "{text}");
+                return 1;
+            }
+            let _ = write!(stdout, "{text}");
+            return 0;
+        }
+    };
+    match execute(cli.command, stdout, stderr) {
+        Ok(Outcome::Ok) => 0,
+        Ok(Outcome::UserError) => 1,
+        Err(e) => {
+            let _ = writeln!(stderr, "error: {e:#}");
+            1
+        }
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<SourceFile> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("byte {} is not UTF-8", e.utf8_error().valid_up_to()))
+        .with_context(|| format!("`{}` is not a text file", path.display()))?;
+    Ok(SourceFile::new(path.display().to_string(), text))
+}
+
+/// Runs the front end, printing diagnostics on failure.
+fn load(path: &Path, stderr: &mut dyn WriteColor) -> anyhow::Result<Option<front::Network>> {
+    let file = read(path)?;
+    match front::run(&file) {
+        Ok(network) => Ok(Some(network)),
+        Err(diagnostics) => {
+            emit(&diagnostics, &file, stderr);
+            let n = diagnostics.len();
+            let _ = writeln!(
+                stderr,
+                "error: could not compile `{}` ({n} error{})",
+                file.name,
+                if n == 1 { "" } else { "s" }
+            );
+            Ok(None)
+        }
+    }
+}
+
+fn execute(
+    command: Command,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn WriteColor,
+) -> anyhow::Result<Outcome> {
+    match command {
+        Command::Check { files } => {
+            let mut outcome = Outcome::Ok;
+            for file in files {
+                if load(&file, stderr)?.is_none() {
+                    outcome = Outcome::UserError;
+                }
+            }
+            Ok(outcome)
+        }
+        Command::Summary { file, expand, json } => {
+            let Some(network) = load(&file, stderr)? else {
+                return Ok(Outcome::UserError);
+            };
+            if json {
+                writeln!(stdout, "{:#}", summary::json(&network, expand))?;
+            } else {
+                write!(stdout, "{}", summary::table(&network, expand))?;
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Fmt { file } => {
+            let source = read(&file)?;
+            match netc_grammar::parse(&source) {
+                Ok(module) => {
+                    write!(stdout, "{}", netc_grammar::print::print_module(&module))?;
+                    Ok(Outcome::Ok)
+                }
+                Err(diagnostics) => {
+                    emit(&diagnostics, &source, stderr);
+                    Ok(Outcome::UserError)
+                }
+            }
+        }
+        Command::Layers => {
+            write!(stdout, "{}", layer_reference())?;
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+/// The built-in layers as a Markdown list, from the same table argument checking uses.
+pub fn layer_reference() -> String {
+    let mut out = String::new();
+    for kind in LayerKind::ALL {
+        let doc = kind.doc();
+        let usage: Vec<String> = doc
+            .params
+            .iter()
+            .map(|p| match (p.positional, p.default) {
+                (true, None) => p.name.to_uppercase(),
+                (true, Some(_)) => format!("[{}]", p.name.to_uppercase()),
+                (false, Some(d)) => format!("[{}={d}]", p.name),
+                (false, None) => format!("{}=..", p.name),
+            })
+            .collect();
+        out.push_str(&format!("- `{} {}`", kind.name(), usage.join(" ")).replace(" `", "`"));
+        out.push_str(&format!(": {}\n", doc.doc));
+        for p in doc.params {
+            let default = p
+                .default
+                .map_or("required".to_string(), |d| format!("default {d}"));
+            out.push_str(&format!("  - `{}` ({default}): {}\n", p.name, p.doc));
+        }
+    }
+    out
+}

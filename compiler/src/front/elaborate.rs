@@ -1,0 +1,590 @@
+//! Elaboration: the checked syntax tree becomes a tree of layers with every value evaluated,
+//! every block call expanded, every `repeat` unrolled, every layer named, and every output
+//! shape, parameter count and multiply-accumulate count known.
+//!
+//! Errors are collected, not thrown: a failed statement ends its own sequence (what follows has
+//! no input shape), while parallel branches and other checks go on, so one run reports as much
+//! as it can. An error inside a block points at the block's line and at the call that led there.
+
+use super::args::{match_args, BoundArgs};
+use super::layers::{build, Cost, Layer, LayerKind};
+use super::resolve::{block_signature, Resolved};
+use super::shape::Shape;
+use super::value::{eval, Scope, Value};
+use netc_grammar::ast::*;
+use netc_grammar::diagnostic::Diagnostic;
+use std::collections::{HashMap, HashSet};
+
+/// Layers one network may expand to; more is certainly a runaway `repeat`.
+pub const MAX_LAYERS: usize = 100_000;
+
+/// A network with everything known before anything runs.
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub name: String,
+    /// The network's parameters with the values used.
+    pub params: Vec<(String, Value)>,
+    /// Top-level nodes: `input` first, `loss` last.
+    pub nodes: Vec<Node>,
+}
+
+impl Network {
+    pub fn cost(&self) -> Cost {
+        self.nodes
+            .iter()
+            .fold(Cost::default(), |acc, n| acc + n.cost)
+    }
+
+    pub fn input_shape(&self) -> &Shape {
+        &self.nodes[0].output
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Dotted path, unique in the network: `i3a.concat1.0.conv1`. Explicit names come from
+    /// `as`; others are the layer's or block's name numbered within its sequence.
+    pub name: String,
+    /// The statement with its values: `conv 3x3 64 stride=2`, `inception(64, 96, ...)`.
+    pub description: String,
+    pub span: Span,
+    pub input: Shape,
+    pub output: Shape,
+    /// Of the node and everything inside it.
+    pub cost: Cost,
+    pub kind: NodeKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum NodeKind {
+    Layer(Layer),
+    Block(Vec<Node>),
+    Concat(Vec<Vec<Node>>),
+    Add(Vec<Vec<Node>>),
+    Residual {
+        body: Vec<Node>,
+        shortcut: Option<Vec<Node>>,
+    },
+    Scale(Vec<Node>),
+    Repeat(Vec<Vec<Node>>),
+}
+
+impl Node {
+    /// The nodes directly inside this one, in order.
+    pub fn children(&self) -> Vec<&Node> {
+        match &self.kind {
+            NodeKind::Layer(_) => Vec::new(),
+            NodeKind::Block(body) | NodeKind::Scale(body) => body.iter().collect(),
+            NodeKind::Concat(branches) | NodeKind::Add(branches) | NodeKind::Repeat(branches) => {
+                branches.iter().flatten().collect()
+            }
+            NodeKind::Residual { body, shortcut } => {
+                body.iter().chain(shortcut.iter().flatten()).collect()
+            }
+        }
+    }
+}
+
+pub fn elaborate(resolved: &Resolved) -> Result<Network, Vec<Diagnostic>> {
+    let mut elaborator = Elaborator {
+        blocks: &resolved.blocks,
+        diagnostics: Vec::new(),
+        seen: HashSet::new(),
+        calls: Vec::new(),
+        layers: 0,
+        out_of_budget: false,
+    };
+    let network = resolved.network;
+    let mut scope = Scope::default();
+    let mut params = Vec::new();
+    for param in &network.params {
+        let default = param
+            .default
+            .as_ref()
+            .expect("resolve requires network defaults");
+        match eval(default, &scope) {
+            Ok(value) => {
+                scope.insert(&param.name.name, value.clone());
+                params.push((param.name.name.clone(), value));
+            }
+            Err(e) => elaborator.report(e),
+        }
+    }
+    let nodes = if elaborator.diagnostics.is_empty() {
+        elaborator.sequence(&network.body, &scope, "", None)
+    } else {
+        None
+    };
+    match nodes {
+        Some((nodes, _)) if elaborator.diagnostics.is_empty() => Ok(Network {
+            name: network.name.name.clone(),
+            params,
+            nodes,
+        }),
+        _ => Err(elaborator.diagnostics),
+    }
+}
+
+struct Elaborator<'r, 'm> {
+    blocks: &'r HashMap<&'m str, &'m Definition>,
+    diagnostics: Vec<Diagnostic>,
+    /// (message, span) of what was reported, so a block called nine times reports once.
+    seen: HashSet<(String, Span)>,
+    /// The block calls being expanded, innermost last: (block, call site).
+    calls: Vec<(String, Span)>,
+    layers: usize,
+    out_of_budget: bool,
+}
+
+/// Names for a sequence's statements: the `as` name, or the callee's name numbered.
+fn statement_names(body: &Body) -> Vec<String> {
+    let taken: HashSet<&str> = body
+        .stmts
+        .iter()
+        .filter_map(|s| s.alias.as_ref().map(|a| a.name.as_str()))
+        .collect();
+    let mut counters: HashMap<&str, usize> = HashMap::new();
+    body.stmts
+        .iter()
+        .map(|stmt| {
+            if let Some(alias) = &stmt.alias {
+                return alias.name.clone();
+            }
+            let base = match &stmt.kind {
+                StmtKind::Layer { callee, .. } => callee.name.as_str(),
+                StmtKind::Concat { .. } => "concat",
+                StmtKind::Add { .. } => "add",
+                StmtKind::Residual { .. } => "residual",
+                StmtKind::Scale { .. } => "scale",
+                StmtKind::Repeat { .. } => "repeat",
+            };
+            loop {
+                let n = counters.entry(base).or_insert(0);
+                *n += 1;
+                let name = format!("{base}{n}");
+                if !taken.contains(name.as_str()) {
+                    return name;
+                }
+            }
+        })
+        .collect()
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+impl Elaborator<'_, '_> {
+    /// Records an error once, with the block calls that led to it.
+    fn report(&mut self, mut diagnostic: Diagnostic) {
+        if !self
+            .seen
+            .insert((diagnostic.message.clone(), diagnostic.primary.span))
+        {
+            return;
+        }
+        for (block, call) in self.calls.iter().rev().take(3) {
+            diagnostic = diagnostic.with_secondary(*call, format!("in this call of `{block}`"));
+        }
+        self.diagnostics.push(diagnostic);
+    }
+
+    /// Elaborates a sequence; `None` when it failed (and the failure was reported).
+    fn sequence(
+        &mut self,
+        body: &Body,
+        scope: &Scope,
+        prefix: &str,
+        input: Option<Shape>,
+    ) -> Option<(Vec<Node>, Shape)> {
+        let mut nodes = Vec::new();
+        let mut current = input;
+        for (stmt, name) in body.stmts.iter().zip(statement_names(body)) {
+            let node = self.statement(stmt, scope, join(prefix, &name), current.as_ref())?;
+            current = Some(node.output.clone());
+            nodes.push(node);
+        }
+        let output = current.or_else(|| {
+            self.report(Diagnostic::error("empty network", body.span, "no layers"));
+            None
+        })?;
+        Some((nodes, output))
+    }
+
+    fn statement(
+        &mut self,
+        stmt: &Stmt,
+        scope: &Scope,
+        name: String,
+        input: Option<&Shape>,
+    ) -> Option<Node> {
+        if self.out_of_budget {
+            return None;
+        }
+        self.layers += 1;
+        if self.layers > MAX_LAYERS {
+            self.out_of_budget = true;
+            self.report(
+                Diagnostic::error(
+                    format!("the network expands to more than {MAX_LAYERS} layers"),
+                    stmt.span,
+                    "the limit was reached here",
+                )
+                .with_help("check the counts of `repeat` and of nested block calls"),
+            );
+            return None;
+        }
+        let (kind, description, output, cost) = match &stmt.kind {
+            StmtKind::Layer { callee, args } => {
+                if let Some(kind) = LayerKind::from_name(&callee.name) {
+                    return self.layer(kind, stmt, args, scope, name, input);
+                }
+                return self.call(callee, args, stmt, scope, name, input?);
+            }
+            StmtKind::Concat { branches } | StmtKind::Add { branches } => {
+                let input = input?;
+                let is_concat = matches!(stmt.kind, StmtKind::Concat { .. });
+                let keyword = if is_concat { "concat" } else { "add" };
+                if branches.is_empty() {
+                    self.report(Diagnostic::error(
+                        format!("`{keyword}` has no branches"),
+                        stmt.span,
+                        "expected `{ ... }` branches inside",
+                    ));
+                    return None;
+                }
+                let mut outputs = Vec::new();
+                let mut all = Vec::new();
+                for (i, branch) in branches.iter().enumerate() {
+                    let (nodes, output) = self.sequence_or_identity(
+                        branch,
+                        scope,
+                        &join(&name, &i.to_string()),
+                        input,
+                    )?;
+                    outputs.push((output, branch.span));
+                    all.push(nodes);
+                }
+                let output = if is_concat {
+                    self.concat_shape(&outputs)?
+                } else {
+                    self.same_shapes("`add`", &outputs)?
+                };
+                let cost = all
+                    .iter()
+                    .flatten()
+                    .fold(Cost::default(), |acc, n| acc + n.cost);
+                let kind = if is_concat {
+                    NodeKind::Concat(all)
+                } else {
+                    NodeKind::Add(all)
+                };
+                (kind, keyword.to_string(), output, cost)
+            }
+            StmtKind::Residual { body, shortcut } => {
+                let input = input?;
+                let (body_nodes, body_out) =
+                    self.sequence_or_identity(body, scope, &name, input)?;
+                let (shortcut_nodes, shortcut_out) = match shortcut {
+                    Some(s) => {
+                        let (nodes, out) =
+                            self.sequence_or_identity(s, scope, &join(&name, "shortcut"), input)?;
+                        (Some(nodes), out)
+                    }
+                    None => (None, input.clone()),
+                };
+                if body_out != shortcut_out {
+                    let mut diagnostic = Diagnostic::error(
+                        format!(
+                            "residual sum of different shapes: the body gives {body_out}, the {} gives {shortcut_out}",
+                            if shortcut.is_some() { "shortcut" } else { "identity shortcut" }
+                        ),
+                        stmt.span,
+                        format!("{body_out} + {shortcut_out}"),
+                    );
+                    if let (None, Some(help)) = (shortcut, projection_hint(input, &body_out)) {
+                        diagnostic = diagnostic.with_help(help);
+                    }
+                    self.report(diagnostic);
+                    return None;
+                }
+                let cost = body_nodes
+                    .iter()
+                    .chain(shortcut_nodes.iter().flatten())
+                    .fold(Cost::default(), |acc, n| acc + n.cost);
+                let description = if shortcut.is_some() {
+                    "residual (projection)"
+                } else {
+                    "residual"
+                };
+                (
+                    NodeKind::Residual {
+                        body: body_nodes,
+                        shortcut: shortcut_nodes,
+                    },
+                    description.to_string(),
+                    body_out,
+                    cost,
+                )
+            }
+            StmtKind::Scale { body } => {
+                let input = input?;
+                let (nodes, factors) = self.sequence_or_identity(body, scope, &name, input)?;
+                let fits = match (input.channels(), factors.0.as_slice()) {
+                    (Some(c), [k] | [k, 1, 1]) => *k == c,
+                    _ => false,
+                };
+                if !fits {
+                    self.report(
+                        Diagnostic::error(
+                            format!("`scale` needs one factor per channel of its input {input}, but its body gives {factors}"),
+                            stmt.span,
+                            format!("{factors} cannot scale {input}"),
+                        )
+                        .with_help("squeeze-and-excitation ends its body with `conv 1x1 CHANNELS; sigmoid` after `avgpool global`"),
+                    );
+                    return None;
+                }
+                let cost = nodes.iter().fold(Cost::default(), |acc, n| acc + n.cost);
+                (
+                    NodeKind::Scale(nodes),
+                    "scale".to_string(),
+                    input.clone(),
+                    cost,
+                )
+            }
+            StmtKind::Repeat { count, body } => {
+                let input = input?;
+                let count = match eval(count, scope) {
+                    Ok(v) => match v.as_int() {
+                        Some(n) if (0..=MAX_LAYERS as i64).contains(&n) => n as usize,
+                        _ => {
+                            self.report(Diagnostic::error(
+                                format!(
+                                    "`repeat` needs a count from 0 to {MAX_LAYERS}, found {}",
+                                    v.describe()
+                                ),
+                                count.span,
+                                "bad count",
+                            ));
+                            return None;
+                        }
+                    },
+                    Err(e) => {
+                        self.report(e);
+                        return None;
+                    }
+                };
+                let mut rounds = Vec::new();
+                let mut current = input.clone();
+                for i in 0..count {
+                    let (nodes, output) = self.sequence_or_identity(
+                        body,
+                        scope,
+                        &join(&name, &i.to_string()),
+                        &current,
+                    )?;
+                    current = output;
+                    rounds.push(nodes);
+                }
+                let cost = rounds
+                    .iter()
+                    .flatten()
+                    .fold(Cost::default(), |acc, n| acc + n.cost);
+                (
+                    NodeKind::Repeat(rounds),
+                    format!("repeat {count}"),
+                    current,
+                    cost,
+                )
+            }
+        };
+        Some(Node {
+            name,
+            description,
+            span: stmt.span,
+            input: input
+                .expect("combinators return early without input")
+                .clone(),
+            output,
+            cost,
+            kind,
+        })
+    }
+
+    /// A branch body; an empty one is the identity (a concat branch that passes its input on).
+    fn sequence_or_identity(
+        &mut self,
+        body: &Body,
+        scope: &Scope,
+        prefix: &str,
+        input: &Shape,
+    ) -> Option<(Vec<Node>, Shape)> {
+        if body.stmts.is_empty() {
+            return Some((Vec::new(), input.clone()));
+        }
+        self.sequence(body, scope, prefix, Some(input.clone()))
+    }
+
+    fn layer(
+        &mut self,
+        kind: LayerKind,
+        stmt: &Stmt,
+        args: &[Arg],
+        scope: &Scope,
+        name: String,
+        input: Option<&Shape>,
+    ) -> Option<Node> {
+        let slots = match match_args(&kind.signature(), args, stmt.span) {
+            Ok(slots) => slots,
+            Err(errors) => {
+                errors.into_iter().for_each(|e| self.report(e));
+                return None;
+            }
+        };
+        let callee = format!("layer `{}`", kind.name());
+        let built = BoundArgs::evaluate(callee, &kind.param_names(), &slots, scope, stmt.span)
+            .and_then(|bound| {
+                Ok((
+                    build(kind, &bound, input)?,
+                    bound.describe(kind.name(), &kind.positional_names()),
+                ))
+            });
+        match built {
+            Ok((built, description)) => Some(Node {
+                name,
+                description,
+                span: stmt.span,
+                input: input.unwrap_or(&built.output).clone(),
+                output: built.output,
+                cost: built.cost,
+                kind: NodeKind::Layer(built.layer),
+            }),
+            Err(e) => {
+                self.report(e);
+                None
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        callee: &Ident,
+        args: &[Arg],
+        stmt: &Stmt,
+        scope: &Scope,
+        name: String,
+        input: &Shape,
+    ) -> Option<Node> {
+        let block = *self
+            .blocks
+            .get(callee.name.as_str())
+            .expect("resolve checked every callee");
+        let slots = match match_args(&block_signature(block), args, stmt.span) {
+            Ok(slots) => slots,
+            Err(errors) => {
+                errors.into_iter().for_each(|e| self.report(e));
+                return None;
+            }
+        };
+        let mut inner = Scope::default();
+        let mut shown = Vec::new();
+        for (param, slot) in block.params.iter().zip(&slots) {
+            // Arguments are evaluated where the call stands; defaults inside the block, where
+            // earlier parameters are visible.
+            let value = match (slot, &param.default) {
+                (Some(arg), _) => eval(&arg.value, scope),
+                (None, Some(default)) => eval(default, &inner),
+                (None, None) => unreachable!("match_args checked required parameters"),
+            };
+            match value {
+                Ok(v) => {
+                    shown.push(v.to_string());
+                    inner.insert(&param.name.name, v);
+                }
+                Err(e) => {
+                    self.report(e);
+                    return None;
+                }
+            }
+        }
+        self.calls.push((callee.name.clone(), stmt.span));
+        let result = self.sequence_or_identity(&block.body, &inner, &name, input);
+        self.calls.pop();
+        let (nodes, output) = result?;
+        Some(Node {
+            name,
+            description: format!("{}({})", callee.name, shown.join(", ")),
+            span: stmt.span,
+            input: input.clone(),
+            output,
+            cost: nodes.iter().fold(Cost::default(), |acc, n| acc + n.cost),
+            kind: NodeKind::Block(nodes),
+        })
+    }
+
+    fn concat_shape(&mut self, outputs: &[(Shape, Span)]) -> Option<Shape> {
+        let (first, first_span) = &outputs[0];
+        for (i, (shape, span)) in outputs.iter().enumerate().skip(1) {
+            let compatible = shape.0.len() == first.0.len() && shape.0.get(1..) == first.0.get(1..);
+            if !compatible {
+                let what = if shape.0.len() == first.0.len() {
+                    "spatial sizes"
+                } else {
+                    "ranks"
+                };
+                self.report(
+                    Diagnostic::error(
+                        format!("`concat` of different {what}: branch 0 gives {first}, branch {i} gives {shape}"),
+                        *span,
+                        format!("gives {shape}"),
+                    )
+                    .with_secondary(*first_span, format!("gives {first}"))
+                    .with_help("branches are joined along channels, so their other extents must agree (use `pad=same`)"),
+                );
+                return None;
+            }
+        }
+        let mut joined = first.clone();
+        joined.0[0] = outputs.iter().map(|(s, _)| s.0[0]).sum();
+        Some(joined)
+    }
+
+    fn same_shapes(&mut self, what: &str, outputs: &[(Shape, Span)]) -> Option<Shape> {
+        let (first, first_span) = &outputs[0];
+        if let Some((i, (shape, span))) = outputs.iter().enumerate().find(|(_, (s, _))| s != first)
+        {
+            self.report(
+                Diagnostic::error(
+                    format!("{what} of different shapes: branch 0 gives {first}, branch {i} gives {shape}"),
+                    *span,
+                    format!("gives {shape}"),
+                )
+                .with_secondary(*first_span, format!("gives {first}")),
+            );
+            return None;
+        }
+        Some(first.clone())
+    }
+}
+
+/// The shortcut that would make a residual sum fit, when a 1x1 convolution can.
+fn projection_hint(input: &Shape, body: &Shape) -> Option<String> {
+    let ((_, h, w), (c, oh, ow)) = (input.image()?, body.image()?);
+    let stride = h.div_ceil(oh);
+    if h.div_ceil(stride) != oh || w.div_ceil(stride) != ow {
+        return None;
+    }
+    let stride = if stride > 1 {
+        format!(" stride={stride}")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "project the shortcut: `residual {{ ... }} shortcut {{ conv 1x1 {c}{stride} bias=false; batchnorm }}`"
+    ))
+}

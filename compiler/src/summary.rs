@@ -1,0 +1,182 @@
+//! `netc summary`: one row per layer — the columns of the GoogLeNet paper's table — as text or
+//! JSON. Blocks and combinators are one row unless expanded.
+
+use crate::front::{Network, Node};
+use serde_json::{json, Value as Json};
+
+struct Row {
+    depth: usize,
+    name: String,
+    kind: String,
+    output: String,
+    params: u64,
+    macs: u64,
+}
+
+fn rows(nodes: &[&Node], parent: &str, depth: usize, expand: bool, out: &mut Vec<Row>) {
+    for node in nodes {
+        let name = node
+            .name
+            .strip_prefix(parent)
+            .and_then(|n| n.strip_prefix('.'))
+            .unwrap_or(&node.name);
+        out.push(Row {
+            depth,
+            name: name.to_string(),
+            kind: node.description.clone(),
+            output: node.output.to_string(),
+            params: node.cost.params,
+            macs: node.cost.macs,
+        });
+        if expand {
+            rows(&node.children(), &node.name, depth + 1, expand, out);
+        }
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn header(network: &Network) -> String {
+    let params: Vec<String> = network
+        .params
+        .iter()
+        .map(|(n, v)| format!("{n} = {v}"))
+        .collect();
+    if params.is_empty() {
+        format!("network {}", network.name)
+    } else {
+        format!("network {}({})", network.name, params.join(", "))
+    }
+}
+
+pub fn table(network: &Network, expand: bool) -> String {
+    let mut body = Vec::new();
+    rows(
+        &network.nodes.iter().collect::<Vec<_>>(),
+        "",
+        0,
+        expand,
+        &mut body,
+    );
+    let total = network.cost();
+    let cells: Vec<[String; 5]> = body
+        .iter()
+        .map(|r| {
+            [
+                format!("{}{}", "  ".repeat(r.depth), r.name),
+                r.kind.clone(),
+                r.output.clone(),
+                thousands(r.params),
+                thousands(r.macs),
+            ]
+        })
+        .collect();
+    let head = ["layer", "type", "output", "params", "MACs"].map(String::from);
+    let foot = [
+        "total".to_string(),
+        String::new(),
+        String::new(),
+        thousands(total.params),
+        thousands(total.macs),
+    ];
+    let mut widths = [0usize; 5];
+    for row in std::iter::once(&head)
+        .chain(&cells)
+        .chain(std::iter::once(&foot))
+    {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |row: &[String; 5]| {
+        let text = format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+            w4 = widths[4]
+        );
+        text.trim_end().to_string()
+    };
+    let rule = widths.map(|w| "-".repeat(w));
+    let mut out = format!("{}\n\n", header(network));
+    out.push_str(&line(&head));
+    out.push('\n');
+    out.push_str(&line(&rule));
+    out.push('\n');
+    for row in &cells {
+        out.push_str(&line(row));
+        out.push('\n');
+    }
+    out.push_str(&line(&rule));
+    out.push('\n');
+    out.push_str(&line(&foot));
+    out.push('\n');
+    out.push_str(&format!(
+        "\nparams: trainable, biases included ({} weights); MACs: multiply-accumulates of \
+         convolutions and dense layers, per example\n",
+        thousands(total.weights)
+    ));
+    out
+}
+
+fn node_json(node: &Node, expand: bool) -> Json {
+    let mut value = json!({
+        "name": node.name,
+        "type": node.description,
+        "output": node.output.0,
+        "params": node.cost.params,
+        "weights": node.cost.weights,
+        "macs": node.cost.macs,
+    });
+    let children = node.children();
+    if expand && !children.is_empty() {
+        value["layers"] = Json::Array(children.iter().map(|c| node_json(c, expand)).collect());
+    }
+    value
+}
+
+pub fn json(network: &Network, expand: bool) -> Json {
+    let total = network.cost();
+    let params: serde_json::Map<String, Json> = network
+        .params
+        .iter()
+        .map(|(n, v)| {
+            let value = match v {
+                crate::front::value::Value::Int(i) => json!(i),
+                crate::front::value::Value::Float(f) => json!(f),
+                crate::front::value::Value::Bool(b) => json!(b),
+                other => json!(other.to_string()),
+            };
+            (n.clone(), value)
+        })
+        .collect();
+    json!({
+        "network": network.name,
+        "params": params,
+        "input": network.input_shape().0,
+        "layers": network.nodes.iter().map(|n| node_json(n, expand)).collect::<Vec<_>>(),
+        "totals": {
+            "params": total.params,
+            "weights": total.weights,
+            "macs": total.macs,
+        },
+    })
+}
