@@ -238,6 +238,8 @@ impl Elaborator<'_, '_> {
             );
             return None;
         }
+        // Combinators span many lines; their errors point at the keyword.
+        let head = Span::new(stmt.span.start, stmt.span.start + keyword_len(stmt));
         let (kind, description, output, cost) = match &stmt.kind {
             StmtKind::Layer { callee, args } => {
                 if let Some(kind) = LayerKind::from_name(&callee.name) {
@@ -252,7 +254,7 @@ impl Elaborator<'_, '_> {
                 if branches.is_empty() {
                     self.report(Diagnostic::error(
                         format!("`{keyword}` has no branches"),
-                        stmt.span,
+                        head,
                         "expected `{ ... }` branches inside",
                     ));
                     return None;
@@ -270,9 +272,9 @@ impl Elaborator<'_, '_> {
                     all.push(nodes);
                 }
                 let output = if is_concat {
-                    self.concat_shape(&outputs)?
+                    self.concat_shape(&name, &outputs)?
                 } else {
-                    self.same_shapes("`add`", &outputs)?
+                    self.same_shapes(&name, &outputs)?
                 };
                 let cost = all
                     .iter()
@@ -300,10 +302,10 @@ impl Elaborator<'_, '_> {
                 if body_out != shortcut_out {
                     let mut diagnostic = Diagnostic::error(
                         format!(
-                            "residual sum of different shapes: the body gives {body_out}, the {} gives {shortcut_out}",
+                            "residual sum `{name}` of different shapes: the body gives {body_out}, the {} gives {shortcut_out}",
                             if shortcut.is_some() { "shortcut" } else { "identity shortcut" }
                         ),
-                        stmt.span,
+                        head,
                         format!("{body_out} + {shortcut_out}"),
                     );
                     if let (None, Some(help)) = (shortcut, projection_hint(input, &body_out)) {
@@ -341,8 +343,8 @@ impl Elaborator<'_, '_> {
                 if !fits {
                     self.report(
                         Diagnostic::error(
-                            format!("`scale` needs one factor per channel of its input {input}, but its body gives {factors}"),
-                            stmt.span,
+                            format!("`{name}` needs one factor per channel of its input {input}, but its body gives {factors}"),
+                            head,
                             format!("{factors} cannot scale {input}"),
                         )
                         .with_help("squeeze-and-excitation ends its body with `conv 1x1 CHANNELS; sigmoid` after `avgpool global`"),
@@ -446,7 +448,7 @@ impl Elaborator<'_, '_> {
                 return None;
             }
         };
-        let callee = format!("layer `{}`", kind.name());
+        let callee = format!("`{name}` ({})", kind.name());
         let built = BoundArgs::evaluate(callee, &kind.param_names(), &slots, scope, stmt.span)
             .and_then(|bound| {
                 Ok((
@@ -527,7 +529,7 @@ impl Elaborator<'_, '_> {
         })
     }
 
-    fn concat_shape(&mut self, outputs: &[(Shape, Span)]) -> Option<Shape> {
+    fn concat_shape(&mut self, name: &str, outputs: &[(Shape, Span)]) -> Option<Shape> {
         let (first, first_span) = &outputs[0];
         for (i, (shape, span)) in outputs.iter().enumerate().skip(1) {
             let compatible = shape.0.len() == first.0.len() && shape.0.get(1..) == first.0.get(1..);
@@ -539,7 +541,7 @@ impl Elaborator<'_, '_> {
                 };
                 self.report(
                     Diagnostic::error(
-                        format!("`concat` of different {what}: branch 0 gives {first}, branch {i} gives {shape}"),
+                        format!("`{name}` concatenates different {what}: branch 0 gives {first}, branch {i} gives {shape}"),
                         *span,
                         format!("gives {shape}"),
                     )
@@ -554,13 +556,13 @@ impl Elaborator<'_, '_> {
         Some(joined)
     }
 
-    fn same_shapes(&mut self, what: &str, outputs: &[(Shape, Span)]) -> Option<Shape> {
+    fn same_shapes(&mut self, name: &str, outputs: &[(Shape, Span)]) -> Option<Shape> {
         let (first, first_span) = &outputs[0];
         if let Some((i, (shape, span))) = outputs.iter().enumerate().find(|(_, (s, _))| s != first)
         {
             self.report(
                 Diagnostic::error(
-                    format!("{what} of different shapes: branch 0 gives {first}, branch {i} gives {shape}"),
+                    format!("`{name}` adds different shapes: branch 0 gives {first}, branch {i} gives {shape}"),
                     *span,
                     format!("gives {shape}"),
                 )
@@ -569,6 +571,18 @@ impl Elaborator<'_, '_> {
             return None;
         }
         Some(first.clone())
+    }
+}
+
+/// Length of a combinator's keyword; a layer statement is short enough to underline whole.
+fn keyword_len(stmt: &Stmt) -> usize {
+    match &stmt.kind {
+        StmtKind::Layer { .. } => stmt.span.end - stmt.span.start,
+        StmtKind::Concat { .. } => "concat".len(),
+        StmtKind::Add { .. } => "add".len(),
+        StmtKind::Residual { .. } => "residual".len(),
+        StmtKind::Scale { .. } => "scale".len(),
+        StmtKind::Repeat { .. } => "repeat".len(),
     }
 }
 

@@ -546,18 +546,19 @@ pub fn build(
                 _ => unreachable!("`kind` is required and checked against LOSSES"),
             };
             if loss == Loss::SoftmaxCrossEntropy {
-                let classes =
-                    match input.0.as_slice() {
-                        [k] | [k, 1, 1] => *k,
-                        _ => return Err(Diagnostic::error(
+                let classes = match input.0.as_slice() {
+                    [k] | [k, 1, 1] => *k,
+                    _ => {
+                        return Err(Diagnostic::error(
                             format!(
                                 "softmax cross-entropy needs one score per class, found {input}"
                             ),
                             args.span,
                             "scores expected",
                         )
-                        .with_help("end the network with `dense CLASSES` or `avgpool global`")),
-                    };
+                        .with_help("end the network with `dense CLASSES` or `avgpool global`"))
+                    }
+                };
                 if classes < 2 {
                     return Err(Diagnostic::error(
                         "softmax cross-entropy needs at least 2 classes, found 1",

@@ -1,0 +1,65 @@
+//! The command line at its edges: exit statuses, unreadable files, bad flags, and the README's
+//! layer reference staying the same as `netc layers`.
+
+use crate::golden::{netc, root};
+
+#[test]
+fn check_is_silent_on_success() {
+    assert_eq!(
+        netc(&["check", "../models/mnist_cnn.net"]),
+        (0, String::new(), String::new())
+    );
+}
+
+#[test]
+fn a_missing_file_is_a_user_error() {
+    let (status, stdout, stderr) = netc(&["check", "no/such/file.net"]);
+    assert_eq!((status, stdout.as_str()), (1, ""));
+    assert!(
+        stderr.starts_with("error: cannot read `no/such/file.net`: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_binary_file_is_a_user_error() {
+    let path = std::env::temp_dir().join(format!("netc-binary-{}.net", std::process::id()));
+    std::fs::write(&path, [b'i', b'n', 0xff, 0xfe, b'\n']).expect("temp file writable");
+    let (status, _, stderr) = netc(&["check", path.to_str().expect("UTF-8 temp path")]);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(status, 1);
+    assert!(
+        stderr.contains("is not a text file: byte 2 is not UTF-8"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_flags_are_user_errors_and_help_is_not() {
+    let (status, _, stderr) = netc(&["summary", "--frobnicate", "x.net"]);
+    assert_eq!(status, 1);
+    assert!(
+        stderr.contains("unexpected argument '--frobnicate'"),
+        "{stderr}"
+    );
+    let (status, stdout, _) = netc(&["--help"]);
+    assert_eq!(status, 0);
+    assert!(stdout.contains("summary"), "{stdout}");
+}
+
+#[test]
+fn check_reports_every_bad_file_and_fails() {
+    let (status, _, stderr) = netc(&["check", "../models/mlp.net", "invalid/unknown_layer.net"]);
+    assert_eq!(status, 1);
+    assert!(stderr.contains("unknown layer or block `cnov`"), "{stderr}");
+}
+
+#[test]
+fn readme_layer_reference_is_netc_layers() {
+    let readme = std::fs::read_to_string(root().join("../README.md")).expect("README.md");
+    let (_, reference, _) = netc(&["layers"]);
+    assert!(
+        readme.contains(&reference),
+        "README.md's layer list differs from `netc layers`; paste its output into the README:\n{reference}"
+    );
+}

@@ -1,0 +1,9 @@
+//! netc's integration tests, in one binary so they build once. Data-driven: each module walks a
+//! folder of inputs and compares against files beside them. Set `NETC_BLESS=1` to rewrite the
+//! expected files from the current output (then review the diff).
+
+mod cli;
+mod fuzz;
+mod golden;
+mod invalid;
+mod zoo;
