@@ -165,7 +165,10 @@ pub fn layer_reference() -> String {
                 (false, None) => format!("{}=..", p.name),
             })
             .collect();
-        out.push_str(&format!("- `{} {}`", kind.name(), usage.join(" ")).replace(" `", "`"));
+        let signature = std::iter::once(kind.name().to_string())
+            .chain(usage)
+            .collect::<Vec<_>>();
+        out.push_str(&format!("- `{}`", signature.join(" ")));
         out.push_str(&format!(": {}\n", doc.doc));
         for p in doc.params {
             let default = p
