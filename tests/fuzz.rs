@@ -146,6 +146,9 @@ fn edit() -> impl Strategy<Value = Edit> {
 }
 
 proptest! {
+    // Failures are shrunk and printed; the cases worth keeping become unit tests.
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
     #[test]
     fn token_soup_never_panics(tokens in prop::collection::vec(prop::sample::select(TOKENS), 0..120)) {
         exercise(&tokens.concat());

@@ -95,3 +95,33 @@ fn googlenet_inception_3a_holds_the_papers_weights() {
     assert_eq!(i3a["params"], 163_328 + 64 + 96 + 128 + 16 + 32 + 32);
     assert_eq!(i3a["macs"], 128_049_152);
 }
+
+#[test]
+fn readme_zoo_table_lists_every_model_with_its_counts() {
+    let readme = std::fs::read_to_string(root().join("../README.md")).expect("README.md");
+    let mut golden = Golden::default();
+    for (stem, path) in models() {
+        let (_, stdout, _) = netc(&["summary", path.as_str(), "--json"]);
+        let summary: serde_json::Value = serde_json::from_str(&stdout).expect("summary JSON");
+        let count =
+            |key: &str| netc::summary::thousands(summary["totals"][key].as_u64().expect("a count"));
+        let input: Vec<String> = summary["input"]
+            .as_array()
+            .expect("input shape")
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        let row = format!(
+            "| `{stem}` | {} | {} | {} |",
+            input.join("x"),
+            count("params"),
+            count("macs")
+        );
+        if !readme.contains(&row) {
+            golden.fail(format!(
+                "README.md's model table lacks the row starting `{row}`"
+            ));
+        }
+    }
+    golden.finish();
+}

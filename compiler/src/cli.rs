@@ -70,6 +70,13 @@ pub fn run(args: Vec<OsString>, stdout: &mut dyn Write, stderr: &mut dyn WriteCo
     match execute(cli.command, stdout, stderr) {
         Ok(Outcome::Ok) => 0,
         Ok(Outcome::UserError) => 1,
+        // A reader that stopped reading (`netc summary ... | head`) is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            0
+        }
         Err(e) => {
             let _ = writeln!(stderr, "error: {e:#}");
             1

@@ -124,15 +124,33 @@ pub fn emit(diagnostics: &[Diagnostic], file: &SourceFile, out: &mut dyn termcol
     }
 }
 
-/// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
+/// The closest of `candidates` to `word`, if it is close enough to be a likely typo, or else
+/// one that `word` starts with or that starts with `word` (`padding` for `pad`).
 pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    /// Shorter prefixes match too much to mean anything.
+    const MIN_PREFIX: usize = 3;
     let limit = (word.chars().count() / 3).max(1) + 1;
-    candidates
-        .into_iter()
-        .map(|c| (strsim::osa_distance(word, c), c))
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    let typo = candidates
+        .iter()
+        .map(|&c| (strsim::osa_distance(word, c), c))
         .filter(|&(d, c)| d <= limit && d < c.chars().count())
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, c)| c)
+        // Ties go to the alphabetically first, so callers may pass candidates in any order.
+        .min_by_key(|&(d, c)| (d, c))
+        .map(|(_, c)| c);
+    typo.or_else(|| {
+        candidates
+            .into_iter()
+            .filter(|c| {
+                let (short, long) = if c.len() < word.len() {
+                    (*c, word)
+                } else {
+                    (word, *c)
+                };
+                short.len() >= MIN_PREFIX && long.starts_with(short)
+            })
+            .min_by_key(|c| (c.len().abs_diff(word.len()), *c))
+    })
 }
 
 #[cfg(test)]
@@ -145,6 +163,8 @@ mod tests {
         assert_eq!(nearest("cnov", layers), Some("conv"));
         assert_eq!(nearest("maxpol", layers), Some("maxpool"));
         assert_eq!(nearest("transformer", layers), None);
+        assert_eq!(nearest("padding", ["stride", "pad"]), Some("pad"));
+        assert_eq!(nearest("kernel_size", ["kernel", "stride"]), Some("kernel"));
     }
 
     #[test]

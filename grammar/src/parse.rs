@@ -6,7 +6,7 @@
 //! parses or the next error would only be an echo of an earlier one.
 
 use crate::ast::*;
-use crate::diagnostic::{Diagnostic, SourceFile};
+use crate::diagnostic::{nearest, Diagnostic, SourceFile};
 use pest::error::{ErrorVariant, InputLocation};
 use pest::iterators::Pair;
 use pest::pratt_parser::{Assoc, Op, PrattParser};
@@ -46,8 +46,11 @@ pub fn parse(file: &SourceFile) -> Result<Module, Vec<Diagnostic>> {
                 if blanked_lines.contains(&line) {
                     return Err(errors);
                 }
+                // Past an unclosed `(` every line is read as more arguments: all later errors
+                // would be echoes of this one.
+                let unclosed_call = diagnostic.message == UNCLOSED_PAREN;
                 errors.push(diagnostic);
-                if errors.len() == MAX_SYNTAX_ERRORS {
+                if unclosed_call || errors.len() == MAX_SYNTAX_ERRORS {
                     return Err(errors);
                 }
                 blanked_lines.push(line);
@@ -63,8 +66,9 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count()
 }
 
-/// Replaces the line holding `offset` with spaces, keeping `{` and `}`. Returns false when the
-/// line has unbalanced parentheses: blanking it would make the next error an echo of this one.
+/// Replaces the line holding `offset` with spaces, keeping `{` and `}`, and byte for byte, so
+/// offsets in the rest of the text stay those of the file. Returns false when the line has
+/// unbalanced parentheses: blanking it would make the next error an echo of this one.
 fn blank_line(text: &mut String, offset: usize) -> bool {
     let offset = offset.min(text.len());
     let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
@@ -78,9 +82,9 @@ fn blank_line(text: &mut String, offset: usize) -> bool {
         .char_indices()
         .map(|(i, c)| {
             if i < code_end && (c == '{' || c == '}') {
-                c
+                c.to_string()
             } else {
-                ' '
+                " ".repeat(c.len_utf8())
             }
         })
         .collect();
@@ -115,6 +119,9 @@ fn check_nesting(text: &str) -> Option<Diagnostic> {
     None
 }
 
+/// The message of the error for a call whose `(` is never closed.
+const UNCLOSED_PAREN: &str = "unclosed `(`";
+
 /// A pest error as a diagnostic, and the byte offset it points at.
 fn syntax_error(error: &pest::error::Error<Rule>, text: &str) -> (Diagnostic, usize) {
     let (start, end) = match error.location {
@@ -123,19 +130,80 @@ fn syntax_error(error: &pest::error::Error<Rule>, text: &str) -> (Diagnostic, us
     };
     let found = describe_found(text, start);
     let end = if end > start { end } else { start + found.1 };
+    let here = Span::new(start, end.min(text.len()));
+    let parens = unmatched(text, '(', ')');
+    // A `(` before the error that is never closed is the error: where pest gave up, after
+    // reading what followed as arguments, says nothing more.
+    if let Some(&open) = parens.unclosed.iter().rev().find(|&&o| o < start) {
+        let mut diagnostic =
+            Diagnostic::error(UNCLOSED_PAREN, Span::new(open, open + 1), "never closed")
+                .with_help("end the arguments with `)`");
+        if line_of(text, open) != line_of(text, start) {
+            diagnostic = diagnostic.with_note(
+                "inside parentheses a newline does not end the statement, so the lines after \
+                 the `(` were read as more arguments",
+            );
+        }
+        return (diagnostic, start);
+    }
+    if found.1 == 0 && start >= text.len() {
+        if let Some(&open) = unmatched(text, '{', '}').unclosed.first() {
+            let diagnostic =
+                Diagnostic::error("unclosed `{`", Span::new(open, open + 1), "never closed")
+                    .with_secondary(Span::new(text.len(), text.len()), "the file ends here")
+                    .with_help("add the missing `}`");
+            return (diagnostic, start);
+        }
+    }
     let expected = match &error.variant {
         ErrorVariant::ParsingError { positives, .. } => describe_expected(positives),
         ErrorVariant::CustomError { message } => message.clone(),
     };
     let mut diagnostic = Diagnostic::error(
         format!("expected {expected}, found {}", found.0),
-        Span::new(start, end.min(text.len())),
+        here,
         format!("expected {expected}"),
     );
-    if let Some(help) = syntax_hint(text, start) {
+    let positives = match &error.variant {
+        ErrorVariant::ParsingError { positives, .. } => positives.as_slice(),
+        ErrorVariant::CustomError { .. } => &[],
+    };
+    if let Some(help) = syntax_hint(text, start, positives, &parens) {
         diagnostic = diagnostic.with_help(help);
     }
     (diagnostic, start)
+}
+
+/// Brackets of one kind without a partner, outside comments, by byte offset.
+struct Unmatched {
+    /// Openers that no closer closes.
+    unclosed: Vec<usize>,
+    /// Closers that close no opener.
+    stray: Vec<usize>,
+}
+
+fn unmatched(text: &str, open: char, close: char) -> Unmatched {
+    let mut result = Unmatched {
+        unclosed: Vec::new(),
+        stray: Vec::new(),
+    };
+    let mut in_comment = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '\n' => in_comment = false,
+            '#' => in_comment = true,
+            _ if in_comment => {}
+            c if c == open => result.unclosed.push(i),
+            c if c == close => {
+                let opener = result.unclosed.pop();
+                if opener.is_none() {
+                    result.stray.push(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    result
 }
 
 /// What stands at `offset`, for "found ...", and its length in bytes.
@@ -155,23 +223,86 @@ fn describe_found(text: &str, offset: usize) -> (String, usize) {
     }
 }
 
-fn syntax_hint(text: &str, offset: usize) -> Option<&'static str> {
-    let rest = &text[offset.min(text.len())..];
-    let line_start = text[..offset.min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
-    let line_before = &text[line_start..offset.min(text.len())];
-    if rest.starts_with(',') && !line_before.contains('(') {
-        Some("arguments of a layer are separated by spaces; commas go inside `name(...)` calls")
-    } else if rest.starts_with(':') {
-        Some("options are written `name=value`")
-    } else if line_before.trim_end().ends_with('=') {
-        Some("an option's value is a number, a word like `same`, or extents like `3x3`")
-    } else if rest.starts_with(|c: char| c.is_ascii_digit()) && line_before.trim().is_empty() {
-        Some("a statement starts with a layer name, e.g. `conv 3x3 64`")
-    } else {
-        None
+/// Whether `word` is one of the grammar's keywords.
+fn is_keyword(word: &str) -> bool {
+    NetcParser::parse(Rule::keyword, word).is_ok_and(|pairs| pairs.as_str() == word)
+}
+
+fn syntax_hint(
+    text: &str,
+    offset: usize,
+    positives: &[Rule],
+    parens: &Unmatched,
+) -> Option<String> {
+    let offset = offset.min(text.len());
+    let rest = &text[offset..];
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_before = &text[line_start..offset];
+    let is_word_char = |c: &char| c.is_ascii_alphanumeric() || *c == '_';
+    let word: String = rest.chars().take_while(is_word_char).collect();
+    // The number-like token the error falls in, e.g. `0.5a` failing at its `.`.
+    let token_start = line_before
+        .trim_end_matches(|c: char| is_word_char(&c) || c == '.')
+        .len();
+    let token: String = line_before[token_start..]
+        .chars()
+        .chain(rest.chars().take_while(|c| is_word_char(c) || *c == '.'))
+        .collect();
+    let is_value = NetcParser::parse(Rule::arg, &token).is_ok_and(|p| p.as_str() == token);
+    if token.starts_with(|c: char| c.is_ascii_digit()) && !is_value {
+        if token.ends_with('x') && line_before.ends_with('x') {
+            return Some("extents need a number after each `x`, as in `3x3`".into());
+        }
+        if token.contains(|c: char| c.is_ascii_alphabetic()) {
+            return Some(format!(
+                "`{token}` is not a number: put a space between a number and a word"
+            ));
+        }
     }
+    let expects_definition = positives.iter().any(|r| {
+        matches!(
+            r,
+            Rule::file | Rule::definition | Rule::def_keyword | Rule::kw_block | Rule::kw_network
+        )
+    });
+    let hint = match rest.chars().next()? {
+        ',' if !line_before.contains('(') => {
+            "arguments of a layer are separated by spaces; commas go inside `name(...)` calls"
+        }
+        ':' => "options are written `name=value`",
+        ')' if parens.stray.contains(&offset) => "this `)` closes no `(`: remove it",
+        '}' if unmatched(text, '{', '}').stray.contains(&offset) => {
+            "this `}` closes no `{`: remove it, or look for a missing `{` above"
+        }
+        '×' => "write extents with the letter `x`, as in `3x3`",
+        '"' | '\'' | '“' | '”' | '‘' | '’' => {
+            "netc has no strings: write words bare, as in `pad=same`"
+        }
+        c if !c.is_ascii() => "outside comments, netc source is ASCII",
+        _ if positives.contains(&Rule::name) && is_keyword(&word) => {
+            return Some(format!("`{word}` is a keyword; choose another name"))
+        }
+        _ if expects_definition => {
+            if let Some(keyword) = nearest(&word, ["block", "network"]) {
+                return Some(format!("did you mean `{keyword}`?"));
+            }
+            if text[..offset].contains('}') {
+                "only `block` and `network` definitions stand outside braces: is a `}` above \
+                 closing a definition too early?"
+            } else {
+                "a file holds definitions: `block NAME(PARAMS) { ... }` and \
+                 `network NAME { ... }`"
+            }
+        }
+        _ if line_before.trim_end().ends_with('=') => {
+            "an option's value is a number, a word like `same`, or extents like `3x3`"
+        }
+        c if c.is_ascii_digit() && line_before.trim().is_empty() => {
+            "a statement starts with a layer name, e.g. `conv 3x3 64`"
+        }
+        _ => return None,
+    };
+    Some(hint.to_string())
 }
 
 fn describe_expected(positives: &[Rule]) -> String {
@@ -190,10 +321,10 @@ fn describe_expected(positives: &[Rule]) -> String {
 
 fn rule_description(rule: Rule) -> Option<&'static str> {
     Some(match rule {
-        Rule::EOI => "the end of the file",
-        Rule::definition | Rule::def_keyword | Rule::kw_block | Rule::kw_network => {
-            "`block` or `network`"
+        Rule::file | Rule::definition | Rule::def_keyword | Rule::kw_block | Rule::kw_network => {
+            "a `block` or `network` definition"
         }
+        Rule::EOI => "the end of the file",
         Rule::name => "a name",
         Rule::param_list => "a parameter list",
         Rule::param => "a parameter",
@@ -203,7 +334,9 @@ fn rule_description(rule: Rule) -> Option<&'static str> {
         Rule::arg | Rule::option => "an argument",
         Rule::call_args => "`(`",
         Rule::expr | Rule::float | Rule::int | Rule::boolean | Rule::dim_int => "a value",
-        Rule::dims => "extents like `3x3`",
+        Rule::dims | Rule::dims_compact | Rule::dims_spaced | Rule::paren_dim => {
+            "extents like `3x3`"
+        }
         Rule::neg | Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::floor_div | Rule::rem => {
             "an operator"
         }
@@ -215,9 +348,21 @@ fn rule_description(rule: Rule) -> Option<&'static str> {
     })
 }
 
+/// A pair's span without the spaces and comment that pest's implicit whitespace lets it end
+/// with, so underlines stop at the last character written.
 fn span_of(pair: &Pair<Rule>) -> Span {
     let s = pair.as_span();
-    Span::new(s.start(), s.end())
+    let mut text = s.as_str();
+    loop {
+        text = text.trim_end_matches([' ', '\t', '\r']);
+        // `#` only ever starts a comment: the language has no strings.
+        let last_line = text.rfind('\n').map_or(0, |i| i + 1);
+        match text[last_line..].find('#') {
+            Some(hash) => text = &text[..last_line + hash],
+            None => break,
+        }
+    }
+    Span::new(s.start(), s.start() + text.len())
 }
 
 fn ident(pair: Pair<Rule>) -> Ident {
@@ -413,11 +558,21 @@ fn build_expr(pair: Pair<Rule>) -> Result<Expr, Diagnostic> {
                 })
                 .parse(pair.into_inner())
         }
-        Rule::dims => ExprKind::Dims(
-            pair.into_inner()
-                .map(build_expr)
-                .collect::<Result<_, _>>()?,
-        ),
+        Rule::dims => {
+            let form = pair
+                .into_inner()
+                .next()
+                .expect("dims are compact or spaced");
+            ExprKind::Dims(
+                form.into_inner()
+                    .filter(|p| p.as_rule() != Rule::x_word)
+                    .map(build_expr)
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Rule::paren_dim => {
+            return build_expr(pair.into_inner().next().expect("parenthesised extent"));
+        }
         Rule::int | Rule::dim_int => match pair.as_str().parse::<i64>() {
             Ok(v) => ExprKind::Int(v),
             Err(_) => {

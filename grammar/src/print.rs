@@ -97,6 +97,8 @@ fn print_stmt(stmt: &Stmt, level: usize, out: &mut String) {
 fn print_arg_value(expr: &Expr) -> String {
     match &expr.kind {
         ExprKind::Binary(..) | ExprKind::Neg(_) => format!("({})", print_expr(expr)),
+        // A lone `x` between two numbers would read as extents: `3 (x) 4`, not `3 x 4`.
+        ExprKind::Name(name) if name == "x" => "(x)".to_string(),
         _ => print_expr(expr),
     }
 }
@@ -111,14 +113,19 @@ fn print_expr_in(expr: &Expr, outer_precedence: u8) -> String {
         ExprKind::Float(v) => format!("{v:?}"),
         ExprKind::Bool(v) => v.to_string(),
         ExprKind::Name(n) => n.clone(),
-        ExprKind::Dims(dims) => dims
-            .iter()
-            .map(|d| match d.kind {
-                ExprKind::Int(_) | ExprKind::Name(_) => print_expr(d),
-                _ => format!("({})", print_expr(d)),
-            })
-            .collect::<Vec<_>>()
-            .join("x"),
+        ExprKind::Dims(dims) => {
+            let literal = dims.iter().all(|d| matches!(d.kind, ExprKind::Int(_)));
+            // `3x3` reads best, but `cxhxw` would be one name: spaces once any extent is not a
+            // literal.
+            let separator = if literal { "x" } else { " x " };
+            dims.iter()
+                .map(|d| match d.kind {
+                    ExprKind::Int(_) | ExprKind::Name(_) => print_expr(d),
+                    _ => format!("({})", print_expr(d)),
+                })
+                .collect::<Vec<_>>()
+                .join(separator)
+        }
         ExprKind::Neg(inner) => format!("-{}", print_expr_in(inner, 3)),
         ExprKind::Binary(op, lhs, rhs) => {
             let p = op.precedence();
@@ -135,5 +142,53 @@ fn print_expr_in(expr: &Expr, outer_precedence: u8) -> String {
                 text
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse, SourceFile};
+
+    /// The printed form, after checking that it parses and prints to itself.
+    fn print_checked(source: &str) -> (String, Module) {
+        let module = parse(&SourceFile::new("t.net", source)).expect("source parses");
+        let printed = print_module(&module);
+        let reparsed =
+            parse(&SourceFile::new("printed.net", printed.as_str())).expect("print parses");
+        assert_eq!(print_module(&reparsed), printed);
+        (printed, reparsed)
+    }
+
+    /// How many arguments each statement of the first definition has.
+    fn arg_counts(module: &Module) -> Vec<usize> {
+        module.definitions[0]
+            .body
+            .stmts
+            .iter()
+            .map(|s| match &s.kind {
+                StmtKind::Layer { args, .. } => args.len(),
+                _ => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn extents_with_names_print_spaced() {
+        let (printed, reparsed) =
+            print_checked("network n(c = 1, h = 2) { input c x h x h; conv (h)x(h) 4 }");
+        assert!(printed.contains("input c x h x h"), "{printed}");
+        assert!(printed.contains("conv h x h 4"), "{printed}");
+        assert_eq!(arg_counts(&reparsed), [1, 2]);
+    }
+
+    #[test]
+    fn arguments_that_could_merge_stay_apart() {
+        let (printed, reparsed) =
+            print_checked("network n { f(64, x3); g(3, x, 4); h(-1, 2 - (1 - 1)) }");
+        assert!(printed.contains("f 64 x3"), "{printed}");
+        assert!(printed.contains("g 3 (x) 4"), "{printed}");
+        assert!(printed.contains("h (-1) (2 - (1 - 1))"), "{printed}");
+        assert_eq!(arg_counts(&reparsed), [2, 3, 2]);
     }
 }

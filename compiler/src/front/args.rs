@@ -110,7 +110,10 @@ pub fn usage(signature: &Signature) -> String {
         .split('`')
         .nth(1)
         .unwrap_or(&signature.callee);
-    format!("usage: {name} {}", parts.join(" "))
+    std::iter::once(format!("usage: {name}"))
+        .chain(parts)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn too_many_positionals(signature: &Signature, arg: &Arg) -> Diagnostic {
@@ -121,6 +124,7 @@ fn too_many_positionals(signature: &Signature, arg: &Arg) -> Diagnostic {
         .map(|p| p.name)
         .collect();
     let takes = match names.len() {
+        0 if signature.params.is_empty() => "no arguments".to_string(),
         0 => "no arguments without a name".to_string(),
         1 => format!("one argument without a name ({})", names[0]),
         n => format!("{n} arguments without a name ({})", names.join(", ")),

@@ -128,8 +128,9 @@ pub fn elaborate(resolved: &Resolved) -> Result<Network, Vec<Diagnostic>> {
 struct Elaborator<'r, 'm> {
     blocks: &'r HashMap<&'m str, &'m Definition>,
     diagnostics: Vec<Diagnostic>,
-    /// (message, span) of what was reported, so a block called nine times reports once.
-    seen: HashSet<(String, Span)>,
+    /// Where errors were reported: one error per place in the source, so a block called nine
+    /// times (under nine names, with nine sets of arguments) reports once.
+    seen: HashSet<Span>,
     /// The block calls being expanded, innermost last: (block, call site).
     calls: Vec<(String, Span)>,
     layers: usize,
@@ -181,10 +182,7 @@ fn join(prefix: &str, name: &str) -> String {
 impl Elaborator<'_, '_> {
     /// Records an error once, with the block calls that led to it.
     fn report(&mut self, mut diagnostic: Diagnostic) {
-        if !self
-            .seen
-            .insert((diagnostic.message.clone(), diagnostic.primary.span))
-        {
+        if !self.seen.insert(diagnostic.primary.span) {
             return;
         }
         for (block, call) in self.calls.iter().rev().take(3) {
@@ -208,10 +206,8 @@ impl Elaborator<'_, '_> {
             current = Some(node.output.clone());
             nodes.push(node);
         }
-        let output = current.or_else(|| {
-            self.report(Diagnostic::error("empty network", body.span, "no layers"));
-            None
-        })?;
+        // Blocks and branches only get here with an input, networks open with `input`.
+        let output = current.expect("resolve rejects empty networks");
         Some((nodes, output))
     }
 
@@ -259,15 +255,20 @@ impl Elaborator<'_, '_> {
                     ));
                     return None;
                 }
+                // Every branch is elaborated, even after one fails: they are independent, and
+                // each may have its own errors to report.
+                let elaborated: Vec<_> = branches
+                    .iter()
+                    .enumerate()
+                    .map(|(i, branch)| {
+                        let prefix = join(&name, &i.to_string());
+                        self.sequence_or_identity(branch, scope, &prefix, input)
+                    })
+                    .collect();
                 let mut outputs = Vec::new();
                 let mut all = Vec::new();
-                for (i, branch) in branches.iter().enumerate() {
-                    let (nodes, output) = self.sequence_or_identity(
-                        branch,
-                        scope,
-                        &join(&name, &i.to_string()),
-                        input,
-                    )?;
+                for (branch, result) in branches.iter().zip(elaborated) {
+                    let (nodes, output) = result?;
                     outputs.push((output, branch.span));
                     all.push(nodes);
                 }
@@ -289,16 +290,16 @@ impl Elaborator<'_, '_> {
             }
             StmtKind::Residual { body, shortcut } => {
                 let input = input?;
-                let (body_nodes, body_out) =
-                    self.sequence_or_identity(body, scope, &name, input)?;
-                let (shortcut_nodes, shortcut_out) = match shortcut {
-                    Some(s) => {
-                        let (nodes, out) =
-                            self.sequence_or_identity(s, scope, &join(&name, "shortcut"), input)?;
-                        (Some(nodes), out)
-                    }
-                    None => (None, input.clone()),
+                // The shortcut is elaborated even when the body fails, to report its errors too.
+                let body_result = self.sequence_or_identity(body, scope, &name, input);
+                let shortcut_result = match shortcut {
+                    Some(s) => self
+                        .sequence_or_identity(s, scope, &join(&name, "shortcut"), input)
+                        .map(|(nodes, out)| (Some(nodes), out)),
+                    None => Some((None, input.clone())),
                 };
+                let ((body_nodes, body_out), (shortcut_nodes, shortcut_out)) =
+                    (body_result?, shortcut_result?);
                 if body_out != shortcut_out {
                     let mut diagnostic = Diagnostic::error(
                         format!(
@@ -308,7 +309,12 @@ impl Elaborator<'_, '_> {
                         head,
                         format!("{body_out} + {shortcut_out}"),
                     );
-                    if let (None, Some(help)) = (shortcut, projection_hint(input, &body_out)) {
+                    if shortcut.is_some() {
+                        diagnostic = diagnostic.with_help(format!(
+                            "the shortcut must give what the body gives, {body_out}"
+                        ));
+                    }
+                    if let Some(help) = projection_hint(input, &body_out) {
                         diagnostic = diagnostic.with_help(help);
                     }
                     self.report(diagnostic);
@@ -341,13 +347,16 @@ impl Elaborator<'_, '_> {
                     _ => false,
                 };
                 if !fits {
+                    let channels = input
+                        .channels()
+                        .map_or("CHANNELS".to_string(), |c| c.to_string());
                     self.report(
                         Diagnostic::error(
                             format!("`{name}` needs one factor per channel of its input {input}, but its body gives {factors}"),
                             head,
                             format!("{factors} cannot scale {input}"),
                         )
-                        .with_help("squeeze-and-excitation ends its body with `conv 1x1 CHANNELS; sigmoid` after `avgpool global`"),
+                        .with_help(format!("squeeze-and-excitation starts its body with `avgpool global` and ends it with `conv 1x1 {channels}; sigmoid`")),
                     );
                     return None;
                 }

@@ -9,6 +9,7 @@
 
 use super::args::{BoundArgs, Signature, SignatureParam};
 use super::shape::{Padding, Shape, Window, MAX_ELEMENTS};
+use super::value::Value;
 use netc_grammar::diagnostic::Diagnostic;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -415,12 +416,20 @@ pub fn build(
 ) -> Result<Built, Diagnostic> {
     let Some(input) = input else {
         let shape = match args.get("shape") {
-            Some((value, span)) => match value {
-                super::value::Value::Dims(d) if d.iter().all(|&e| e >= 1) => {
-                    Shape(d.iter().map(|&e| e as u64).collect())
+            Some((Value::Dims(d), span)) => {
+                if d.iter().any(|&e| e < 1) {
+                    return Err(Diagnostic::error(
+                        format!(
+                            "every extent of the input must be at least 1, found {}",
+                            Value::Dims(d.clone())
+                        ),
+                        span,
+                        "empty extent",
+                    ));
                 }
-                v => Shape(vec![args.int_value("shape", v, span, 1)?]),
-            },
+                Shape(d.iter().map(|&e| e as u64).collect())
+            }
+            Some((value, span)) => Shape(vec![args.int_value("shape", value, span, 1)?]),
             None => unreachable!("`shape` is a required argument"),
         };
         if shape.0.len() == 2 || shape.0.len() > 3 {
@@ -512,7 +521,7 @@ pub fn build(
             if size % 2 == 0 {
                 let span = args.get("size").map_or(args.span, |(_, s)| s);
                 return Err(Diagnostic::error(
-                    format!("`size` of layer `lrn` must be odd, found {size}"),
+                    format!("`size` of {} must be odd, found {size}", args.callee),
                     span,
                     "even window",
                 )
@@ -616,7 +625,7 @@ fn image(args: &BoundArgs, input: &Shape) -> Result<(u64, u64, u64), Diagnostic>
 fn padding(args: &BoundArgs) -> Result<Padding, Diagnostic> {
     Ok(match args.get("pad") {
         None => Padding::Valid,
-        Some((super::value::Value::Word(_), _)) => match args.word("pad", &["valid", "same"])? {
+        Some((Value::Word(_), _)) => match args.word("pad", &["valid", "same"])? {
             Some("same") => Padding::Same,
             _ => Padding::Valid,
         },
@@ -674,11 +683,17 @@ fn conv(args: &BoundArgs, input: &Shape, channels: u64, groups: u64) -> Result<B
     let dilation = args.pair("dilation", [1, 1], 1)?;
     let bias = args.bool("bias", true)?;
     let pad = padding(args)?;
-    if c % groups != 0 || channels % groups != 0 {
+    let undivided = match (c % groups != 0, channels % groups != 0) {
+        (true, true) => Some(format!("{c} input and {channels} output channels")),
+        (true, false) => Some(format!("{c} input channels")),
+        (false, true) => Some(format!("{channels} output channels")),
+        (false, false) => None,
+    };
+    if let Some(undivided) = undivided {
         let span = args.get("groups").map_or(args.span, |(_, s)| s);
         return Err(Diagnostic::error(
             format!(
-                "{groups} groups do not divide the {c} input and {channels} output channels of {}",
+                "{groups} groups do not divide the {undivided} of {}",
                 args.callee
             ),
             span,
@@ -713,17 +728,23 @@ fn conv(args: &BoundArgs, input: &Shape, channels: u64, groups: u64) -> Result<B
 
 fn pool(args: &BoundArgs, input: &Shape, op: PoolOp) -> Result<Built, Diagnostic> {
     let (c, h, w) = image(args, input)?;
-    let global = matches!(args.get("kernel"), Some((super::value::Value::Word(_), _)));
+    let global = matches!(args.get("kernel"), Some((Value::Word(_), _)));
     let (kernel, stride, pad) = if global {
         args.word("kernel", &["global"])?;
         [
             ("stride", "a global pool has one window"),
-            ("pad", "a global pool has no padding"),
+            ("pad", "a global pool covers the image exactly"),
         ]
         .iter()
-        .find_map(|(name, why)| args.get(name).map(|(_, span)| (span, *why)))
-        .map_or(Ok(()), |(span, why)| {
-            Err(Diagnostic::error(why.to_string(), span, "remove this"))
+        .find_map(|(name, why)| args.get(name).map(|(_, span)| (name, span, *why)))
+        .map_or(Ok(()), |(name, span, why)| {
+            Err(Diagnostic::error(
+                format!("{} is global, so it takes no `{name}`", args.callee),
+                span,
+                "not for a global pool",
+            )
+            .with_note(why)
+            .with_help("for a window that slides, give its size, e.g. `2x2`, instead of `global`"))
         })?;
         ([h, w], [1, 1], Padding::Valid)
     } else {

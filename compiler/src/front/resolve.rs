@@ -59,6 +59,9 @@ pub fn resolve(module: &Module) -> Result<Resolved<'_>, Vec<Diagnostic>> {
                             def.name.span,
                             "shadows the layer",
                         )
+                        .with_note(format!(
+                            "`{name}` always means the layer, so this block can never be called"
+                        ))
                         .with_help("choose another name for the block"),
                     );
                 }
@@ -135,65 +138,117 @@ fn check_definition(
         }
     }
     check_body(&def.body, blocks, errors);
-    let stmts = &def.body.stmts;
-    let is_layer = |stmt: &Stmt, kind: LayerKind| matches!(&stmt.kind, StmtKind::Layer { callee, .. } if callee.name == kind.name());
     if def.kind == DefinitionKind::Network {
-        match stmts.first() {
-            Some(first) if is_layer(first, LayerKind::Input) => {}
-            first => errors.push(
-                Diagnostic::error(
-                    format!("network `{}` does not start with `input`", def.name.name),
-                    first.map_or(def.body.span, |s| s.span),
-                    "expected `input` before this",
-                )
-                .with_help("open the network with the shape of one example, e.g. `input 1x28x28`"),
-            ),
-        }
-        match stmts.last() {
-            Some(last) if is_layer(last, LayerKind::Loss) => {}
-            _ => errors.push(
-                Diagnostic::error(
-                    format!("network `{}` has no loss", def.name.name),
-                    Span::new(def.body.span.end.saturating_sub(1), def.body.span.end),
-                    "expected `loss` before the end",
-                )
-                .with_help("end the network with its objective, e.g. `loss softmax_cross_entropy`"),
-            ),
-        }
+        check_network_ends(def, errors);
     }
-    // `input` and `loss` anywhere but first and last statement of the network body.
-    let mut misplaced = Vec::new();
+    // `input` and `loss` inside a block, or nested inside a network's combinators.
     visit_stmts(&def.body, &mut |stmt, depth| {
-        for (kind, place) in [(LayerKind::Input, "first"), (LayerKind::Loss, "last")] {
+        if def.kind == DefinitionKind::Network && depth == 0 {
+            return;
+        }
+        for kind in [LayerKind::Input, LayerKind::Loss] {
             if !is_layer(stmt, kind) {
                 continue;
             }
-            let allowed = def.kind == DefinitionKind::Network
-                && depth == 0
-                && std::ptr::eq(
-                    stmt,
-                    if kind == LayerKind::Input {
-                        &stmts[0]
-                    } else {
-                        &stmts[stmts.len() - 1]
-                    },
-                );
-            if !allowed {
-                misplaced.push(
-                    Diagnostic::error(
-                        format!(
-                            "`{}` can only be the {place} statement of a network",
-                            kind.name()
-                        ),
-                        stmt.span,
-                        "misplaced",
-                    )
-                    .with_note("a network has one input and one loss; blocks have neither"),
-                );
-            }
+            let (place, help) = match (kind, def.kind) {
+                (LayerKind::Input, DefinitionKind::Block) => (
+                    "first",
+                    "remove it: a block's input is what comes before its call",
+                ),
+                (_, DefinitionKind::Block) => (
+                    "last",
+                    "remove it: the network that calls the block ends with its loss",
+                ),
+                (LayerKind::Input, _) => ("first", "move it to the top of the network"),
+                _ => ("last", "move it to the end of the network"),
+            };
+            errors.push(
+                Diagnostic::error(
+                    format!(
+                        "`{}` can only be the {place} statement of a network",
+                        kind.name()
+                    ),
+                    stmt.span,
+                    "misplaced",
+                )
+                .with_note("a network has one input and one loss; blocks have neither")
+                .with_help(help),
+            );
         }
     });
-    errors.extend(misplaced);
+}
+
+fn is_layer(stmt: &Stmt, kind: LayerKind) -> bool {
+    matches!(&stmt.kind, StmtKind::Layer { callee, .. } if callee.name == kind.name())
+}
+
+/// A network's own body opens with its one `input` and closes with its one `loss`.
+fn check_network_ends(def: &Definition, errors: &mut Vec<Diagnostic>) {
+    let network = &def.name.name;
+    let stmts = &def.body.stmts;
+    if stmts.is_empty() {
+        errors.push(
+            Diagnostic::error(
+                format!("network `{network}` is empty"),
+                def.name.span,
+                "no layers",
+            )
+            .with_help("a network needs at least `input SHAPE` and `loss KIND`"),
+        );
+        return;
+    }
+    for kind in [LayerKind::Input, LayerKind::Loss] {
+        let opens = kind == LayerKind::Input;
+        let name = kind.name();
+        let proper = if opens { stmts.first() } else { stmts.last() };
+        let found: Vec<&Stmt> = stmts.iter().filter(|s| is_layer(s, kind)).collect();
+        let proper = proper.filter(|s| is_layer(s, kind));
+        if found.is_empty() {
+            errors.push(if opens {
+                Diagnostic::error(
+                    format!("network `{network}` does not start with `input`"),
+                    stmts[0].span,
+                    "expected `input` before this",
+                )
+                .with_help("open the network with the shape of one example, e.g. `input 1x28x28`")
+            } else {
+                Diagnostic::error(
+                    format!("network `{network}` has no loss"),
+                    Span::new(def.body.span.end.saturating_sub(1), def.body.span.end),
+                    "expected `loss` before the end",
+                )
+                .with_help("end the network with its objective, e.g. `loss softmax_cross_entropy`")
+            });
+            continue;
+        }
+        for stmt in found {
+            let diagnostic = match proper {
+                Some(proper) if std::ptr::eq(proper, stmt) => continue,
+                Some(proper) => Diagnostic::error(
+                    format!("network `{network}` has more than one `{name}`"),
+                    stmt.span,
+                    format!("an extra `{name}`"),
+                )
+                .with_secondary(proper.span, format!("the network's `{name}`"))
+                .with_note("a network has one input and one loss"),
+                None if opens => Diagnostic::error(
+                    format!("`input` is not the first statement of network `{network}`"),
+                    stmt.span,
+                    "must come first",
+                )
+                .with_secondary(stmts[0].span, "comes before `input`")
+                .with_help("move `input` to the top of the network"),
+                None => Diagnostic::error(
+                    format!("`loss` is not the last statement of network `{network}`"),
+                    stmt.span,
+                    "must come last",
+                )
+                .with_secondary(stmts[stmts.len() - 1].span, "comes after `loss`")
+                .with_help("move `loss` to the end of the network: the loss is its output"),
+            };
+            errors.push(diagnostic);
+        }
+    }
 }
 
 /// Calls `f` on every statement, with its nesting depth (0 for the definition's own body).
@@ -260,26 +315,31 @@ fn unknown_callee(callee: &Ident, blocks: &HashMap<&str, &Definition>) -> Diagno
         "not a layer, nor a block defined in this file",
     );
     let lowered = name.to_ascii_lowercase();
-    if let Some((_, ours)) = FOREIGN_NAMES.iter().find(|(theirs, _)| *theirs == lowered) {
-        return diagnostic.with_help(format!("netc calls this `{ours}`"));
-    }
     let candidates = LayerKind::ALL
         .iter()
         .map(|k| k.name())
         .chain(blocks.keys().copied());
+    if let Some(same) = candidates.clone().find(|c| c.eq_ignore_ascii_case(name)) {
+        return diagnostic.with_help(format!("names are case-sensitive: did you mean `{same}`?"));
+    }
+    if let Some((_, ours)) = FOREIGN_NAMES.iter().find(|(theirs, _)| *theirs == lowered) {
+        return diagnostic.with_help(format!("netc calls this `{ours}`"));
+    }
     match nearest(name, candidates) {
         Some(close) => diagnostic.with_help(format!("did you mean `{close}`?")),
         None => diagnostic.with_help("`netc layers` lists the built-in layers"),
     }
 }
 
-/// Reports each cycle in the block call graph once, at a call that closes it.
-/// The block calls in a definition's body, in source order.
+/// The block calls in a definition's body, in source order. A block named like a layer is
+/// never called: the layer's name wins.
 fn calls_of<'m>(def: &'m Definition, blocks: &HashMap<&str, &'m Definition>) -> Vec<&'m Ident> {
     let mut calls: Vec<&Ident> = Vec::new();
     visit_stmts(&def.body, &mut |stmt, _| {
         if let StmtKind::Layer { callee, .. } = &stmt.kind {
-            if blocks.contains_key(callee.name.as_str()) {
+            if blocks.contains_key(callee.name.as_str())
+                && LayerKind::from_name(&callee.name).is_none()
+            {
                 calls.push(callee);
             }
         }
@@ -287,6 +347,7 @@ fn calls_of<'m>(def: &'m Definition, blocks: &HashMap<&str, &'m Definition>) -> 
     calls
 }
 
+/// Reports each cycle in the block call graph once, at a call that closes it.
 fn check_recursion(
     blocks: &HashMap<&str, &Definition>,
     module: &Module,
@@ -329,9 +390,14 @@ fn check_recursion(
                         .map(|(d, _, _)| d.name.name.as_str())
                         .collect();
                     chain.push(&callee.name.name);
+                    let through = if chain.len() > 2 {
+                        format!(" through `{}`", chain[1..chain.len() - 1].join("`, `"))
+                    } else {
+                        String::new()
+                    };
                     errors.push(
                         Diagnostic::error(
-                            format!("block `{}` calls itself", callee.name.name),
+                            format!("block `{}` calls itself{through}", callee.name.name),
                             call.span,
                             "recursive call",
                         )

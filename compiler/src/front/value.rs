@@ -126,7 +126,7 @@ pub fn eval(expr: &Expr, scope: &Scope) -> Result<Value, Diagnostic> {
             Value::Int(v) => v
                 .checked_neg()
                 .map(Value::Int)
-                .ok_or_else(|| overflow(expr.span)),
+                .ok_or_else(|| overflow(expr.span, &format!("-({v})"))),
             Value::Float(v) => Ok(Value::Float(-v)),
             _ => unreachable!("eval_number returns numbers"),
         },
@@ -160,11 +160,13 @@ fn not_integer(expr: &Expr, scope: &Scope) -> Diagnostic {
     .with_help("use `//` for floor division")
 }
 
-fn overflow(span: Span) -> Diagnostic {
+/// The error for arithmetic whose result is too large; `computed` shows the operation with
+/// the operands' values, since they may come from parameters far away.
+fn overflow(span: Span, computed: &str) -> Diagnostic {
     Diagnostic::error(
         "integer overflow",
         span,
-        format!("result does not fit in {} bits", i64::BITS),
+        format!("`{computed}` does not fit in {} bits", i64::BITS),
     )
 }
 
@@ -191,7 +193,9 @@ fn binary(op: BinaryOp, a: &Value, b: &Value, span: Span, rhs: Span) -> Result<V
             }),
             BinaryOp::Rem => x.checked_rem_euclid(y),
         };
-        return result.map(Value::Int).ok_or_else(|| overflow(span));
+        return result
+            .map(Value::Int)
+            .ok_or_else(|| overflow(span, &format!("{x} {} {y}", op.symbol())));
     }
     let (x, y) = (
         a.as_float().expect("operands are numbers"),
@@ -211,6 +215,10 @@ fn binary(op: BinaryOp, a: &Value, b: &Value, span: Span, rhs: Span) -> Result<V
     if result.is_finite() {
         Ok(Value::Float(result))
     } else {
-        Err(overflow(span))
+        Err(Diagnostic::error(
+            "number out of range",
+            span,
+            format!("`{x:?} {} {y:?}` is not a finite number", op.symbol()),
+        ))
     }
 }
