@@ -28,7 +28,7 @@ fn frontend(c: &mut Criterion) {
             b.iter(|| netc_grammar::parse(black_box(&file)).expect("model parses"))
         });
         c.bench_function(&format!("check/{name}"), |b| {
-            b.iter(|| netc::front::run(black_box(&file)).expect("model checks"))
+            b.iter(|| netc::front::run(black_box(&file), &[]).expect("model checks"))
         });
     }
 }

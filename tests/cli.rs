@@ -63,3 +63,44 @@ fn readme_layer_reference_is_netc_layers() {
         "README.md's layer list differs from `netc layers`; paste its output into the README:\n{reference}"
     );
 }
+
+#[test]
+fn set_overrides_network_parameters() {
+    let (status, stdout, stderr) = netc(&[
+        "summary",
+        "../models/vgg_small.net",
+        "--set",
+        "size=64",
+        "--set",
+        "classes=7",
+    ]);
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("network vgg_small(classes = 7, size = 64)\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("input 3x64x64"), "{stdout}");
+    assert!(stdout.contains("dense 7 "), "{stdout}");
+}
+
+#[test]
+fn set_reports_unknown_parameters_and_bad_values() {
+    let (status, _, stderr) = netc(&["check", "../models/vgg_small.net", "--set", "sise=64"]);
+    assert_eq!(status, 1);
+    assert!(
+        stderr.contains("network `vgg_small` has no parameter `sise` to set"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("did you mean `--set size=...`?"),
+        "{stderr}"
+    );
+
+    let (status, _, stderr) = netc(&["check", "../models/vgg_small.net", "--set", "size=6x"]);
+    assert_eq!(status, 1);
+    assert!(stderr.contains("--> --set size:1:3"), "{stderr}");
+
+    let (status, _, stderr) = netc(&["check", "../models/vgg_small.net", "--set", "size=16"]);
+    assert_eq!(status, 1);
+    assert!(stderr.contains("larger than its input 512x1x1"), "{stderr}");
+}

@@ -85,7 +85,7 @@ fn exercise(text: &str) {
             .unwrap_or_else(|e| panic!("printed form does not parse: {e:?}\n{printed}"));
         assert_eq!(print_module(&reparsed), printed);
     }
-    match front::run(&file) {
+    match front::run(&file, &[]) {
         Ok(network) => {
             summary::table(&network, true);
             summary::json(&network, true);
@@ -172,14 +172,14 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
     for open in ["(", "{", "concat { {"] {
         let text = format!("network n {{ input 3\n dense {} }}", open.repeat(20_000));
         exercise(&text);
-        assert!(front::run(&SourceFile::new("deep.net", text)).is_err());
+        assert!(front::run(&SourceFile::new("deep.net", text), &[]).is_err());
     }
 }
 
 #[test]
 fn runaway_repetition_is_an_error() {
     let text = "block b(n) { repeat n { relu } }\nnetwork n { input 4\n repeat 1000 { b(1000) }\n dense 2\n loss softmax_cross_entropy }";
-    let errors = front::run(&SourceFile::new("big.net", text)).expect_err("too many layers");
+    let errors = front::run(&SourceFile::new("big.net", text), &[]).expect_err("too many layers");
     assert!(
         errors[0].message.contains("more than 100000 layers"),
         "{:?}",

@@ -3,6 +3,7 @@
 //! 101 an internal compiler error.
 
 use crate::front::layers::LayerKind;
+use crate::front::value::Value;
 use crate::{front, summary};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -30,10 +31,14 @@ enum Command {
         /// `.net` files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
     },
     /// One row per layer: output shape, parameters and multiply-accumulates, with totals.
     Summary {
         file: PathBuf,
+        #[command(flatten)]
+        settings: Settings,
         /// Show the layers inside blocks, branches and repeats.
         #[arg(long)]
         expand: bool,
@@ -45,6 +50,42 @@ enum Command {
     Fmt { file: PathBuf },
     /// List the built-in layers with their arguments and defaults.
     Layers,
+}
+
+#[derive(clap::Args)]
+struct Settings {
+    /// Set a network parameter, overriding its default: `--set classes=100 --set size=64`.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = split_setting)]
+    set: Vec<(String, String)>,
+}
+
+fn split_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!("expected NAME=VALUE, found `{text}`")),
+    }
+}
+
+impl Settings {
+    /// The values, evaluated; `None` when one is malformed (its diagnostic was printed).
+    fn evaluate(&self, stderr: &mut dyn WriteColor) -> Option<Vec<(String, Value)>> {
+        let mut values = Vec::new();
+        for (name, text) in &self.set {
+            let source = SourceFile::new(format!("--set {name}"), text.as_str());
+            let value = netc_grammar::parse_value(&source)
+                .and_then(|expr| front::value::eval(&expr, &front::value::Scope::default()));
+            match value {
+                Ok(value) => values.push((name.clone(), value)),
+                Err(diagnostic) => {
+                    emit(&[diagnostic], &source, stderr);
+                    return None;
+                }
+            }
+        }
+        Some(values)
+    }
 }
 
 /// Outcome of a command that did not fail at the edge (I/O, flags).
@@ -93,9 +134,13 @@ fn read(path: &Path) -> anyhow::Result<SourceFile> {
 }
 
 /// Runs the front end, printing diagnostics on failure.
-fn load(path: &Path, stderr: &mut dyn WriteColor) -> anyhow::Result<Option<front::Network>> {
+fn load(
+    path: &Path,
+    settings: &[(String, Value)],
+    stderr: &mut dyn WriteColor,
+) -> anyhow::Result<Option<front::Network>> {
     let file = read(path)?;
-    match front::run(&file) {
+    match front::run(&file, settings) {
         Ok(network) => Ok(Some(network)),
         Err(diagnostics) => {
             emit(&diagnostics, &file, stderr);
@@ -117,17 +162,28 @@ fn execute(
     stderr: &mut dyn WriteColor,
 ) -> anyhow::Result<Outcome> {
     match command {
-        Command::Check { files } => {
+        Command::Check { files, settings } => {
+            let Some(settings) = settings.evaluate(stderr) else {
+                return Ok(Outcome::UserError);
+            };
             let mut outcome = Outcome::Ok;
             for file in files {
-                if load(&file, stderr)?.is_none() {
+                if load(&file, &settings, stderr)?.is_none() {
                     outcome = Outcome::UserError;
                 }
             }
             Ok(outcome)
         }
-        Command::Summary { file, expand, json } => {
-            let Some(network) = load(&file, stderr)? else {
+        Command::Summary {
+            file,
+            settings,
+            expand,
+            json,
+        } => {
+            let Some(settings) = settings.evaluate(stderr) else {
+                return Ok(Outcome::UserError);
+            };
+            let Some(network) = load(&file, &settings, stderr)? else {
                 return Ok(Outcome::UserError);
             };
             if json {

@@ -7,4 +7,4 @@ pub mod parse;
 pub mod print;
 
 pub use diagnostic::{Diagnostic, SourceFile};
-pub use parse::parse;
+pub use parse::{parse, parse_value};

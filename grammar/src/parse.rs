@@ -62,6 +62,17 @@ pub fn parse(file: &SourceFile) -> Result<Module, Vec<Diagnostic>> {
     }
 }
 
+/// Parses a lone value (`10`, `3x32x32`, `same`), as given on the command line.
+pub fn parse_value(file: &SourceFile) -> Result<Expr, Diagnostic> {
+    match NetcParser::parse(Rule::value_text, &file.text) {
+        Ok(mut pairs) => {
+            let text = pairs.next().expect("value_text yields one pair");
+            build_expr(text.into_inner().next().expect("a value"))
+        }
+        Err(error) => Err(syntax_error(&error, &file.text).0),
+    }
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count()
 }

@@ -12,7 +12,7 @@ use super::resolve::{block_signature, Resolved};
 use super::shape::Shape;
 use super::value::{eval, Scope, Value};
 use netc_grammar::ast::*;
-use netc_grammar::diagnostic::Diagnostic;
+use netc_grammar::diagnostic::{nearest, Diagnostic};
 use std::collections::{HashMap, HashSet};
 
 /// Layers one network may expand to; more is certainly a runaway `repeat`.
@@ -85,7 +85,11 @@ impl Node {
     }
 }
 
-pub fn elaborate(resolved: &Resolved) -> Result<Network, Vec<Diagnostic>> {
+/// Elaborates the network; `overrides` replace the defaults of its parameters (`--set`).
+pub fn elaborate(
+    resolved: &Resolved,
+    overrides: &[(String, Value)],
+) -> Result<Network, Vec<Diagnostic>> {
     let mut elaborator = Elaborator {
         blocks: &resolved.blocks,
         diagnostics: Vec::new(),
@@ -95,6 +99,30 @@ pub fn elaborate(resolved: &Resolved) -> Result<Network, Vec<Diagnostic>> {
         out_of_budget: false,
     };
     let network = resolved.network;
+    let declared = || network.params.iter().map(|p| p.name.name.as_str());
+    for (name, _) in overrides {
+        if declared().all(|p| p != name) {
+            let mut diagnostic = Diagnostic::error(
+                format!(
+                    "network `{}` has no parameter `{name}` to set",
+                    network.name.name
+                ),
+                network.name.span,
+                "parameters are declared here",
+            );
+            diagnostic = match nearest(name, declared()) {
+                Some(close) => diagnostic.with_help(format!("did you mean `--set {close}=...`?")),
+                None if network.params.is_empty() => {
+                    diagnostic.with_note("this network declares no parameters")
+                }
+                None => diagnostic.with_note(format!(
+                    "its parameters: {}",
+                    declared().collect::<Vec<_>>().join(", ")
+                )),
+            };
+            elaborator.report(diagnostic);
+        }
+    }
     let mut scope = Scope::default();
     let mut params = Vec::new();
     for param in &network.params {
@@ -102,7 +130,11 @@ pub fn elaborate(resolved: &Resolved) -> Result<Network, Vec<Diagnostic>> {
             .default
             .as_ref()
             .expect("resolve requires network defaults");
-        match eval(default, &scope) {
+        let value = match overrides.iter().rev().find(|(n, _)| *n == param.name.name) {
+            Some((_, value)) => Ok(value.clone()),
+            None => eval(default, &scope),
+        };
+        match value {
             Ok(value) => {
                 scope.insert(&param.name.name, value.clone());
                 params.push((param.name.name.clone(), value));

@@ -12,9 +12,12 @@ pub use elaborate::{Network, Node, NodeKind};
 
 use netc_grammar::{Diagnostic, SourceFile};
 
-/// Parses, checks and elaborates a file.
-pub fn run(file: &SourceFile) -> Result<Network, Vec<Diagnostic>> {
+/// Parses, checks and elaborates a file, with network parameters set by `overrides`.
+pub fn run(
+    file: &SourceFile,
+    overrides: &[(String, value::Value)],
+) -> Result<Network, Vec<Diagnostic>> {
     let module = netc_grammar::parse(file)?;
     let resolved = resolve::resolve(&module)?;
-    elaborate::elaborate(&resolved)
+    elaborate::elaborate(&resolved, overrides)
 }
