@@ -104,3 +104,26 @@ fn set_reports_unknown_parameters_and_bad_values() {
     assert_eq!(status, 1);
     assert!(stderr.contains("larger than its input 512x1x1"), "{stderr}");
 }
+
+#[test]
+fn ir_prints_each_stage_and_rejects_bad_flags() {
+    let (status, stdout, _) = netc(&["ir", "../models/mlp.net", "--stage", "training"]);
+    assert_eq!(status, 0);
+    assert!(stdout.starts_with("graph mlp.training {"), "{stdout}");
+    assert!(stdout.contains("output update fc1.weight"), "{stdout}");
+
+    let (status, _, stderr) = netc(&["ir", "../models/mlp.net", "--freeze", "fc4"]);
+    assert_eq!(status, 1);
+    assert!(
+        stderr.contains(
+            "cannot freeze `fc4`: no layer of that name has parameters; did you mean `fc1`?"
+        ),
+        "{stderr}"
+    );
+    let (status, _, stderr) = netc(&["ir", "../models/mlp.net", "--batch", "0"]);
+    assert_eq!(status, 1);
+    assert!(
+        stderr.contains("the batch size must be at least 1"),
+        "{stderr}"
+    );
+}

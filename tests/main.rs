@@ -5,5 +5,8 @@
 mod cli;
 mod fuzz;
 mod golden;
+mod gradcheck;
 mod invalid;
+mod ir;
+mod training;
 mod zoo;

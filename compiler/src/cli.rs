@@ -4,7 +4,8 @@
 
 use crate::front::layers::LayerKind;
 use crate::front::value::Value;
-use crate::{front, summary};
+use crate::optim::{Optimizer, OptimizerKind};
+use crate::{front, ir, pipeline, summary};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use codespan_reporting::term::termcolor::WriteColor;
@@ -48,8 +49,34 @@ enum Command {
     },
     /// Print a file in canonical form: what the parser understood.
     Fmt { file: PathBuf },
+    /// Print the IR of a stage of the compilation.
+    Ir {
+        file: PathBuf,
+        /// `lowered`: the forward graph in training mode; `training`: forward, backward and
+        /// optimizer update; `inference`: the forward graph with running statistics.
+        #[arg(long, value_enum, default_value = "training")]
+        stage: Stage,
+        /// Examples per batch.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// The optimizer of the training stage.
+        #[arg(long, default_value = "sgd", value_parser = clap::builder::PossibleValuesParser::new(OptimizerKind::NAMES))]
+        optimizer: String,
+        /// Freeze a layer (or every layer in a block) by name; repeatable.
+        #[arg(long, value_name = "LAYER")]
+        freeze: Vec<String>,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// List the built-in layers with their arguments and defaults.
     Layers,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Stage {
+    Lowered,
+    Training,
+    Inference,
 }
 
 #[derive(clap::Args)]
@@ -205,6 +232,37 @@ fn execute(
                     Ok(Outcome::UserError)
                 }
             }
+        }
+        Command::Ir {
+            file,
+            stage,
+            batch,
+            optimizer,
+            freeze,
+            settings,
+        } => {
+            let Some(settings) = settings.evaluate(stderr) else {
+                return Ok(Outcome::UserError);
+            };
+            let Some(network) = load(&file, &settings, stderr)? else {
+                return Ok(Outcome::UserError);
+            };
+            let kind = OptimizerKind::from_name(&optimizer).expect("clap checked the name");
+            let compiled = match stage {
+                Stage::Lowered => pipeline::forward(&network, batch),
+                Stage::Inference => pipeline::inference(&network, batch),
+                Stage::Training => pipeline::training(
+                    &network,
+                    &pipeline::TrainingOptions {
+                        batch,
+                        optimizer: Optimizer::new(kind),
+                        frozen: freeze,
+                    },
+                ),
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            write!(stdout, "{}", ir::print::print(&compiled.graph))?;
+            Ok(Outcome::Ok)
         }
         Command::Layers => {
             write!(stdout, "{}", layer_reference())?;

@@ -1,6 +1,14 @@
-//! netc, the compiler: the front end (checking and elaborating `.net` networks), the summary,
-//! and the command line.
+//! netc, the compiler: the front end (checking and elaborating `.net` networks), lowering to
+//! the IR, symbolic differentiation and optimizer updates, the reference interpreter, the
+//! summary, and the command line.
 
+pub mod autodiff;
 pub mod cli;
 pub mod front;
+pub mod init;
+pub mod interp;
+pub mod ir;
+pub mod lower;
+pub mod optim;
+pub mod pipeline;
 pub mod summary;
