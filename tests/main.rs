@@ -3,6 +3,7 @@
 //! expected files from the current output (then review the diff).
 
 mod cli;
+mod codegen;
 mod fuzz;
 mod golden;
 mod gradcheck;

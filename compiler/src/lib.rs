@@ -4,6 +4,7 @@
 
 pub mod autodiff;
 pub mod cli;
+pub mod codegen;
 pub mod front;
 pub mod init;
 pub mod interp;

@@ -32,7 +32,7 @@ pub fn away_from_zero(shape: Vec<usize>, seed: u64) -> Tensor {
     t
 }
 
-fn binary_op() -> impl Strategy<Value = OpKind> {
+pub fn binary_op() -> impl Strategy<Value = OpKind> {
     prop_oneof![
         Just(OpKind::Add),
         Just(OpKind::Sub),
@@ -41,7 +41,7 @@ fn binary_op() -> impl Strategy<Value = OpKind> {
     ]
 }
 
-fn map_fn() -> impl Strategy<Value = MapFn> {
+pub fn map_fn() -> impl Strategy<Value = MapFn> {
     prop_oneof![
         Just(MapFn::Neg),
         Just(MapFn::Exp),

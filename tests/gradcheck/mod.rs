@@ -3,15 +3,15 @@
 //! gradient of `sum(r * f(x))` with respect to each differentiable input, which central
 //! differences estimate in f64.
 
-mod conv;
-mod elementwise;
-mod layout;
-mod loss;
-mod matmul;
-mod pool;
-mod softmax;
-mod source;
-mod window;
+pub mod conv;
+pub mod elementwise;
+pub mod layout;
+pub mod loss;
+pub mod matmul;
+pub mod pool;
+pub mod softmax;
+pub mod source;
+pub mod window;
 
 use netc::interp::{run, EvalContext, Tensor};
 use netc::ir::{Graph, InputKind, OpKind, OutputRole};

@@ -203,3 +203,32 @@ pub fn vjp(a: &ConvAttrs, op: &Op, graph: &mut Graph, grad: ValueId) -> Vec<Opti
     let dw = graph.op(OpKind::Conv2dWeightGrad(*a, kernel), &[x, grad], layer);
     vec![Some(dx), Some(dw)]
 }
+
+// CODEGEN-STUB: replaced by the real code-generation rules.
+pub fn emit(
+    a: &ConvAttrs,
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (a, sink, inputs, output);
+    panic!("internal error: no code generation for `emit` yet");
+}
+pub fn emit_input_grad(
+    a: &ConvAttrs,
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (a, sink, inputs, output);
+    panic!("internal error: no code generation for `emit_input_grad` yet");
+}
+pub fn emit_weight_grad(
+    a: &ConvAttrs,
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (a, sink, inputs, output);
+    panic!("internal error: no code generation for `emit_weight_grad` yet");
+}

@@ -1,8 +1,13 @@
 //! Elementwise ops: binary ones with NumPy broadcasting, and functions of one tensor.
 
 use super::{arity, MapFn, OpKind};
+use crate::codegen::emit::{Emitter, Libcall};
+use crate::codegen::strided::{for_each_element, Strided};
+use crate::codegen::{KernelSink, Operand};
 use crate::interp::{strides, Tensor};
 use crate::ir::{Graph, Op, Shape, ValueId};
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
 /// The broadcast of two shapes (NumPy's rule: align at the back; extents equal or 1).
 pub fn broadcast(a: &Shape, b: &Shape) -> Result<Shape, String> {
@@ -224,4 +229,113 @@ pub fn vjp_map(f: MapFn, op: &Op, graph: &mut Graph, grad: ValueId) -> Vec<Optio
         }
     };
     vec![Some(dx)]
+}
+
+pub fn emit_binary(kind: &OpKind, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    let operands: Vec<Strided> = inputs
+        .iter()
+        .map(|x| Strided::broadcast(x.slot, &x.shape, &output.shape))
+        .collect();
+    let out = Strided::dense(output.slot, &output.shape);
+    for_each_element(sink, &output.shape, &operands, &out, |e, v, _| {
+        let ins = e.b.ins();
+        match kind {
+            OpKind::Add => ins.fadd(v[0], v[1]),
+            OpKind::Sub => ins.fsub(v[0], v[1]),
+            OpKind::Mul => ins.fmul(v[0], v[1]),
+            OpKind::Div => ins.fdiv(v[0], v[1]),
+            _ => unreachable!(
+                "internal error: `{}` is not a binary elementwise op",
+                kind.name()
+            ),
+        }
+    });
+}
+
+pub fn emit_map(f: MapFn, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    let x = Strided::dense(inputs[0].slot, &inputs[0].shape);
+    let out = Strided::dense(output.slot, &output.shape);
+    for_each_element(sink, &output.shape, &[x], &out, |e, v, ty| {
+        emit_apply(e, f, v[0], ty)
+    });
+}
+
+/// `apply` in generated code, on every lane of `x` (of type `ty`).
+pub fn emit_apply(e: &mut Emitter, f: MapFn, x: Value, ty: Type) -> Value {
+    match f {
+        MapFn::Neg => e.b.ins().fneg(x),
+        MapFn::Exp => e.libcall(Libcall::Exp, x),
+        MapFn::Log => e.libcall(Libcall::Log, x),
+        MapFn::Sqrt => e.b.ins().sqrt(x),
+        MapFn::Abs => e.b.ins().fabs(x),
+        MapFn::Sign => {
+            let (zero, one, minus) = (
+                e.constant(ty, 0.0),
+                e.constant(ty, 1.0),
+                e.constant(ty, -1.0),
+            );
+            let negative = e.select_cmp(FloatCC::LessThan, x, zero, minus, zero);
+            e.select_cmp(FloatCC::GreaterThan, x, zero, one, negative)
+        }
+        MapFn::Step => {
+            let (zero, one) = (e.constant(ty, 0.0), e.constant(ty, 1.0));
+            e.select_cmp(FloatCC::GreaterThan, x, zero, one, zero)
+        }
+        MapFn::Sigmoid => {
+            let minus = e.b.ins().fneg(x);
+            let exp = e.libcall(Libcall::Exp, minus);
+            let one = e.constant(ty, 1.0);
+            let denominator = e.b.ins().fadd(one, exp);
+            e.b.ins().fdiv(one, denominator)
+        }
+        MapFn::Tanh => e.libcall(Libcall::Tanh, x),
+        MapFn::Relu => {
+            let zero = e.constant(ty, 0.0);
+            e.select_cmp(FloatCC::LessThan, x, zero, zero, x)
+        }
+        MapFn::LeakyRelu(slope) => {
+            let zero = e.constant(ty, 0.0);
+            let c = e.constant(ty, slope as f32);
+            let scaled = e.b.ins().fmul(x, c);
+            e.select_cmp(FloatCC::GreaterThan, x, zero, x, scaled)
+        }
+        MapFn::Scale(c) => {
+            let c = e.constant(ty, c as f32);
+            e.b.ins().fmul(x, c)
+        }
+        MapFn::AddConst(c) => {
+            let c = e.constant(ty, c as f32);
+            e.b.ins().fadd(x, c)
+        }
+        MapFn::PowConst(p) => emit_pow(e, x, p, ty),
+    }
+}
+
+/// `x ^ p`: by multiplication for small whole powers (exact, and right for negative `x`),
+/// by square roots for halves, else `exp(p log x)` (NaN for negative `x`, as `powf`).
+fn emit_pow(e: &mut Emitter, x: Value, p: f64, ty: Type) -> Value {
+    let one = e.constant(ty, 1.0);
+    if p.fract() == 0.0 && p.abs() <= 4.0 {
+        let mut result = one;
+        for _ in 0..p.abs() as usize {
+            result = e.b.ins().fmul(result, x);
+        }
+        return if p < 0.0 {
+            e.b.ins().fdiv(one, result)
+        } else {
+            result
+        };
+    }
+    if p == 0.5 || p == -0.5 {
+        let root = e.b.ins().sqrt(x);
+        return if p < 0.0 {
+            e.b.ins().fdiv(one, root)
+        } else {
+            root
+        };
+    }
+    let log = e.libcall(Libcall::Log, x);
+    let c = e.constant(ty, p as f32);
+    let scaled = e.b.ins().fmul(log, c);
+    e.libcall(Libcall::Exp, scaled)
 }

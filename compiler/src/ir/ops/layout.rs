@@ -192,3 +192,40 @@ pub fn vjp_slice(op: &Op, graph: &mut Graph, grad: ValueId) -> Vec<Option<ValueI
         op.layer.as_deref(),
     ))]
 }
+
+// CODEGEN-STUB: replaced by the real code-generation rules.
+pub fn emit_sum_to(
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (sink, inputs, output);
+    panic!("internal error: no code generation for `emit_sum_to` yet");
+}
+pub fn emit_broadcast(
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (sink, inputs, output);
+    panic!("internal error: no code generation for `emit_broadcast` yet");
+}
+pub fn emit_concat(
+    axis: usize,
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (axis, sink, inputs, output);
+    panic!("internal error: no code generation for `emit_concat` yet");
+}
+pub fn emit_slice(
+    axis: usize,
+    start: usize,
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (axis, start, sink, inputs, output);
+    panic!("internal error: no code generation for `emit_slice` yet");
+}

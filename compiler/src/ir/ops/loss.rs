@@ -148,3 +148,37 @@ pub fn vjp_softmax_cross_entropy(
 pub fn vjp_binary_cross_entropy(op: &Op, graph: &mut Graph, grad: ValueId) -> Vec<Option<ValueId>> {
     vjp_loss(OpKind::BinaryCrossEntropyGrad, op, graph, grad)
 }
+
+// CODEGEN-STUB: replaced by the real code-generation rules.
+pub fn emit_softmax_cross_entropy(
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (sink, inputs, output);
+    panic!("internal error: no code generation for `emit_softmax_cross_entropy` yet");
+}
+pub fn emit_softmax_cross_entropy_grad(
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (sink, inputs, output);
+    panic!("internal error: no code generation for `emit_softmax_cross_entropy_grad` yet");
+}
+pub fn emit_binary_cross_entropy(
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (sink, inputs, output);
+    panic!("internal error: no code generation for `emit_binary_cross_entropy` yet");
+}
+pub fn emit_binary_cross_entropy_grad(
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (sink, inputs, output);
+    panic!("internal error: no code generation for `emit_binary_cross_entropy_grad` yet");
+}

@@ -84,3 +84,15 @@ pub fn vjp(
     let db = graph.op(db_kind, &db_args, layer);
     vec![Some(da), Some(db)]
 }
+
+// CODEGEN-STUB: replaced by the real code-generation rules.
+pub fn emit(
+    transpose_a: bool,
+    transpose_b: bool,
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (transpose_a, transpose_b, sink, inputs, output);
+    panic!("internal error: no code generation for `emit` yet");
+}

@@ -17,6 +17,7 @@ pub mod source;
 pub mod window;
 
 use super::{Graph, Op, Shape, ValueId};
+use crate::codegen::{KernelSink, Operand};
 use crate::interp::{EvalContext, Tensor};
 
 /// Attributes of a 2-D convolution: padding is `[top, bottom, left, right]`.
@@ -282,6 +283,53 @@ impl OpKind {
             | OpKind::BinaryCrossEntropyGrad => {
                 panic!("internal error: `{}` is not differentiated", self.name())
             }
+        }
+    }
+}
+
+impl OpKind {
+    /// The code-generation rule: appends to `sink` the kernels that compute the op's `output`
+    /// from its `inputs` (shapes as the shape rule gives them).
+    pub fn emit(&self, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+        match self {
+            OpKind::Conv2d(a) => conv::emit(a, sink, inputs, output),
+            OpKind::Conv2dInputGrad(a, _) => conv::emit_input_grad(a, sink, inputs, output),
+            OpKind::Conv2dWeightGrad(a, _) => conv::emit_weight_grad(a, sink, inputs, output),
+            OpKind::MatMul {
+                transpose_a,
+                transpose_b,
+            } => matmul::emit(*transpose_a, *transpose_b, sink, inputs, output),
+            OpKind::MaxPool(a) => pool::emit_max(a, sink, inputs, output),
+            OpKind::MaxPoolGrad(a) => pool::emit_max_grad(a, sink, inputs, output),
+            OpKind::AvgPool(a) => pool::emit_avg(a, sink, inputs, output),
+            OpKind::AvgPoolGrad(a, _) => pool::emit_avg_grad(a, sink, inputs, output),
+            OpKind::ChannelWindowSum { size } => window::emit(*size, sink, inputs, output),
+            OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div => {
+                elementwise::emit_binary(self, sink, inputs, output)
+            }
+            OpKind::Map(f) => elementwise::emit_map(*f, sink, inputs, output),
+            // A reshape shares its input's buffer: there is nothing to compute.
+            OpKind::Reshape(_) => {}
+            OpKind::SumTo(_) => layout::emit_sum_to(sink, inputs, output),
+            OpKind::Broadcast(_) => layout::emit_broadcast(sink, inputs, output),
+            OpKind::Concat { axis } => layout::emit_concat(*axis, sink, inputs, output),
+            OpKind::Slice { axis, start, .. } => {
+                layout::emit_slice(*axis, *start, sink, inputs, output)
+            }
+            OpKind::Softmax => softmax::emit(sink, inputs, output),
+            OpKind::SoftmaxGrad => softmax::emit_grad(sink, inputs, output),
+            OpKind::SoftmaxCrossEntropy => loss::emit_softmax_cross_entropy(sink, inputs, output),
+            OpKind::SoftmaxCrossEntropyGrad => {
+                loss::emit_softmax_cross_entropy_grad(sink, inputs, output)
+            }
+            OpKind::BinaryCrossEntropy => loss::emit_binary_cross_entropy(sink, inputs, output),
+            OpKind::BinaryCrossEntropyGrad => {
+                loss::emit_binary_cross_entropy_grad(sink, inputs, output)
+            }
+            OpKind::DropoutMask { rate, stream, .. } => {
+                source::emit_dropout_mask(*rate, *stream, sink, inputs, output)
+            }
+            OpKind::Fill { value, .. } => source::emit_fill(*value, sink, inputs, output),
         }
     }
 }

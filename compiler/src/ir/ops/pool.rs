@@ -198,3 +198,41 @@ pub fn vjp_avg(a: &PoolAttrs, op: &Op, graph: &mut Graph, grad: ValueId) -> Vec<
     let dx = graph.op(OpKind::AvgPoolGrad(*a, hw), &[grad], op.layer.as_deref());
     vec![Some(dx)]
 }
+
+// CODEGEN-STUB: replaced by the real code-generation rules.
+pub fn emit_max(
+    a: &PoolAttrs,
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (a, sink, inputs, output);
+    panic!("internal error: no code generation for `emit_max` yet");
+}
+pub fn emit_max_grad(
+    a: &PoolAttrs,
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (a, sink, inputs, output);
+    panic!("internal error: no code generation for `emit_max_grad` yet");
+}
+pub fn emit_avg(
+    a: &PoolAttrs,
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (a, sink, inputs, output);
+    panic!("internal error: no code generation for `emit_avg` yet");
+}
+pub fn emit_avg_grad(
+    a: &PoolAttrs,
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (a, sink, inputs, output);
+    panic!("internal error: no code generation for `emit_avg_grad` yet");
+}

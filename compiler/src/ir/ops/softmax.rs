@@ -71,3 +71,21 @@ pub fn vjp(op: &Op, graph: &mut Graph, grad: ValueId) -> Vec<Option<ValueId>> {
         op.layer.as_deref(),
     ))]
 }
+
+// CODEGEN-STUB: replaced by the real code-generation rules.
+pub fn emit(
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (sink, inputs, output);
+    panic!("internal error: no code generation for `emit` yet");
+}
+pub fn emit_grad(
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (sink, inputs, output);
+    panic!("internal error: no code generation for `emit_grad` yet");
+}

@@ -74,3 +74,24 @@ pub fn eval_dropout_mask(
 pub fn eval_fill(value: f64, shape: &Shape) -> Tensor {
     Tensor::full(shape.clone(), value)
 }
+
+// CODEGEN-STUB: replaced by the real code-generation rules.
+pub fn emit_dropout_mask(
+    rate: f64,
+    stream: u64,
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (rate, stream, sink, inputs, output);
+    panic!("internal error: no code generation for `emit_dropout_mask` yet");
+}
+pub fn emit_fill(
+    value: f64,
+    sink: &mut crate::codegen::KernelSink,
+    inputs: &[crate::codegen::Operand],
+    output: &crate::codegen::Operand,
+) {
+    let _ = (value, sink, inputs, output);
+    panic!("internal error: no code generation for `emit_fill` yet");
+}

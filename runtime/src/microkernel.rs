@@ -1,0 +1,526 @@
+//! Register-blocked f32 GEMM microkernels: the inner loop of every convolution and dense layer
+//! that netc compiles.
+//!
+//! Generated code packs A into panels of `MR` rows and B into panels of `NR` columns, then calls
+//! a [`Microkernel`] through a function pointer once per `MR x NR` tile of C:
+//!
+//! ```text
+//! c[i*ldc + j] (+)= sum_{k < kc} a[k*MR + i] * b[k*NR + j]      for i < MR, j < NR
+//! ```
+//!
+//! * `a` is A's packed panel: `MR` floats per `k`, i.e. a column-major `MR x kc` panel.
+//! * `b` is B's packed panel: `NR` floats per `k`, i.e. a row-major `kc x NR` panel.
+//! * `c` is the tile's first element, with a row stride of `ldc` floats (in practice
+//!   `ldc >= NR`, and the tile never overlaps itself or the panels).
+//! * `accumulate != 0` adds the product to `c`; `accumulate == 0` overwrites `c`. `kc` may be 0:
+//!   the tile then becomes 0, or stays as it was when accumulating. A negative `kc` counts as 0.
+//! * No pointer needs any alignment. Only the `MR x NR` tile of `c` is read or written.
+//!
+//! The kernels are chosen at run time ([`MicrokernelKind::best`]) from the CPU's features:
+//! AVX-512 (`netc_microkernel_avx512`, 12 zmm accumulators) or AVX2+FMA
+//! (`netc_microkernel_avx2`, two passes of 12 ymm accumulators over 16 columns each). Cranelift
+//! cannot emit 256- or 512-bit vector code, so these are written in Rust with `std::arch`;
+//! [`MicrokernelKind::Generated`] stands for the portable kernel the compiler emits itself with
+//! Cranelift, which has no Rust implementation here.
+//!
+//! Both exported functions are `extern "C"` and never panic or unwind (generated code has no
+//! unwind information). Each checks (one cached atomic load) that the CPU has its features and
+//! aborts the process if not, rather than executing an illegal instruction.
+
+/// Rows of a tile (of A's packed panel).
+pub const MR: usize = 6;
+/// Columns of a tile (of B's packed panel).
+pub const NR: usize = 32;
+
+/// `c[i*ldc + j] (+)= sum_k a[k*MR + i] * b[k*NR + j]` for i < MR, j < NR, k < kc.
+/// `a`: A's packed panel, MR floats per k (column-major MR x kc panel); `b`: B's packed panel, NR
+/// floats per k; `c`: the tile, row stride `ldc` floats; `accumulate != 0` adds to `c`,
+/// otherwise overwrites it. kc may be 0 (then the tile becomes 0, or stays when accumulating).
+/// No alignment is guaranteed for any pointer. `ldc >= NR` always holds in practice; the tile
+/// never overlaps itself.
+pub type Microkernel = unsafe extern "C" fn(
+    kc: i64,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: i64,
+    accumulate: i64,
+);
+
+/// Which microkernel implementation to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MicrokernelKind {
+    /// AVX-512F, in Rust: [`netc_microkernel_avx512`].
+    Avx512,
+    /// AVX2 and FMA, in Rust: [`netc_microkernel_avx2`].
+    Avx2,
+    /// Emitted by the compiler with Cranelift (128-bit vectors); runs on any CPU.
+    Generated,
+}
+
+impl MicrokernelKind {
+    /// Every kind, best first.
+    pub const ALL: [MicrokernelKind; 3] = [
+        MicrokernelKind::Avx512,
+        MicrokernelKind::Avx2,
+        MicrokernelKind::Generated,
+    ];
+
+    /// The kind's name on the command line: "avx512", "avx2" or "generic".
+    pub fn name(self) -> &'static str {
+        match self {
+            MicrokernelKind::Avx512 => "avx512",
+            MicrokernelKind::Avx2 => "avx2",
+            MicrokernelKind::Generated => "generic",
+        }
+    }
+
+    /// The kind whose [`name`](Self::name) is `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// Whether this CPU can run the kind: AVX-512F for `Avx512`, AVX2 and FMA for `Avx2`;
+    /// `Generated` always.
+    pub fn available(self) -> bool {
+        match self {
+            MicrokernelKind::Avx512 => has_avx512(),
+            MicrokernelKind::Avx2 => has_avx2_fma(),
+            MicrokernelKind::Generated => true,
+        }
+    }
+
+    /// The fastest kind this CPU can run.
+    pub fn best() -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.available())
+            .unwrap_or(MicrokernelKind::Generated)
+    }
+
+    /// The Rust implementation, where there is one; `Generated` is emitted by the compiler with
+    /// Cranelift, so None; None too when the CPU lacks the features.
+    pub fn native(self) -> Option<Microkernel> {
+        if !self.available() {
+            return None;
+        }
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            MicrokernelKind::Avx512 => Some(netc_microkernel_avx512 as Microkernel),
+            #[cfg(target_arch = "x86_64")]
+            MicrokernelKind::Avx2 => Some(netc_microkernel_avx2 as Microkernel),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx512() -> bool {
+    false
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx2_fma() -> bool {
+    false
+}
+
+/// The AVX-512 microkernel (see [`Microkernel`]). Aborts if the CPU lacks AVX-512F.
+///
+/// # Safety
+/// `a` must be readable for `MR * kc` floats, `b` for `NR * kc` floats, and `c` readable and
+/// writable for the `MR x NR` tile with row stride `ldc`; none of them may overlap the tile.
+#[no_mangle]
+pub unsafe extern "C" fn netc_microkernel_avx512(
+    kc: i64,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: i64,
+    accumulate: i64,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !has_avx512() {
+            std::process::abort();
+        }
+        // SAFETY: the CPU has AVX-512F (checked above); the pointers are valid as the caller
+        // promised.
+        unsafe { x86::avx512(kc.max(0) as usize, a, b, c, ldc as isize, accumulate != 0) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kc, a, b, c, ldc, accumulate);
+        std::process::abort();
+    }
+}
+
+/// The AVX2+FMA microkernel (see [`Microkernel`]). Aborts if the CPU lacks AVX2 or FMA.
+///
+/// # Safety
+/// As for [`netc_microkernel_avx512`].
+#[no_mangle]
+pub unsafe extern "C" fn netc_microkernel_avx2(
+    kc: i64,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: i64,
+    accumulate: i64,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !has_avx2_fma() {
+            std::process::abort();
+        }
+        // SAFETY: the CPU has AVX2 and FMA (checked above); the pointers are valid as the
+        // caller promised.
+        unsafe { x86::avx2(kc.max(0) as usize, a, b, c, ldc as isize, accumulate != 0) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kc, a, b, c, ldc, accumulate);
+        std::process::abort();
+    }
+}
+
+/// The kernels themselves (AVX-512 intrinsics are stable since Rust 1.89, hence the
+/// workspace's `rust-version`).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// How many k steps each loop iteration does.
+    const UNROLL: usize = 4;
+
+    /// One k step of the AVX-512 kernel: two zmm of `b`, six broadcasts of `a`, 12 FMAs.
+    macro_rules! step512 {
+        ($acc:ident, $a:expr, $b:expr) => {{
+            let b0 = _mm512_loadu_ps($b);
+            let b1 = _mm512_loadu_ps($b.add(16));
+            for i in 0..MR {
+                let ai = _mm512_set1_ps(*$a.add(i));
+                $acc[i][0] = _mm512_fmadd_ps(ai, b0, $acc[i][0]);
+                $acc[i][1] = _mm512_fmadd_ps(ai, b1, $acc[i][1]);
+            }
+        }};
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F; pointers as for [`super::Microkernel`], `kc` of them.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: isize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let mut ap = a;
+        let mut bp = b;
+        // SAFETY: `a` holds `MR * kc` floats and `b` `NR * kc`; every load below stays in
+        // step `k < kc` of the panels, and the pointers advance by whole steps.
+        unsafe {
+            for _ in 0..kc / UNROLL {
+                step512!(acc, ap, bp);
+                step512!(acc, ap.add(MR), bp.add(NR));
+                step512!(acc, ap.add(2 * MR), bp.add(2 * NR));
+                step512!(acc, ap.add(3 * MR), bp.add(3 * NR));
+                ap = ap.add(UNROLL * MR);
+                bp = bp.add(UNROLL * NR);
+            }
+            for _ in 0..kc % UNROLL {
+                step512!(acc, ap, bp);
+                ap = ap.add(MR);
+                bp = bp.add(NR);
+            }
+        }
+        // SAFETY: the tile's row `i` is `c[i*ldc .. i*ldc + NR]`, readable and writable.
+        unsafe {
+            for (i, row) in acc.iter().enumerate() {
+                let ci = c.offset((i as isize).wrapping_mul(ldc));
+                let (mut r0, mut r1) = (row[0], row[1]);
+                if accumulate {
+                    r0 = _mm512_add_ps(r0, _mm512_loadu_ps(ci));
+                    r1 = _mm512_add_ps(r1, _mm512_loadu_ps(ci.add(16)));
+                }
+                _mm512_storeu_ps(ci, r0);
+                _mm512_storeu_ps(ci.add(16), r1);
+            }
+        }
+    }
+
+    /// One k step of an AVX2 pass: two ymm of `b`, six broadcasts of `a`, 12 FMAs.
+    macro_rules! step256 {
+        ($acc:ident, $a:expr, $b:expr) => {{
+            let b0 = _mm256_loadu_ps($b);
+            let b1 = _mm256_loadu_ps($b.add(8));
+            for i in 0..MR {
+                let ai = _mm256_broadcast_ss(&*$a.add(i));
+                $acc[i][0] = _mm256_fmadd_ps(ai, b0, $acc[i][0]);
+                $acc[i][1] = _mm256_fmadd_ps(ai, b1, $acc[i][1]);
+            }
+        }};
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; pointers as for [`super::Microkernel`], `kc` of them.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: isize,
+        accumulate: bool,
+    ) {
+        // 24 ymm accumulators would not fit in 16 registers: two passes of 16 columns each.
+        for half in 0..NR / 16 {
+            let col = half * 16;
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            let mut ap = a;
+            let mut bp = b.wrapping_add(col);
+            // SAFETY: as in `avx512`; `bp` points at column `col` of step `k < kc` of B's
+            // panel, and the loads read columns `col .. col + 16 <= NR` of it.
+            unsafe {
+                for _ in 0..kc / UNROLL {
+                    step256!(acc, ap, bp);
+                    step256!(acc, ap.add(MR), bp.add(NR));
+                    step256!(acc, ap.add(2 * MR), bp.add(2 * NR));
+                    step256!(acc, ap.add(3 * MR), bp.add(3 * NR));
+                    ap = ap.add(UNROLL * MR);
+                    bp = bp.add(UNROLL * NR);
+                }
+                for _ in 0..kc % UNROLL {
+                    step256!(acc, ap, bp);
+                    ap = ap.add(MR);
+                    bp = bp.add(NR);
+                }
+            }
+            // SAFETY: columns `col .. col + 16` of the tile's row `i`, inside the tile.
+            unsafe {
+                for (i, row) in acc.iter().enumerate() {
+                    let ci = c.offset((i as isize).wrapping_mul(ldc)).add(col);
+                    let (mut r0, mut r1) = (row[0], row[1]);
+                    if accumulate {
+                        r0 = _mm256_add_ps(r0, _mm256_loadu_ps(ci));
+                        r1 = _mm256_add_ps(r1, _mm256_loadu_ps(ci.add(8)));
+                    }
+                    _mm256_storeu_ps(ci, r0);
+                    _mm256_storeu_ps(ci.add(8), r1);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny deterministic generator of floats in [-1, 1).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self) -> f32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 40) as f32) / (1u64 << 23) as f32 - 1.0
+        }
+
+        fn fill(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| self.next()).collect()
+        }
+    }
+
+    /// The kinds with a Rust implementation on this CPU.
+    fn natives() -> Vec<(MicrokernelKind, Microkernel)> {
+        MicrokernelKind::ALL
+            .into_iter()
+            .filter_map(|kind| kind.native().map(|f| (kind, f)))
+            .collect()
+    }
+
+    /// Runs `kernel` on one random case and compares with an f64 reference.
+    fn check(kind: MicrokernelKind, kernel: Microkernel, kc: usize, ldc: usize, acc: bool) {
+        let mut rng = Lcg((kc * 1000 + ldc * 10 + acc as usize) as u64 + 1);
+        // One spare element before and after each panel, and spare rows after the tile, to
+        // catch reads or writes out of bounds (at least the writes are checked).
+        let a = rng.fill(MR * kc + 2);
+        let b = rng.fill(NR * kc + 2);
+        let rows = MR + 2;
+        let c0 = rng.fill(rows * ldc + 1);
+        let mut c = c0.clone();
+        // Offset by one float so that nothing is aligned.
+        // SAFETY: the panels hold `MR * kc` and `NR * kc` floats past the offset, and `c` the
+        // `MR x NR` tile with stride `ldc` past it.
+        unsafe {
+            kernel(
+                kc as i64,
+                a.as_ptr().add(1),
+                b.as_ptr().add(1),
+                c.as_mut_ptr().add(1),
+                ldc as i64,
+                acc as i64,
+            )
+        };
+        for (index, (&got, &before)) in c.iter().zip(&c0).enumerate() {
+            let inside = index >= 1 && (index - 1) / ldc < MR && (index - 1) % ldc < NR;
+            if !inside {
+                assert_eq!(
+                    got.to_bits(),
+                    before.to_bits(),
+                    "{kind:?} kc={kc} ldc={ldc} acc={acc}: element {index} outside the tile changed"
+                );
+                continue;
+            }
+            let (i, j) = ((index - 1) / ldc, (index - 1) % ldc);
+            let mut want = if acc { before as f64 } else { 0.0 };
+            let mut magnitude = want.abs();
+            for k in 0..kc {
+                let p = a[1 + k * MR + i] as f64 * b[1 + k * NR + j] as f64;
+                want += p;
+                magnitude += p.abs();
+            }
+            let error = (got as f64 - want).abs();
+            assert!(
+                error <= 1e-5 * magnitude.max(1e-30) + f64::MIN_POSITIVE,
+                "{kind:?} kc={kc} ldc={ldc} acc={acc} c[{i}][{j}]: got {got}, want {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn native_kernels_match_reference() {
+        for (kind, kernel) in natives() {
+            for kc in [0, 1, 2, 3, 5, 17, 256] {
+                for ldc in [32, 40] {
+                    for acc in [false, true] {
+                        check(kind, kernel, kc, ldc, acc);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_kc_clears_or_keeps_the_tile() {
+        for (kind, kernel) in natives() {
+            for acc in [0, 1] {
+                let mut c = vec![7.0f32; MR * NR];
+                // SAFETY: kc = 0 reads nothing from the panels; `c` is the whole tile.
+                unsafe { kernel(0, [].as_ptr(), [].as_ptr(), c.as_mut_ptr(), NR as i64, acc) };
+                let want = if acc != 0 { 7.0 } else { 0.0 };
+                assert!(c.iter().all(|&x| x == want), "{kind:?} acc={acc}");
+            }
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for kind in MicrokernelKind::ALL {
+            assert_eq!(MicrokernelKind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(MicrokernelKind::Generated.name(), "generic");
+        assert_eq!(
+            MicrokernelKind::from_name("avx512"),
+            Some(MicrokernelKind::Avx512)
+        );
+        assert_eq!(
+            MicrokernelKind::from_name("avx2"),
+            Some(MicrokernelKind::Avx2)
+        );
+        assert_eq!(MicrokernelKind::from_name("sse"), None);
+    }
+
+    #[test]
+    fn best_is_available() {
+        let best = MicrokernelKind::best();
+        assert!(best.available());
+        assert!(MicrokernelKind::Generated.available());
+        assert!(MicrokernelKind::Generated.native().is_none());
+        for kind in MicrokernelKind::ALL {
+            if kind != MicrokernelKind::Generated {
+                assert_eq!(kind.native().is_some(), kind.available(), "{kind:?}");
+            }
+        }
+        // A better kind than `best` is never available.
+        for kind in MicrokernelKind::ALL {
+            if kind == best {
+                break;
+            }
+            assert!(
+                !kind.available(),
+                "{kind:?} is available but best() is {best:?}"
+            );
+        }
+    }
+
+    /// Correctness at the benchmark's size, and the kernels' speed (printed, not asserted: the
+    /// figure depends on the machine and its load). Run with `--nocapture` to see it.
+    #[test]
+    fn throughput() {
+        let kc = 256;
+        let panels = 8;
+        let mut rng = Lcg(99);
+        let a = rng.fill(MR * kc);
+        let b = rng.fill(NR * kc * panels);
+        let ldc = NR * panels;
+        for (kind, kernel) in natives() {
+            let mut c = vec![0.0f32; MR * ldc];
+            let mut run = |reps: usize| {
+                for _ in 0..reps {
+                    for p in 0..panels {
+                        // SAFETY: panel `p` of B and tile `p` of C are in bounds.
+                        unsafe {
+                            kernel(
+                                kc as i64,
+                                a.as_ptr(),
+                                b.as_ptr().add(p * NR * kc),
+                                c.as_mut_ptr().add(p * NR),
+                                ldc as i64,
+                                0,
+                            )
+                        };
+                    }
+                }
+            };
+            run(100);
+            let reps = if cfg!(debug_assertions) { 20 } else { 4000 };
+            let start = std::time::Instant::now();
+            run(reps);
+            let seconds = start.elapsed().as_secs_f64();
+            let flops = 2.0 * (MR * NR * kc * panels * reps) as f64;
+            eprintln!(
+                "microkernel {}: {:.1} GFLOP/s (kc={kc}, {panels} B panels in L2, one A panel)",
+                kind.name(),
+                flops / seconds / 1e9
+            );
+            for j in [0, 1, NR * panels - 1] {
+                for i in 0..MR {
+                    let want: f64 = (0..kc)
+                        .map(|k| {
+                            a[k * MR + i] as f64 * b[(j / NR) * NR * kc + k * NR + j % NR] as f64
+                        })
+                        .sum();
+                    let got = c[i * ldc + j] as f64;
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{kind:?}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The thread pool generated code runs its kernels on: created once, with one scratch buffer per
+//! thread, and entered through `netc_parallel_for` with a kernel pointer and its table.
+//!
+//! Tasks are split statically: thread `t` of `T` runs tasks `n*t/T .. n*(t+1)/T`. Kernels are
+//! written so that each output element belongs to exactly one task and every reduction runs in
+//! a fixed order inside it, so results do not depend on the number of threads.
+//!
+//! Workers spin briefly on the job counter before sleeping: a training step launches hundreds
+//! of kernels, many of them microseconds long, and a condition variable's wake-up costs about
+//! as much as such a kernel.
+
+use crate::Kernel;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// Spins before a worker sleeps; a few tens of microseconds on this machine.
+const SPINS: usize = 20_000;
+
+#[derive(Clone, Copy)]
+struct Job {
+    kernel: Kernel,
+    table: *const *mut f32,
+    tasks: i64,
+}
+
+// The pointers in a job stay valid until every worker has finished it: `run` waits.
+unsafe impl Send for Job {}
+
+struct Shared {
+    threads: usize,
+    /// Bumped for each job; a worker runs the job whose number it has not seen.
+    epoch: AtomicUsize,
+    /// Workers still running the current job.
+    pending: AtomicUsize,
+    job: Mutex<Option<Job>>,
+    wake: Condvar,
+    done_lock: Mutex<()>,
+    done: Condvar,
+    scratch: Vec<ScratchBuffer>,
+    shutdown: std::sync::atomic::AtomicBool,
+}
+
+/// One thread's scratch memory, 64-byte aligned.
+struct ScratchBuffer(Mutex<Vec<Align64>>);
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Align64([f32; 16]);
+
+impl ScratchBuffer {
+    fn pointer(&self) -> *mut f32 {
+        // Each thread only ever touches its own buffer, while a job runs.
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut_ptr() as *mut f32
+    }
+}
+
+/// The pool: `threads - 1` workers plus the thread that calls `run`.
+pub struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// A pool of `threads` threads (at least 1), each with `scratch_floats` floats of scratch.
+    pub fn new(threads: usize, scratch_floats: usize) -> Pool {
+        let threads = threads.max(1);
+        let blocks = scratch_floats.div_ceil(16).max(1);
+        let shared = Arc::new(Shared {
+            threads,
+            epoch: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            job: Mutex::new(None),
+            wake: Condvar::new(),
+            done_lock: Mutex::new(()),
+            done: Condvar::new(),
+            scratch: (0..threads)
+                .map(|_| ScratchBuffer(Mutex::new(vec![Align64([0.0; 16]); blocks])))
+                .collect(),
+            shutdown: std::sync::atomic::AtomicBool::new(false),
+        });
+        let workers = (1..threads)
+            .map(|index| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("netc-worker-{index}"))
+                    .spawn(move || worker(&shared, index))
+                    .expect("the operating system refused to start a thread")
+            })
+            .collect();
+        Pool { shared, workers }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.shared.threads
+    }
+
+    /// Runs `tasks` tasks of `kernel` across the pool and returns when all are done.
+    ///
+    /// # Safety
+    /// `kernel` must be safe to call with `table` on any disjoint split of `0..tasks`, from any
+    /// thread, concurrently.
+    pub unsafe fn run(&self, kernel: Kernel, table: *const *mut f32, tasks: i64) {
+        let shared = &*self.shared;
+        if tasks <= 0 {
+            return;
+        }
+        if shared.threads == 1 || tasks == 1 {
+            kernel(table, 0, tasks, shared.scratch[0].pointer());
+            return;
+        }
+        *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(Job {
+            kernel,
+            table,
+            tasks,
+        });
+        shared.pending.store(shared.threads - 1, Ordering::SeqCst);
+        {
+            let _guard = shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            shared.epoch.fetch_add(1, Ordering::SeqCst);
+            shared.wake.notify_all();
+        }
+        let (begin, end) = chunk(tasks, 0, shared.threads);
+        kernel(table, begin, end, shared.scratch[0].pointer());
+        let mut spins = 0;
+        while shared.pending.load(Ordering::Acquire) != 0 {
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                let guard = shared.done_lock.lock().unwrap_or_else(|e| e.into_inner());
+                if shared.pending.load(Ordering::Acquire) != 0 {
+                    drop(
+                        shared
+                            .done
+                            .wait_timeout(guard, std::time::Duration::from_millis(1)),
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _guard = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+            self.shared.wake.notify_all();
+        }
+        for worker in self.workers.drain(..) {
+            worker.join().ok();
+        }
+    }
+}
+
+/// Thread `index`'s share of `tasks`.
+fn chunk(tasks: i64, index: usize, threads: usize) -> (i64, i64) {
+    let (t, n) = (index as i64, threads as i64);
+    (tasks * t / n, tasks * (t + 1) / n)
+}
+
+fn worker(shared: &Shared, index: usize) {
+    let mut seen = 0;
+    loop {
+        let mut spins = 0;
+        while shared.epoch.load(Ordering::Acquire) == seen {
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                let guard = shared.job.lock().unwrap_or_else(|e| e.into_inner());
+                if shared.epoch.load(Ordering::Acquire) == seen {
+                    drop(shared.wake.wait(guard));
+                }
+            }
+        }
+        seen = shared.epoch.load(Ordering::Acquire);
+        if shared.shutdown.load(Ordering::SeqCst) {
+            return;
+        }
+        let job = *shared.job.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(job) = job {
+            let (begin, end) = chunk(job.tasks, index, shared.threads);
+            if begin < end {
+                // SAFETY: `run` guarantees the kernel accepts any disjoint split, and waits
+                // for this call before the table may go away.
+                unsafe { (job.kernel)(job.table, begin, end, shared.scratch[index].pointer()) };
+            }
+        }
+        if shared.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _guard = shared.done_lock.lock().unwrap_or_else(|e| e.into_inner());
+            shared.done.notify_all();
+        }
+    }
+}
+
+/// The entry point generated code calls: runs `tasks` tasks of `kernel` on `pool`.
+///
+/// # Safety
+/// `pool` must point to a live `Pool`, and `kernel` and `table` must satisfy `Pool::run`.
+#[no_mangle]
+pub unsafe extern "C" fn netc_parallel_for(
+    pool: *const Pool,
+    kernel: Kernel,
+    table: *const *mut f32,
+    tasks: i64,
+) {
+    // A panic must not unwind into generated frames, which have no unwind information. Nothing
+    // in `run` is expected to panic; if it does, the process stops with the message rather than
+    // corrupting the step.
+    if catch_unwind(AssertUnwindSafe(|| (*pool).run(kernel, table, tasks))).is_err() {
+        eprintln!("internal error: the thread pool panicked inside a training step");
+        std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    unsafe extern "C" fn mark(table: *const *mut f32, begin: i64, end: i64, scratch: *mut f32) {
+        let out = *table;
+        for i in begin..end {
+            *scratch = i as f32;
+            *out.add(i as usize) += 1.0 + *scratch - i as f32;
+        }
+    }
+
+    #[test]
+    fn every_task_runs_once_for_any_thread_count() {
+        for threads in 1..=5 {
+            let pool = Pool::new(threads, 4);
+            for tasks in [0i64, 1, 2, 3, 7, 64, 1001] {
+                let mut out = vec![0.0f32; tasks as usize];
+                let table = [out.as_mut_ptr()];
+                for _ in 0..3 {
+                    unsafe { netc_parallel_for(&pool, mark, table.as_ptr(), tasks) };
+                }
+                assert!(
+                    out.iter().all(|&v| v == 3.0),
+                    "{threads} threads, {tasks} tasks"
+                );
+            }
+        }
+    }
+}
