@@ -127,3 +127,34 @@ fn ir_prints_each_stage_and_rejects_bad_flags() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bench_times_the_compiled_step() {
+    let (status, stdout, stderr) = netc(&[
+        "bench",
+        "../models/mlp.net",
+        "--batch",
+        "4",
+        "--steps",
+        "3",
+        "--threads",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(status, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report["network"], "mlp");
+    assert_eq!(report["batch"], 4);
+    assert_eq!(report["threads"], 2);
+    assert_eq!(report["step_ms"].as_array().map(Vec::len), Some(3));
+    for key in ["compile_ms", "step_ms_median", "images_per_s", "gflops"] {
+        assert!(
+            report[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {report}"
+        );
+    }
+
+    let (status, _, stderr) = netc(&["bench", "../models/mlp.net", "--steps", "0"]);
+    assert_eq!(status, 1);
+    assert!(stderr.contains("--steps must be at least 1"), "{stderr}");
+}

@@ -29,7 +29,7 @@ fn uniform(shape: Vec<usize>, seed: u64, lo: f64, hi: f64) -> Tensor {
 }
 
 /// Everything a graph reads: initial parameters and state, a random batch, lr and step.
-fn feed(compiled: &Compiled, seed: u64, lr: f64) -> HashMap<String, Tensor> {
+pub fn feed(compiled: &Compiled, seed: u64, lr: f64) -> HashMap<String, Tensor> {
     let mut values = initial_values(compiled, seed);
     for (id, input) in compiled.graph.inputs() {
         let shape = compiled.graph.shape(id).clone();
@@ -62,7 +62,7 @@ fn loss_of(compiled: &Compiled, values: &HashMap<String, Tensor>) -> f64 {
 }
 
 /// Small sizes that keep the interpreter quick; models not listed run at their defaults.
-fn small(stem: &str) -> Vec<(&'static str, i64)> {
+pub fn small(stem: &str) -> Vec<(&'static str, i64)> {
     match stem {
         "googlenet" => vec![("size", 48), ("classes", 10)],
         "googlenet_small" => vec![("size", 8)],

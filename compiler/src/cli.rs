@@ -2,6 +2,8 @@
 //! drive exactly what users run. Exit status: 0 success, 1 a user error (bad file, bad flag),
 //! 101 an internal compiler error.
 
+use crate::bench::{self, BenchOptions};
+use crate::codegen::CodegenOptions;
 use crate::front::layers::LayerKind;
 use crate::front::value::Value;
 use crate::optim::{Optimizer, OptimizerKind};
@@ -10,6 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use codespan_reporting::term::termcolor::WriteColor;
 use netc_grammar::diagnostic::{emit, SourceFile};
+use netc_runtime::microkernel::MicrokernelKind;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -68,8 +71,50 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Time the compiled training step on synthetic data: images/s, ms per step, compile
+    /// time and GFLOP/s.
+    Bench {
+        file: PathBuf,
+        /// Examples per batch.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Timed steps (after 3 untimed ones); the median is reported.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Print JSON, with every step's time.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        machine: Machine,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// List the built-in layers with their arguments and defaults.
     Layers,
+}
+
+/// How generated code uses the machine.
+#[derive(clap::Args)]
+struct Machine {
+    /// Threads to run on (default: every core); results are identical for any count.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+    /// The contraction microkernel: the best this CPU has, unless forced.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["avx512", "avx2", "generic"]))]
+    microkernel: Option<String>,
+}
+
+impl Machine {
+    fn options(&self) -> CodegenOptions {
+        let mut options = CodegenOptions::default();
+        if let Some(threads) = self.threads {
+            options.threads = threads as usize;
+        }
+        if let Some(name) = &self.microkernel {
+            options.microkernel = MicrokernelKind::from_name(name).expect("clap checked the name");
+        }
+        options
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -262,6 +307,34 @@ fn execute(
             }
             .map_err(|e| anyhow::anyhow!("{e}"))?;
             write!(stdout, "{}", ir::print::print(&compiled.graph))?;
+            Ok(Outcome::Ok)
+        }
+        Command::Bench {
+            file,
+            batch,
+            steps,
+            json,
+            machine,
+            settings,
+        } => {
+            let Some(settings) = settings.evaluate(stderr) else {
+                return Ok(Outcome::UserError);
+            };
+            let Some(network) = load(&file, &settings, stderr)? else {
+                return Ok(Outcome::UserError);
+            };
+            let options = BenchOptions {
+                batch,
+                steps,
+                warmup: 3,
+                codegen: machine.options(),
+            };
+            let report = bench::bench(&network, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if json {
+                writeln!(stdout, "{:#}", report.json())?;
+            } else {
+                write!(stdout, "{}", report.text())?;
+            }
             Ok(Outcome::Ok)
         }
         Command::Layers => {

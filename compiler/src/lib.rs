@@ -3,6 +3,7 @@
 //! summary, and the command line.
 
 pub mod autodiff;
+pub mod bench;
 pub mod cli;
 pub mod codegen;
 pub mod front;

@@ -1,1 +1,199 @@
-//! (being written)
+//! Generated contractions (convolutions and matrix products through the microkernel) against
+//! the interpreter: the convolution and both its gradients, on random strides, asymmetric
+//! paddings, dilations, groups (one input channel per group included) and non-square kernels,
+//! with channel and spatial extents that leave partial tiles along every axis of the products
+//! and, in the larger cases, several full tiles and several K blocks; and matrix products in
+//! every transpose combination, from single elements to several tiles and K blocks.
+
+use super::{check_op, config, random_tensor};
+use netc::ir::ops::conv::out_extent;
+use netc::ir::ops::ConvAttrs;
+use netc::ir::OpKind;
+use proptest::prelude::*;
+
+/// A convolution `(attrs, x shape, w shape)` of up to `channels` input and output channels per
+/// group and an image just large enough for the dilated kernel (less the padding) plus up to
+/// `extra` along each axis.
+fn conv_case(
+    channels: usize,
+    extra: usize,
+) -> impl Strategy<Value = (ConvAttrs, Vec<usize>, Vec<usize>)> {
+    (
+        1..=3usize,
+        1..=3usize,
+        1..=channels,
+        1..=channels,
+        prop::array::uniform2(0..=extra),
+        prop::array::uniform2(1..=5usize),
+        prop::array::uniform2(1..=3usize),
+        prop::array::uniform2(1..=3usize),
+        prop::array::uniform4(0..=2usize),
+    )
+        .prop_map(
+            |(n, groups, in_per_group, out_per_group, extra, kernel, stride, dilation, pad)| {
+                let attrs = ConvAttrs {
+                    stride,
+                    pad,
+                    dilation,
+                    groups,
+                };
+                let extent = |axis: usize| {
+                    let span = dilation[axis] * (kernel[axis] - 1) + 1;
+                    span.saturating_sub(pad[2 * axis] + pad[2 * axis + 1])
+                        .max(1)
+                        + extra[axis]
+                };
+                let x = vec![n, groups * in_per_group, extent(0), extent(1)];
+                let w = vec![groups * out_per_group, in_per_group, kernel[0], kernel[1]];
+                (attrs, x, w)
+            },
+        )
+}
+
+/// y's shape for x and w.
+fn output_shape(a: &ConvAttrs, x: &[usize], w: &[usize]) -> Vec<usize> {
+    let extent = |axis: usize| {
+        let pad = (a.pad[2 * axis], a.pad[2 * axis + 1]);
+        out_extent(
+            x[2 + axis],
+            w[2 + axis],
+            a.stride[axis],
+            a.dilation[axis],
+            pad,
+        )
+        .expect("the kernel fits")
+    };
+    vec![x[0], w[0], extent(0), extent(1)]
+}
+
+/// The forward op and both gradients of one convolution, on random tensors.
+fn check_all_three(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, seed: u64) {
+    let y = output_shape(&attrs, &x, &w);
+    let (hw, kernel) = ([x[2], x[3]], [w[2], w[3]]);
+    let x = random_tensor(x, seed, -1.0, 1.0);
+    let w = random_tensor(w, seed ^ 1, -1.0, 1.0);
+    let dy = random_tensor(y, seed ^ 2, -1.0, 1.0);
+    check_op(OpKind::Conv2d(attrs), &[x.clone(), w.clone()], 1e-5);
+    check_op(OpKind::Conv2dInputGrad(attrs, hw), &[dy.clone(), w], 1e-5);
+    check_op(OpKind::Conv2dWeightGrad(attrs, kernel), &[x, dy], 1e-5);
+}
+
+/// A matrix product `(transpose_a, transpose_b, a shape, b shape)` of `m x k` by `k x n`.
+fn matmul_case(
+    m: impl Strategy<Value = usize>,
+    k: impl Strategy<Value = usize>,
+    n: impl Strategy<Value = usize>,
+) -> impl Strategy<Value = (bool, bool, Vec<usize>, Vec<usize>)> {
+    (m, k, n, any::<bool>(), any::<bool>()).prop_map(|(m, k, n, ta, tb)| {
+        let a = if ta { vec![k, m] } else { vec![m, k] };
+        let b = if tb { vec![n, k] } else { vec![k, n] };
+        (ta, tb, a, b)
+    })
+}
+
+fn check_matmul(transpose_a: bool, transpose_b: bool, a: Vec<usize>, b: Vec<usize>, seed: u64) {
+    let kind = OpKind::MatMul {
+        transpose_a,
+        transpose_b,
+    };
+    let a = random_tensor(a, seed, -1.0, 1.0);
+    let b = random_tensor(b, seed ^ 1, -1.0, 1.0);
+    check_op(kind, &[a, b], 1e-5);
+}
+
+/// Fewer cases for the larger shapes, which take longer in the interpreter.
+fn large_config() -> ProptestConfig {
+    let base = config();
+    ProptestConfig {
+        cases: base.cases.div_ceil(6),
+        ..base
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Up to 8 channels per group (K blocks, M panels partial) and images up to about 12 wide
+    /// beyond the kernel (several N panels of positions, the last partial).
+    #[test]
+    fn convolutions_match_the_interpreter((attrs, x, w) in conv_case(8, 12), seed in any::<u64>()) {
+        check_all_three(attrs, x, w, seed);
+    }
+
+    /// One input channel per group, as in depthwise layers, which the GEMM path must also get
+    /// right (whichever path the compiler takes).
+    #[test]
+    fn one_channel_per_group_matches_the_interpreter(
+        (attrs, x, w) in conv_case(1, 8),
+        groups in 1..=6usize,
+        multiplier in 1..=3usize,
+        seed in any::<u64>()
+    ) {
+        let attrs = ConvAttrs { groups, ..attrs };
+        let x = vec![x[0], groups, x[2], x[3]];
+        let w = vec![groups * multiplier, 1, w[2], w[3]];
+        check_all_three(attrs, x, w, seed);
+    }
+
+    /// 1x1 kernels without stride or padding, whose im2col matrix is x itself.
+    #[test]
+    fn pointwise_convolutions_match_the_interpreter(
+        (attrs, x, w) in conv_case(40, 0),
+        side in prop::array::uniform2(1..=20usize),
+        seed in any::<u64>()
+    ) {
+        let attrs = ConvAttrs { stride: [1, 1], pad: [0; 4], ..attrs };
+        let x = vec![x[0], x[1], side[0], side[1]];
+        let w = vec![w[0], w[1], 1, 1];
+        check_all_three(attrs, x, w, seed);
+    }
+
+    #[test]
+    fn matmuls_match_the_interpreter(
+        (ta, tb, a, b) in matmul_case(1..=100usize, 1..=100usize, 1..=100usize),
+        seed in any::<u64>()
+    ) {
+        check_matmul(ta, tb, a, b, seed);
+    }
+}
+
+proptest! {
+    #![proptest_config(large_config())]
+
+    /// Enough channels for im2col depths beyond one K block (`Kc > 256`) and several full M
+    /// panels, and images of more than 256 positions (several K blocks of the weight gradient).
+    #[test]
+    fn large_convolutions_match_the_interpreter(
+        (attrs, x, w) in conv_case(24, 20), seed in any::<u64>()
+    ) {
+        check_all_three(attrs, x, w, seed);
+    }
+
+    /// Depths of several K blocks, and several tiles each way.
+    #[test]
+    fn large_matmuls_match_the_interpreter(
+        (ta, tb, a, b) in matmul_case(1..=200usize, 200..=700usize, 1..=300usize),
+        seed in any::<u64>()
+    ) {
+        check_matmul(ta, tb, a, b, seed);
+    }
+}
+
+/// A 1x1 convolution (im2col is the image itself) and a strided 3x3 one on shapes from a
+/// residual network, with several full tiles each way.
+#[test]
+fn residual_network_shapes() {
+    let plain = ConvAttrs {
+        stride: [1, 1],
+        pad: [0; 4],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let strided = ConvAttrs {
+        stride: [2, 2],
+        pad: [1; 4],
+        ..plain
+    };
+    check_all_three(plain, vec![2, 16, 14, 14], vec![40, 16, 1, 1], 3);
+    check_all_three(strided, vec![1, 32, 15, 15], vec![20, 32, 3, 3], 4);
+}

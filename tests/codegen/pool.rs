@@ -1,1 +1,167 @@
-//! (being written)
+//! Generated pooling and channel-window code against the interpreter: max and average pooling
+//! and their gradients on random windows, strides, paddings and rounding modes, on images wide
+//! enough for runs of sliding windows to reach the unrolled f32x4 loops and their scalar tails,
+//! with values on a coarse grid so that windows often hold equal maxima; the pools of the zoo's
+//! networks, windows too large to unroll, and the channel window sum at every window size.
+
+use super::{check_op, config, random_tensor};
+use crate::gradcheck::pool::pool_case;
+use netc::interp::Tensor;
+use netc::ir::ops::PoolAttrs;
+use netc::ir::OpKind;
+use proptest::prelude::*;
+
+/// `pool_case`'s windows on an image up to 6 rows taller and 24 columns wider.
+fn wide_pool_case() -> impl Strategy<Value = (PoolAttrs, Vec<usize>)> {
+    (pool_case(), 0..=6usize, 0..=24usize).prop_map(|((attrs, mut x), rows, columns)| {
+        x[2] += rows;
+        x[3] += columns;
+        (attrs, x)
+    })
+}
+
+/// Random values in [-1, 1), rounded to f32 so that both sides see the same numbers; `coarse`
+/// puts them on a grid of quarters, where windows often hold equal maxima.
+fn values(shape: Vec<usize>, seed: u64, coarse: bool) -> Tensor {
+    let mut t = random_tensor(shape, seed, -1.0, 1.0);
+    for v in &mut t.data {
+        *v = if coarse {
+            (*v * 4.0).floor() / 4.0
+        } else {
+            f64::from(*v as f32)
+        };
+    }
+    t
+}
+
+/// The pooled shape of `x` under `attrs`.
+fn pooled(attrs: PoolAttrs, x: &[usize]) -> Vec<usize> {
+    OpKind::MaxPool(attrs)
+        .shape(&[&x.to_vec()])
+        .expect("the window fits")
+}
+
+/// Every pooling op on `x` with these attributes: the forward ops on `x`, the backward ops on
+/// a random output gradient.
+fn check_pools(attrs: PoolAttrs, x: &Tensor, seed: u64) {
+    let dy = values(pooled(attrs, &x.shape), seed ^ 1, false);
+    check_op(OpKind::MaxPool(attrs), std::slice::from_ref(x), 1e-6);
+    check_op(OpKind::AvgPool(attrs), std::slice::from_ref(x), 1e-5);
+    check_op(OpKind::MaxPoolGrad(attrs), &[x.clone(), dy.clone()], 1e-5);
+    let hw = [x.shape[2], x.shape[3]];
+    check_op(OpKind::AvgPoolGrad(attrs, hw), &[dy], 1e-5);
+}
+
+fn square(kernel: usize, stride: usize, pad: usize, ceil: bool) -> PoolAttrs {
+    PoolAttrs {
+        kernel: [kernel; 2],
+        stride: [stride; 2],
+        pad: [pad; 4],
+        ceil,
+        include_pad: true,
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn maxpool_matches_the_interpreter(
+        (attrs, x) in wide_pool_case(), seed in any::<u64>(), coarse in any::<bool>()
+    ) {
+        check_op(OpKind::MaxPool(attrs), &[values(x, seed, coarse)], 1e-6);
+    }
+
+    #[test]
+    fn avgpool_matches_the_interpreter((attrs, x) in wide_pool_case(), seed in any::<u64>()) {
+        check_op(OpKind::AvgPool(attrs), &[values(x, seed, false)], 1e-5);
+    }
+
+    /// On the coarse grid the gradient must go to the same one of equal maxima.
+    #[test]
+    fn maxpool_grad_matches_the_interpreter(
+        (attrs, x) in wide_pool_case(), seed in any::<u64>(), coarse in any::<bool>()
+    ) {
+        let dy = values(pooled(attrs, &x), seed ^ 1, false);
+        check_op(OpKind::MaxPoolGrad(attrs), &[values(x, seed, coarse), dy], 1e-5);
+    }
+
+    #[test]
+    fn avgpool_grad_matches_the_interpreter((attrs, x) in wide_pool_case(), seed in any::<u64>()) {
+        let dy = values(pooled(attrs, &x), seed, false);
+        check_op(OpKind::AvgPoolGrad(attrs, [x[2], x[3]]), &[dy], 1e-5);
+    }
+
+    #[test]
+    fn channel_window_sum_matches_the_interpreter(
+        n in 1..=2usize,
+        c in 1..=12usize,
+        h in 1..=6usize,
+        w in 1..=11usize,
+        half in 0..=4usize,
+        seed in any::<u64>(),
+    ) {
+        let x = values(vec![n, c, h, w], seed, false);
+        check_op(OpKind::ChannelWindowSum { size: 2 * half + 1 }, &[x], 1e-5);
+    }
+}
+
+/// The zoo's pools: GoogLeNet's 3x3/1 "same" and 3x3/2 ceil-mode pools, ResNet's 3x3/2 with
+/// padding, VGG's 2x2/2 and global average pooling, on ReLU-like inputs (many zeros, so many
+/// equal maxima) and on plain ones.
+#[test]
+fn zoo_pools_match_the_interpreter() {
+    let cases = [
+        (square(3, 1, 1, false), [2, 3, 14, 14]),
+        (square(3, 1, 1, false), [1, 2, 7, 7]),
+        (square(3, 2, 0, true), [2, 2, 15, 15]),
+        (square(3, 2, 0, true), [1, 2, 14, 14]),
+        (square(3, 2, 1, false), [2, 2, 16, 16]),
+        (square(2, 2, 0, false), [2, 3, 8, 8]),
+        (square(7, 1, 0, false), [2, 3, 7, 7]),
+        (square(8, 1, 0, false), [1, 2, 8, 8]),
+    ];
+    for (seed, (attrs, shape)) in cases.into_iter().enumerate() {
+        let seed = seed as u64;
+        let x = values(shape.to_vec(), seed, false);
+        check_pools(attrs, &x, seed);
+        let mut relu = x;
+        for v in &mut relu.data {
+            *v = v.max(0.0);
+        }
+        check_pools(attrs, &relu, seed);
+    }
+}
+
+/// Windows beyond what is unrolled: a global pool of 20x20, a 9x9 window sliding by one, and
+/// windows of more columns than unroll, with and without padding.
+#[test]
+fn large_windows_match_the_interpreter() {
+    let cases = [
+        (square(20, 1, 0, false), vec![1, 2, 20, 20]),
+        (square(9, 1, 4, false), vec![1, 2, 12, 30]),
+        (
+            PoolAttrs {
+                kernel: [2, 70],
+                stride: [1, 3],
+                pad: [1, 0, 2, 1],
+                ceil: true,
+                include_pad: false,
+            },
+            vec![1, 2, 3, 80],
+        ),
+    ];
+    for (seed, (attrs, shape)) in cases.into_iter().enumerate() {
+        check_pools(attrs, &values(shape, seed as u64, true), seed as u64);
+    }
+}
+
+/// Local response normalization's window of 5 over more channels than it spans, on planes
+/// with vector bodies and scalar tails, and a window too wide to unroll.
+#[test]
+fn lrn_window_matches_the_interpreter() {
+    let x = values(vec![2, 16, 13, 13], 3, false);
+    check_op(OpKind::ChannelWindowSum { size: 5 }, &[x], 1e-5);
+    let x = values(vec![1, 40, 3, 5], 4, false);
+    check_op(OpKind::ChannelWindowSum { size: 35 }, &[x], 1e-5);
+}

@@ -8,7 +8,7 @@ use netc::ir::ops::OpKind;
 use proptest::prelude::*;
 
 /// A shape of rank 1 to 4 and an axis of it.
-fn shape_and_axis(max_extent: usize) -> impl Strategy<Value = (Vec<usize>, usize)> {
+pub fn shape_and_axis(max_extent: usize) -> impl Strategy<Value = (Vec<usize>, usize)> {
     prop::collection::vec(1..=max_extent, 1..=4).prop_flat_map(|s| {
         let rank = s.len();
         (Just(s), 0..rank)

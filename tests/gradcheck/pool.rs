@@ -228,7 +228,7 @@ prop_compose! {
     /// Small pooling windows with random attributes, padding up to 2 on each side (beyond half
     /// the window sometimes, which PyTorch forbids but netc's ops define): `(attrs, x shape)`. The
     /// image is large enough for the window (less the padding) plus `extra`, so every case fits.
-    fn pool_case()(
+    pub fn pool_case()(
         n in 1..=2usize,
         c in 1..=2usize,
         extra in prop::array::uniform2(0..=4usize),

@@ -33,19 +33,18 @@ pub struct Slot(pub usize);
 /// Runtime functions a kernel may call, declared in every function that uses them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Libcall {
-    /// `f32 -> f32` functions Cranelift has no instruction for.
-    Exp,
+    /// `f32 -> f32` functions Cranelift has no instruction for (`exp` is inline:
+    /// `codegen::math`).
     Log,
     Tanh,
 }
 
 impl Libcall {
-    pub const ALL: [Libcall; 3] = [Libcall::Exp, Libcall::Log, Libcall::Tanh];
+    pub const ALL: [Libcall; 2] = [Libcall::Log, Libcall::Tanh];
 
     /// The exported runtime symbol.
     pub fn symbol(self) -> &'static str {
         match self {
-            Libcall::Exp => "netc_expf",
             Libcall::Log => "netc_logf",
             Libcall::Tanh => "netc_tanhf",
         }
@@ -210,8 +209,11 @@ impl<'f> Emitter<'f> {
         self.b.ins().jump(header, &[lo.into()]);
         self.b.switch_to_block(header);
         let i = self.b.block_params(header)[0];
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
-        self.b.ins().brif(more, inner, &[], exit, &[]);
+        // Exit first: with the body as the fall-through successor, Cranelift's elaboration sees
+        // the body inside the loop and hoists invariants out of it (it does not, the other way
+        // round, in cranelift 0.135).
+        let done = self.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, i, hi);
+        self.b.ins().brif(done, exit, &[], inner, &[]);
         self.b.switch_to_block(inner);
         self.b.seal_block(inner);
         body(self, i);

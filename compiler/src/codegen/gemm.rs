@@ -1,11 +1,622 @@
-//! Contractions: the generated f32x4 microkernel, the portable fallback behind the same
-//! interface as the runtime's AVX-512 and AVX2 ones (`netc_runtime::microkernel`).
+//! Contractions: what convolutions and matrix products share on their way to the microkernel
+//! (`netc_runtime::microkernel`), and the generated f32x4 microkernel, the portable fallback
+//! behind the same interface as the runtime's AVX-512 and AVX2 ones.
+//!
+//! Every contraction is `C (+)= A · B` over blocks: A is packed into panels of `MR` rows
+//! (`a[k*MR + i]`) and B into panels of `NR` columns (`b[k*NR + j]`), both zero-padded past the
+//! matrix, either once per op into a workspace by a parallel kernel ([`pack_a`], [`pack_b`]) or
+//! per task into scratch ([`pack_b_panel`], or an op's own packing, such as a convolution's
+//! implicit im2col). A task computes one block of C into a scratch tile of whole
+//! `MR x NR` tiles ([`multiply`]), K block by K block of at most [`KC`], and copies its valid
+//! part out ([`copy_block`]): no edge tile needs a special case, and the output is written once.
+//!
+//! Tasks split C only, never the reduction, so every sum runs in the same order whatever the
+//! number of threads.
 
-use super::emit::{Emitter, F32, F32X4};
+use super::emit::{Emitter, Slot, F32, F32X4};
 use super::KernelSink;
-use cranelift_codegen::ir::InstBuilder;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::I8X16;
+use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 use cranelift_module::FuncId;
 use netc_runtime::microkernel::{MR, NR};
+
+/// The deepest K block one microkernel call covers: A's `MR x KC` panel (6 KiB) and B's
+/// `KC x NR` panel (32 KiB) then stay in the core's L1 and L2 caches.
+pub const KC: usize = 256;
+
+/// Tasks a contraction aims for when its shape allows, so that up to 16 threads have work.
+pub const TASKS: usize = 16;
+
+/// f32x4 steps per unrolled iteration of the packing and copying loops.
+const UNROLL: usize = 2;
+
+/// Panels of `MR` rows that cover `rows` rows.
+pub fn row_panels(rows: usize) -> usize {
+    rows.div_ceil(MR)
+}
+
+/// Panels of `NR` columns that cover `cols` columns.
+pub fn col_panels(cols: usize) -> usize {
+    cols.div_ceil(NR)
+}
+
+/// `total` cut into as few blocks of at most `most` as possible, of nearly equal size:
+/// `(blocks, size)`, the last block possibly smaller.
+pub fn balanced_blocks(total: usize, most: usize) -> (usize, usize) {
+    let blocks = total.div_ceil(most.max(1)).max(1);
+    (blocks, total.div_ceil(blocks))
+}
+
+/// Tiles of C, in panels: `(rows, cols)` of at most `most` panels each, halved (columns first,
+/// which costs no repacking of A) until `batch` times the tile count reaches the task target or
+/// the tiles are single panels, then evened out.
+pub fn tiles(batch: usize, m_panels: usize, n_panels: usize, most: [usize; 2]) -> (usize, usize) {
+    let mut mt = m_panels.min(most[0]).max(1);
+    let mut nt = n_panels.min(most[1]).max(1);
+    while batch * m_panels.div_ceil(mt) * n_panels.div_ceil(nt) < TASKS {
+        if nt > 1 {
+            nt = nt.div_ceil(2);
+        } else if mt > 1 {
+            mt = mt.div_ceil(2);
+        } else {
+            break;
+        }
+    }
+    // As many tiles, of nearly equal sizes.
+    let balance = |panels: usize, tile: usize| panels.div_ceil(panels.div_ceil(tile));
+    (balance(m_panels, mt), balance(n_panels, nt))
+}
+
+/// Integer arithmetic on i64 values, for the index computations of contraction kernels.
+pub trait IndexMath {
+    fn add(&mut self, a: Value, b: Value) -> Value;
+    fn sub(&mut self, a: Value, b: Value) -> Value;
+    fn mul(&mut self, a: Value, b: Value) -> Value;
+    fn add_imm(&mut self, a: Value, k: i64) -> Value;
+    fn mul_imm(&mut self, a: Value, k: i64) -> Value;
+    fn div_imm(&mut self, a: Value, k: i64) -> Value;
+    fn rem_imm(&mut self, a: Value, k: i64) -> Value;
+    fn min(&mut self, a: Value, b: Value) -> Value;
+    fn max(&mut self, a: Value, b: Value) -> Value;
+    /// `min(a, k)` for a constant `k`.
+    fn min_imm(&mut self, a: Value, k: i64) -> Value;
+    /// `max(a, k)` for a constant `k`.
+    fn max_imm(&mut self, a: Value, k: i64) -> Value;
+    /// The address of float `index` of `base` (a pointer).
+    fn at(&mut self, base: Value, index: Value) -> Value;
+    /// The address of float `index * scale` of `base`.
+    fn at_scaled(&mut self, base: Value, index: Value, scale: i64) -> Value;
+    /// The coordinates of row-major flat index `flat` over `extents`.
+    fn decode(&mut self, flat: Value, extents: &[usize]) -> Vec<Value>;
+}
+
+impl IndexMath for Emitter<'_> {
+    fn add(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().iadd(a, b)
+    }
+
+    fn sub(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().isub(a, b)
+    }
+
+    fn mul(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().imul(a, b)
+    }
+
+    fn add_imm(&mut self, a: Value, k: i64) -> Value {
+        if k == 0 {
+            a
+        } else {
+            self.b.ins().iadd_imm_s(a, k)
+        }
+    }
+
+    fn mul_imm(&mut self, a: Value, k: i64) -> Value {
+        if k == 1 {
+            a
+        } else {
+            self.b.ins().imul_imm_s(a, k)
+        }
+    }
+
+    /// Division of a non-negative value by a positive constant.
+    fn div_imm(&mut self, a: Value, k: i64) -> Value {
+        if k == 1 {
+            a
+        } else {
+            self.b.ins().udiv_imm_s(a, k)
+        }
+    }
+
+    fn rem_imm(&mut self, a: Value, k: i64) -> Value {
+        if k == 1 {
+            self.int(0)
+        } else {
+            self.b.ins().urem_imm_s(a, k)
+        }
+    }
+
+    fn min(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().smin(a, b)
+    }
+
+    fn max(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().smax(a, b)
+    }
+
+    fn min_imm(&mut self, a: Value, k: i64) -> Value {
+        let k = self.int(k);
+        self.min(a, k)
+    }
+
+    fn max_imm(&mut self, a: Value, k: i64) -> Value {
+        let k = self.int(k);
+        self.max(a, k)
+    }
+
+    fn at(&mut self, base: Value, index: Value) -> Value {
+        self.element(base, index)
+    }
+
+    fn at_scaled(&mut self, base: Value, index: Value, scale: i64) -> Value {
+        let index = self.mul_imm(index, scale);
+        self.element(base, index)
+    }
+
+    fn decode(&mut self, flat: Value, extents: &[usize]) -> Vec<Value> {
+        let mut coordinates = vec![flat; extents.len()];
+        let mut rest = flat;
+        for axis in (1..extents.len()).rev() {
+            coordinates[axis] = self.rem_imm(rest, extents[axis] as i64);
+            rest = self.div_imm(rest, extents[axis] as i64);
+        }
+        if let Some(first) = coordinates.first_mut() {
+            *first = rest;
+        }
+        coordinates
+    }
+}
+
+/// `count` matrices of `rows x cols` in one buffer: element `(i, j)` of matrix `t` is float
+/// `t*stride + i*row_stride + j*col_stride`.
+#[derive(Clone, Copy, Debug)]
+pub struct Matrices {
+    pub slot: Slot,
+    pub count: usize,
+    pub stride: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+/// Packs the rows of every matrix into A panels, all columns deep, in a new workspace: panel
+/// `p` of matrix `t` starts at float `(t * row_panels(rows) + p) * cols * MR`. One task per panel.
+pub fn pack_a(sink: &mut KernelSink, m: &Matrices) -> Slot {
+    pack_kernel(sink, m, MR, |e, src, rows, dst| {
+        let kc = e.int(m.cols as i64);
+        pack_a_panel(e, src, [m.row_stride, m.col_stride], rows, kc, dst)
+    })
+}
+
+/// Packs the columns of every matrix into B panels, all rows deep, in a new workspace: panel
+/// `p` of matrix `t` starts at float `(t * col_panels(cols) + p) * rows * NR`. One task per panel.
+pub fn pack_b(sink: &mut KernelSink, m: &Matrices) -> Slot {
+    let transposed = Matrices {
+        rows: m.cols,
+        cols: m.rows,
+        row_stride: m.col_stride,
+        col_stride: m.row_stride,
+        ..*m
+    };
+    pack_kernel(sink, &transposed, NR, |e, src, cols, dst| {
+        let kc = e.int(m.rows as i64);
+        pack_b_panel(e, src, [m.row_stride, m.col_stride], cols, kc, dst)
+    })
+}
+
+/// A kernel of one task per panel of `width` rows of each matrix of `m`, the panels laid out
+/// one after the other, `cols * width` floats each: `pack(e, first element, rows in the
+/// panel, destination)` packs one.
+fn pack_kernel(
+    sink: &mut KernelSink,
+    m: &Matrices,
+    width: usize,
+    pack: impl FnOnce(&mut Emitter, Value, Value, Value),
+) -> Slot {
+    let panels = m.rows.div_ceil(width);
+    let panel_floats = m.cols * width;
+    let workspace = sink.workspace(m.count * panels * panel_floats);
+    let m = *m;
+    sink.kernel(m.count * panels, 0, |e| {
+        let (src, dst) = (e.buffer(m.slot), e.buffer(workspace));
+        let (begin, end) = (e.begin(), e.end());
+        e.for_loop(begin, end, 1, |e, task| {
+            let [t, panel] = e.decode(task, &[m.count, panels])[..] else {
+                unreachable!()
+            };
+            let first_row = e.mul_imm(panel, width as i64);
+            let left = e.int(m.rows as i64);
+            let left = e.sub(left, first_row);
+            let rows = e.min_imm(left, width as i64);
+            let matrix = e.mul_imm(t, m.stride as i64);
+            let offset = e.mul_imm(first_row, m.row_stride as i64);
+            let index = e.add(matrix, offset);
+            let from = e.at(src, index);
+            let to = e.at_scaled(dst, task, panel_floats as i64);
+            pack(e, from, rows, to);
+        });
+    });
+    workspace
+}
+
+/// Packs `rows` (1 to `MR`) rows of a matrix, `kc` columns deep, into the A panel at `dst`
+/// (`dst[k*MR + i]`), zeros past `rows`. `src` is the address of its element `(0, 0)`, and
+/// `strides` its row and column strides in floats.
+fn pack_a_panel(
+    e: &mut Emitter,
+    src: Value,
+    strides: [usize; 2],
+    rows: Value,
+    kc: Value,
+    dst: Value,
+) {
+    let [row_stride, col_stride] = strides.map(|s| s as i64);
+    // Rows past the matrix read its last row (memory that exists) and store zeros instead.
+    let last = e.add_imm(rows, -1);
+    let sources: Vec<(Value, Value)> = (0..MR as i64)
+        .map(|i| {
+            let row = e.min_imm(last, i);
+            let address = e.at_scaled(src, row, row_stride);
+            let outside = e.b.ins().icmp_imm_s(IntCC::SignedLessThan, last, i);
+            (address, outside)
+        })
+        .collect();
+    let zero = e.float(0.0);
+    let start = e.int(0);
+    e.for_loop(start, kc, 1, |e, k| {
+        let column = e.mul_imm(k, col_stride);
+        let row = e.mul_imm(k, MR as i64);
+        for (i, &(address, outside)) in sources.iter().enumerate() {
+            let value = e.load(F32, Emitter::frozen(), address, column, 0);
+            let value = e.b.ins().select(outside, zero, value);
+            e.store(Emitter::mutable(), value, dst, row, i as i64);
+        }
+    });
+}
+
+/// Packs `cols` (1 to `NR`) columns of a matrix, `kc` rows deep, into the B panel at `dst`
+/// (`dst[k*NR + j]`), zeros past `cols`; `src` and `strides` as for [`pack_a_panel`].
+pub fn pack_b_panel(
+    e: &mut Emitter,
+    src: Value,
+    strides: [usize; 2],
+    cols: Value,
+    kc: Value,
+    dst: Value,
+) {
+    let [row_stride, col_stride] = strides.map(|s| s as i64);
+    let start = e.int(0);
+    let width = e.int(NR as i64);
+    if col_stride == 1 {
+        // Rows are contiguous: vector copies along them, unrolled for whole panels.
+        let whole = e.b.ins().icmp_imm_s(IntCC::Equal, cols, NR as i64);
+        if_else(
+            e,
+            whole,
+            |e| {
+                e.for_loop(start, kc, 1, |e, k| {
+                    let from = e.at_scaled(src, k, row_stride);
+                    let to = e.at_scaled(dst, k, NR as i64);
+                    for offset in (0..NR as i64).step_by(4) {
+                        let zero = e.int(0);
+                        let value = e.load(F32X4, Emitter::frozen(), from, zero, offset);
+                        e.store(Emitter::mutable(), value, to, zero, offset);
+                    }
+                });
+            },
+            |e| {
+                e.for_loop(start, kc, 1, |e, k| {
+                    let from = e.at_scaled(src, k, row_stride);
+                    let to = e.at_scaled(dst, k, NR as i64);
+                    let zero = e.int(0);
+                    copy_run(e, from, to, zero, cols);
+                    zero_run(e, to, 1, cols, width);
+                });
+            },
+        );
+        return;
+    }
+    // Columns are (more nearly) contiguous: four columns at a time, 4x4 blocks transposed in
+    // registers when the columns are contiguous, then the columns left one by one.
+    let quads = e.b.ins().band_imm_s(cols, !3);
+    if row_stride == 1 {
+        e.for_loop(start, quads, 4, |e, j| {
+            let from: Vec<Value> = (0..4)
+                .map(|t| {
+                    let column = e.add_imm(j, t);
+                    e.at_scaled(src, column, col_stride)
+                })
+                .collect();
+            let to = e.at(dst, j);
+            let rows = e.b.ins().band_imm_s(kc, !3);
+            let zero = e.int(0);
+            e.for_loop(zero, rows, 4, |e, k| {
+                let columns = [0, 1, 2, 3].map(|t| e.load(F32X4, Emitter::frozen(), from[t], k, 0));
+                let target = e.mul_imm(k, NR as i64);
+                for (t, row) in transpose4(e, columns).into_iter().enumerate() {
+                    e.store(Emitter::mutable(), row, to, target, (t * NR) as i64);
+                }
+            });
+            e.for_loop(rows, kc, 1, |e, k| {
+                let target = e.mul_imm(k, NR as i64);
+                for (t, &column) in from.iter().enumerate() {
+                    let value = e.load(F32, Emitter::frozen(), column, k, 0);
+                    e.store(Emitter::mutable(), value, to, target, t as i64);
+                }
+            });
+        });
+    }
+    let first_single = if row_stride == 1 { quads } else { start };
+    e.for_loop(first_single, cols, 1, |e, j| {
+        let from = e.at_scaled(src, j, col_stride);
+        let to = e.at(dst, j);
+        let zero = e.int(0);
+        e.for_loop(zero, kc, 1, |e, k| {
+            let source = e.mul_imm(k, row_stride);
+            let value = e.load(F32, Emitter::frozen(), from, source, 0);
+            let target = e.mul_imm(k, NR as i64);
+            e.store(Emitter::mutable(), value, to, target, 0);
+        });
+    });
+    e.for_loop(cols, width, 1, |e, j| {
+        let to = e.at(dst, j);
+        let zero = e.int(0);
+        zero_run(e, to, NR as i64, zero, kc);
+    });
+}
+
+/// The transpose of the 4x4 matrix whose rows are `rows`: lane `i` of row `t` of the result
+/// is lane `t` of `rows[i]`. Interleaves of 32-bit then 64-bit lanes, one instruction each.
+fn transpose4(e: &mut Emitter, rows: [Value; 4]) -> [Value; 4] {
+    // Byte masks of `shuffle` over the 32 bytes of its two operands, for 32-bit lanes
+    // `[a0 b0 a1 b1]`, `[a2 b2 a3 b3]` and 64-bit halves `[a0 a1 b0 b1]`, `[a2 a3 b2 b3]`.
+    let mask = |e: &mut Emitter, lanes: [u8; 4]| {
+        let bytes: Vec<u8> = lanes
+            .iter()
+            .flat_map(|&l| (0..4).map(move |b| 4 * l + b))
+            .collect();
+        e.b.func.dfg.immediates.push(ConstantData::from(bytes))
+    };
+    let low32 = mask(e, [0, 4, 1, 5]);
+    let high32 = mask(e, [2, 6, 3, 7]);
+    let low64 = mask(e, [0, 1, 4, 5]);
+    let high64 = mask(e, [2, 3, 6, 7]);
+    let little = MemFlagsData::new().with_endianness(Endianness::Little);
+    let bytes = rows.map(|r| e.b.ins().bitcast(I8X16, little, r));
+    let mut shuffle = |a: Value, b: Value, m| e.b.ins().shuffle(a, b, m);
+    let t0 = shuffle(bytes[0], bytes[1], low32);
+    let t1 = shuffle(bytes[2], bytes[3], low32);
+    let t2 = shuffle(bytes[0], bytes[1], high32);
+    let t3 = shuffle(bytes[2], bytes[3], high32);
+    let columns = [
+        shuffle(t0, t1, low64),
+        shuffle(t0, t1, high64),
+        shuffle(t2, t3, low64),
+        shuffle(t2, t3, high64),
+    ];
+    columns.map(|c| e.b.ins().bitcast(F32X4, little, c))
+}
+
+/// `to[i] = from[i]` for `i` in `lo..hi`; `from` is not written meanwhile. Runs of four or more
+/// go by f32x4, the last vector ending at `hi` (overlapping the one before it): no scalar tail.
+pub fn copy_run(e: &mut Emitter, from: Value, to: Value, lo: Value, hi: Value) {
+    let count = e.sub(hi, lo);
+    let long =
+        e.b.ins()
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, count, 4);
+    let copy = |e: &mut Emitter, i: Value, ty| {
+        let value = e.load(ty, Emitter::frozen(), from, i, 0);
+        e.store(Emitter::mutable(), value, to, i, 0);
+    };
+    if_else(
+        e,
+        long,
+        |e| {
+            let last = e.add_imm(hi, -4);
+            e.for_loop(lo, last, 4, |e, i| copy(e, i, F32X4));
+            copy(e, last, F32X4);
+        },
+        |e| e.for_loop(lo, hi, 1, |e, i| copy(e, i, F32)),
+    );
+}
+
+/// `to[i * stride] = 0` for `i` in `lo..hi`.
+pub fn zero_run(e: &mut Emitter, to: Value, stride: i64, lo: Value, hi: Value) {
+    if stride == 1 {
+        e.vector_loop(lo, hi, UNROLL, |e, i, ty| {
+            let zero = e.constant(ty, 0.0);
+            e.store(Emitter::mutable(), zero, to, i, 0);
+        });
+    } else {
+        let zero = e.float(0.0);
+        e.for_loop(lo, hi, 1, |e, i| {
+            let index = e.mul_imm(i, stride);
+            e.store(Emitter::mutable(), zero, to, index, 0);
+        });
+    }
+}
+
+/// One K block of packed operands for [`multiply`]: `m_panels` A panels from `a`, `a_stride`
+/// floats apart, and `n_panels` B panels from `b`, `b_stride` floats apart, each `kc` deep
+/// from its first float on.
+pub struct Block {
+    pub kc: Value,
+    pub a: Value,
+    pub a_stride: Value,
+    pub m_panels: Value,
+    pub b: Value,
+    pub b_stride: Value,
+    pub n_panels: Value,
+}
+
+/// `C (+)= A · B` over one K block, tile by tile into `c` (row stride `ldc`): tile `(i, j)` at
+/// float `i*MR*ldc + j*NR`. `first` (an integer, nonzero for the first K block) overwrites the
+/// tiles instead of adding to them. Each B panel stays in cache while every A panel passes it.
+pub fn multiply(e: &mut Emitter, block: &Block, c: Value, ldc: i64, first: Value) {
+    let start = e.int(0);
+    let ldc_value = e.int(ldc);
+    e.for_loop(start, block.n_panels, 1, |e, j| {
+        let b_index = e.mul(j, block.b_stride);
+        let b = e.at(block.b, b_index);
+        let c_column = e.at_scaled(c, j, NR as i64);
+        let start = e.int(0);
+        e.for_loop(start, block.m_panels, 1, |e, i| {
+            let a_index = e.mul(i, block.a_stride);
+            let a = e.at(block.a, a_index);
+            let tile = e.at_scaled(c_column, i, (MR as i64) * ldc);
+            if_else(
+                e,
+                first,
+                |e| e.microkernel(block.kc, a, b, tile, ldc_value, false),
+                |e| e.microkernel(block.kc, a, b, tile, ldc_value, true),
+            );
+        });
+    });
+}
+
+/// `if cond { then(e) } else { otherwise(e) }`, for a truth value `cond`.
+pub fn if_else(
+    e: &mut Emitter,
+    cond: Value,
+    then: impl FnOnce(&mut Emitter),
+    otherwise: impl FnOnce(&mut Emitter),
+) {
+    let [yes, no, done] = [(); 3].map(|_| e.b.create_block());
+    e.b.ins().brif(cond, yes, &[], no, &[]);
+    e.b.switch_to_block(yes);
+    e.b.seal_block(yes);
+    then(e);
+    e.b.ins().jump(done, &[]);
+    e.b.switch_to_block(no);
+    e.b.seal_block(no);
+    otherwise(e);
+    e.b.ins().jump(done, &[]);
+    e.b.switch_to_block(done);
+    e.b.seal_block(done);
+}
+
+/// Copies `rows x cols` floats from `src` (row stride `src_ld`; scratch the kernel wrote) to
+/// `dst` (row stride `dst_ld`).
+pub fn copy_block(
+    e: &mut Emitter,
+    src: Value,
+    src_ld: i64,
+    dst: Value,
+    dst_ld: i64,
+    rows: Value,
+    cols: Value,
+) {
+    let start = e.int(0);
+    e.for_loop(start, rows, 1, |e, r| {
+        let from = e.at_scaled(src, r, src_ld);
+        let to = e.at_scaled(dst, r, dst_ld);
+        let zero = e.int(0);
+        e.vector_loop(zero, cols, UNROLL, |e, i, ty| {
+            let value = e.load(ty, Emitter::mutable(), from, i, 0);
+            e.store(Emitter::mutable(), value, to, i, 0);
+        });
+    });
+}
+
+/// A task's tile of C in panels: its first panel and panel count along each axis.
+pub struct Tile {
+    pub first_panel: [Value; 2],
+    pub panels: [Value; 2],
+}
+
+impl Tile {
+    /// Tile `index` of tiles of `size` panels, out of `total` panels, along rows and columns.
+    pub fn new(e: &mut Emitter, index: [Value; 2], size: [usize; 2], total: [usize; 2]) -> Tile {
+        let mut first_panel = index;
+        let mut panels = index;
+        for axis in 0..2 {
+            first_panel[axis] = e.mul_imm(index[axis], size[axis] as i64);
+            let left = e.int(total[axis] as i64);
+            let left = e.sub(left, first_panel[axis]);
+            panels[axis] = e.min_imm(left, size[axis] as i64);
+        }
+        Tile {
+            first_panel,
+            panels,
+        }
+    }
+
+    /// The tile's rows and columns inside a matrix of `extent` (`[rows, cols]`).
+    pub fn extent(&self, e: &mut Emitter, extent: [usize; 2]) -> (Value, Value) {
+        let [rows, cols] = [0, 1].map(|axis| {
+            let width = [MR, NR][axis] as i64;
+            let first = e.mul_imm(self.first_panel[axis], width);
+            let whole = e.mul_imm(self.panels[axis], width);
+            let left = e.int(extent[axis] as i64);
+            let left = e.sub(left, first);
+            e.min(whole, left)
+        });
+        (rows, cols)
+    }
+}
+
+/// Where a task keeps its packed panels and C tiles in the thread's scratch: consecutive
+/// regions, each starting on a cache line.
+pub struct ScratchLayout {
+    offsets: Vec<usize>,
+    total: usize,
+}
+
+impl ScratchLayout {
+    /// Regions of these sizes, in floats.
+    pub fn new(sizes: &[usize]) -> ScratchLayout {
+        let mut offsets = Vec::with_capacity(sizes.len());
+        let mut total = 0;
+        for size in sizes {
+            offsets.push(total);
+            total += size.div_ceil(16) * 16;
+        }
+        ScratchLayout { offsets, total }
+    }
+
+    /// Floats of scratch the task needs.
+    pub fn floats(&self) -> usize {
+        self.total
+    }
+
+    /// The address of region `region` in this thread's scratch.
+    pub fn region(&self, e: &mut Emitter, region: usize) -> Value {
+        let scratch = e.scratch();
+        let offset = e.int(self.offsets[region] as i64);
+        e.at(scratch, offset)
+    }
+}
+
+/// Runs `body(e, start, len, first)` over `blocks` blocks of `size` of `0..total` (the last
+/// possibly shorter), in order: the K blocks of a product. `first` is nonzero in the first block,
+/// for [`multiply`].
+pub fn for_each_k_block(
+    e: &mut Emitter,
+    (blocks, size): (usize, usize),
+    total: usize,
+    body: impl FnOnce(&mut Emitter, Value, Value, Value),
+) {
+    e.for_range(0, blocks as i64, |e, block| {
+        let start = e.mul_imm(block, size as i64);
+        let left = e.int(total as i64);
+        let left = e.sub(left, start);
+        let len = e.min_imm(left, size as i64);
+        let first = e.b.ins().icmp_imm_s(IntCC::Equal, block, 0);
+        body(e, start, len, first);
+    });
+}
 
 /// Columns per pass of the generated microkernel: `MR` rows of two f32x4 make 12 accumulators,
 /// which with the two `b` vectors and a broadcast fit Cranelift's 16 vector registers.

@@ -10,10 +10,13 @@
 //! The table that kernels read their buffers from holds, in slot 0, the microkernel that
 //! contractions call, chosen at run time from the CPU's features (or forced).
 
+pub mod depthwise;
 pub mod emit;
 pub mod gemm;
+pub mod math;
 pub mod strided;
 
+use crate::interp::EvalContext;
 use crate::ir::{Definition, Graph, OpKind, OutputRole, Shape, ValueId};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, Signature, UserFuncName};
 use cranelift_codegen::settings::{self, Configurable};
@@ -34,6 +37,8 @@ pub struct CodegenOptions {
     /// Threads in the pool, the caller's included.
     pub threads: usize,
     pub microkernel: MicrokernelKind,
+    /// Seeds dropout masks, as `EvalContext::seed` does in the interpreter.
+    pub seed: u64,
 }
 
 impl Default for CodegenOptions {
@@ -41,6 +46,7 @@ impl Default for CodegenOptions {
         CodegenOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             microkernel: MicrokernelKind::best(),
+            seed: EvalContext::default().seed,
         }
     }
 }
@@ -74,9 +80,15 @@ pub struct KernelSink<'m> {
     first_workspace_slot: usize,
     /// The most scratch any kernel asked for, per thread.
     scratch_floats: usize,
+    seed: u64,
 }
 
 impl KernelSink<'_> {
+    /// The seed of dropout masks.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// A buffer of `floats` floats for the op's kernels (packed weights, partial sums). Its
     /// contents do not survive from one op to the next.
     pub fn workspace(&mut self, floats: usize) -> Slot {
@@ -188,6 +200,8 @@ pub struct Program {
     slots: Vec<Slot>,
     step: StepFn,
     pool: Pool,
+    /// `(update output, its input)` pairs.
+    updates: Vec<(ValueId, ValueId)>,
     /// Kernels launched per step.
     pub kernel_count: usize,
     /// The time to generate and compile the code.
@@ -210,6 +224,9 @@ pub fn compile(graph: &Graph, options: &CodegenOptions) -> Result<Program, Codeg
         "netc_parallel_for",
         netc_runtime::pool::netc_parallel_for as *const u8,
     );
+    for (name, address) in cranelift_libcalls() {
+        jit.symbol(name, address);
+    }
     let mut module = JITModule::new(jit);
 
     // Slot 0 is the microkernel; then one slot per value that owns memory; then workspaces.
@@ -249,6 +266,7 @@ pub fn compile(graph: &Graph, options: &CodegenOptions) -> Result<Program, Codeg
         workspaces: Vec::new(),
         first_workspace_slot: sizes.len(),
         scratch_floats: 0,
+        seed: options.seed,
     };
     for op in &graph.ops {
         if matches!(op.kind, OpKind::Reshape(_)) {
@@ -281,7 +299,14 @@ pub fn compile(graph: &Graph, options: &CodegenOptions) -> Result<Program, Codeg
     // SAFETY: the function was defined with `StepFn`'s signature by `define_step`.
     let step =
         unsafe { std::mem::transmute::<*const u8, StepFn>(module.get_finalized_function(step_id)) };
+    let updates = graph
+        .outputs
+        .iter()
+        .filter(|o| o.role == OutputRole::Update)
+        .filter_map(|o| graph.find_input(&o.name).map(|input| (o.value, input)))
+        .collect();
     Ok(Program {
+        updates,
         graph: graph.clone(),
         _module: module,
         _buffers: buffers,
@@ -345,10 +370,55 @@ fn define_step(sink: &mut KernelSink, kernels: &[(FuncId, i64)]) -> FuncId {
     })
 }
 
-fn libcall_address(call: Libcall) -> *const u8 {
-    extern "C" fn expf(x: f32) -> f32 {
-        x.exp()
+/// What Cranelift's lowering may call for float instructions without a native encoding on
+/// this CPU (`fma` without FMA, rounding without SSE4.1). The process may not link libm, so the
+/// JIT gets them from here rather than from the dynamic linker.
+fn cranelift_libcalls() -> [(&'static str, *const u8); 10] {
+    extern "C" fn fmaf(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
     }
+    extern "C" fn fma(a: f64, b: f64, c: f64) -> f64 {
+        a.mul_add(b, c)
+    }
+    extern "C" fn ceilf(x: f32) -> f32 {
+        x.ceil()
+    }
+    extern "C" fn ceil(x: f64) -> f64 {
+        x.ceil()
+    }
+    extern "C" fn floorf(x: f32) -> f32 {
+        x.floor()
+    }
+    extern "C" fn floor(x: f64) -> f64 {
+        x.floor()
+    }
+    extern "C" fn truncf(x: f32) -> f32 {
+        x.trunc()
+    }
+    extern "C" fn trunc(x: f64) -> f64 {
+        x.trunc()
+    }
+    extern "C" fn nearbyintf(x: f32) -> f32 {
+        x.round_ties_even()
+    }
+    extern "C" fn nearbyint(x: f64) -> f64 {
+        x.round_ties_even()
+    }
+    [
+        ("fmaf", fmaf as *const u8),
+        ("fma", fma as *const u8),
+        ("ceilf", ceilf as *const u8),
+        ("ceil", ceil as *const u8),
+        ("floorf", floorf as *const u8),
+        ("floor", floor as *const u8),
+        ("truncf", truncf as *const u8),
+        ("trunc", trunc as *const u8),
+        ("nearbyintf", nearbyintf as *const u8),
+        ("nearbyint", nearbyint as *const u8),
+    ]
+}
+
+fn libcall_address(call: Libcall) -> *const u8 {
     extern "C" fn logf(x: f32) -> f32 {
         x.ln()
     }
@@ -356,7 +426,6 @@ fn libcall_address(call: Libcall) -> *const u8 {
         x.tanh()
     }
     match call {
-        Libcall::Exp => expf as *const u8,
         Libcall::Log => logf as *const u8,
         Libcall::Tanh => tanhf as *const u8,
     }
@@ -408,16 +477,18 @@ impl Program {
     /// Copies each `update` output into the input of its name, so the next step starts from
     /// the new parameters and state.
     pub fn apply_updates(&mut self) {
-        let pairs: Vec<(ValueId, ValueId)> = self
-            .graph
-            .outputs
-            .iter()
-            .filter(|o| o.role == OutputRole::Update)
-            .filter_map(|o| self.graph.find_input(&o.name).map(|input| (o.value, input)))
-            .collect();
-        for (from, to) in pairs {
-            let source = self.value(from).to_vec();
-            self.value_mut(to).copy_from_slice(&source);
+        for &(from, to) in &self.updates {
+            let len = self.graph.shape(from).iter().product();
+            let (source, target) = (
+                self.table[self.slots[from.0].0],
+                self.table[self.slots[to.0].0],
+            );
+            if source == target {
+                continue;
+            }
+            // SAFETY: both buffers hold `len` floats (an update has its input's shape, which the
+            // verifier checked), and distinct buffers never overlap.
+            unsafe { std::ptr::copy_nonoverlapping(source, target, len) };
         }
     }
 }

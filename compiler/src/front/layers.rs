@@ -683,7 +683,7 @@ fn conv(args: &BoundArgs, input: &Shape, channels: u64, groups: u64) -> Result<B
     let dilation = args.pair("dilation", [1, 1], 1)?;
     let bias = args.bool("bias", true)?;
     let pad = padding(args)?;
-    let undivided = match (c % groups != 0, channels % groups != 0) {
+    let undivided = match (!c.is_multiple_of(groups), !channels.is_multiple_of(groups)) {
         (true, true) => Some(format!("{c} input and {channels} output channels")),
         (true, false) => Some(format!("{c} input channels")),
         (false, true) => Some(format!("{channels} output channels")),

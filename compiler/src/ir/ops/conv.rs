@@ -2,8 +2,15 @@
 //! respect to the input and with respect to the weight.
 
 use super::{arity, ConvAttrs, OpKind};
+use crate::codegen::depthwise;
+use crate::codegen::emit::{Emitter, F32};
+use crate::codegen::gemm::{self, Block, IndexMath, Matrices, ScratchLayout, Tile, KC};
+use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::{Graph, Op, Shape, ValueId};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{InstBuilder, Value};
+use netc_runtime::microkernel::{MR, NR};
 
 /// Output extent of one spatial axis, or `None` when the dilated kernel does not fit.
 pub fn out_extent(
@@ -204,31 +211,710 @@ pub fn vjp(a: &ConvAttrs, op: &Op, graph: &mut Graph, grad: ValueId) -> Vec<Opti
     vec![Some(dx), Some(dw)]
 }
 
-// CODEGEN-STUB: replaced by the real code-generation rules.
-pub fn emit(
-    a: &ConvAttrs,
-    sink: &mut crate::codegen::KernelSink,
-    inputs: &[crate::codegen::Operand],
-    output: &crate::codegen::Operand,
-) {
-    let _ = (a, sink, inputs, output);
-    panic!("internal error: no code generation for `emit` yet");
+/// A convolution's extents, for generated code: per image and group, the forward op is the
+/// product `[O/g x Kc] · [Kc x P]` of the group's weights and the implicit im2col matrix of x,
+/// whose row `(c, r, q)` (`Kc = C/g * kh * kw` of them) holds, at column `p = i*OW + j` (`P =
+/// OH * OW` of them), the input element that kernel tap `(r, q)` of output position `(i, j)`
+/// reads in channel `c`, or zero in the padding.
+struct Geometry {
+    attrs: ConvAttrs,
+    batch: usize,
+    hw: [usize; 2],
+    groups: usize,
+    group_in: usize,
+    group_out: usize,
+    kernel: [usize; 2],
+    out_width: usize,
+    positions: usize,
 }
-pub fn emit_input_grad(
-    a: &ConvAttrs,
-    sink: &mut crate::codegen::KernelSink,
-    inputs: &[crate::codegen::Operand],
-    output: &crate::codegen::Operand,
-) {
-    let _ = (a, sink, inputs, output);
-    panic!("internal error: no code generation for `emit_input_grad` yet");
+
+impl Geometry {
+    /// From x's shape `[N, C, H, W]` and w's `[O, C/g, kh, kw]`.
+    fn new(a: &ConvAttrs, x: &[usize], w: &[usize]) -> Geometry {
+        let (&[batch, _, h, wd], &[out_channels, group_in, kh, kw]) = (x, w) else {
+            unreachable!("verified shapes are 4-D")
+        };
+        let [oh, ow] = out_hw(a, [h, wd], [kh, kw]).expect("verified shapes fit");
+        Geometry {
+            attrs: *a,
+            batch,
+            hw: [h, wd],
+            groups: a.groups,
+            group_in,
+            group_out: out_channels / a.groups,
+            kernel: [kh, kw],
+            out_width: ow,
+            positions: oh * ow,
+        }
+    }
+
+    /// Kernel taps per channel.
+    fn taps(&self) -> usize {
+        self.kernel[0] * self.kernel[1]
+    }
+
+    /// Rows of the im2col matrix, the reduction of the forward product: `Kc`.
+    fn depth(&self) -> usize {
+        self.group_in * self.taps()
+    }
+
+    /// Whether the im2col matrix is x itself: a 1x1 kernel, no stride, no padding.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.attrs.stride == [1, 1] && self.attrs.pad == [0; 4]
+    }
+
+    /// Floats in one channel plane of x.
+    fn plane(&self) -> usize {
+        self.hw[0] * self.hw[1]
+    }
+
+    /// The address of the first channel plane of `group` in `image` of x (or dx) at `base`.
+    fn group_planes(&self, e: &mut Emitter, base: Value, image: Value, group: Value) -> Value {
+        let images = e.mul_imm(image, self.groups as i64);
+        let index = e.add(images, group);
+        e.at_scaled(base, index, (self.group_in * self.plane()) as i64)
+    }
 }
+
+/// The part of one output row inside a range of im2col columns: output columns `start..end`
+/// of row `row`, column `j` being the range's column `col + j`.
+struct RowSpan {
+    row: Value,
+    col: Value,
+    start: Value,
+    end: Value,
+}
+
+/// Calls `body` once for each output row that im2col columns `lo..hi` (at least one) cross.
+fn for_each_row_span(
+    e: &mut Emitter,
+    g: &Geometry,
+    [lo, hi]: [Value; 2],
+    body: impl FnOnce(&mut Emitter, &RowSpan),
+) {
+    let ow = g.out_width as i64;
+    let first_row = e.div_imm(lo, ow);
+    let last = e.add_imm(hi, -1);
+    let last_row = e.div_imm(last, ow);
+    let row_end = e.add_imm(last_row, 1);
+    e.for_loop(first_row, row_end, 1, |e, row| {
+        let row_start = e.mul_imm(row, ow);
+        let before = e.sub(lo, row_start);
+        let start = e.max_imm(before, 0);
+        let after = e.sub(hi, row_start);
+        let end = e.min_imm(after, ow);
+        let col = e.sub(row_start, lo);
+        let span = RowSpan {
+            row,
+            col,
+            start,
+            end,
+        };
+        body(e, &span);
+    });
+}
+
+/// Where the taps of kernel column `q` fall along input rows: output column `j` reads input
+/// column `j * stride + left`, inside the row for `j` in `inside..outside`.
+struct TapColumns {
+    left: Value,
+    inside: Value,
+    outside: Value,
+}
+
+impl TapColumns {
+    /// For kernel column `q` (a constant one folds to constants).
+    fn new(e: &mut Emitter, g: &Geometry, q: Value) -> TapColumns {
+        let a = &g.attrs;
+        let scaled = e.mul_imm(q, a.dilation[1] as i64);
+        let left = e.add_imm(scaled, -(a.pad[2] as i64));
+        // The first output column whose tap lands at or past input column `from`:
+        // `ceil(from / stride)`, within the row.
+        let stride = a.stride[1] as i64;
+        let first_column = |e: &mut Emitter, from: Value| {
+            let from = e.max_imm(from, 0);
+            let rounded = e.add_imm(from, stride - 1);
+            let column = e.div_imm(rounded, stride);
+            e.min_imm(column, g.out_width as i64)
+        };
+        let zero = e.int(0);
+        let negated = e.sub(zero, left);
+        let inside = first_column(e, negated);
+        let width = e.int(g.hw[1] as i64);
+        let room = e.sub(width, left);
+        let outside = first_column(e, room);
+        TapColumns {
+            left,
+            inside,
+            outside,
+        }
+    }
+}
+
+/// The taps of kernel position `(r, q)` along one row span: output columns `start..end`, of
+/// which `inside..outside` read the input plane at float `x + j * stride` and the others land in
+/// the padding; column `j` is the range's column `col + j`. (`x` is meaningless when `inside ==
+/// outside`.)
+struct Run {
+    x: Value,
+    col: Value,
+    start: Value,
+    inside: Value,
+    outside: Value,
+    end: Value,
+}
+
+impl Run {
+    /// Kernel row `r` enters as `top = r * dilation - pad_top`, its column as `columns`.
+    fn new(e: &mut Emitter, g: &Geometry, span: &RowSpan, top: Value, columns: &TapColumns) -> Run {
+        let scaled = e.mul_imm(span.row, g.attrs.stride[0] as i64);
+        let input_row = e.add(scaled, top);
+        // Negative rows wrap to huge unsigned values: one comparison checks both ends.
+        let in_image =
+            e.b.ins()
+                .icmp_imm_s(IntCC::UnsignedLessThan, input_row, g.hw[0] as i64);
+        let clamped = e.max(columns.inside, span.start);
+        let clamped = e.min(clamped, span.end);
+        let inside = e.b.ins().select(in_image, clamped, span.end);
+        let clamped = e.min(columns.outside, span.end);
+        let outside = e.max(clamped, inside);
+        let row_offset = e.mul_imm(input_row, g.hw[1] as i64);
+        let x = e.add(row_offset, columns.left);
+        Run {
+            x,
+            col: span.col,
+            start: span.start,
+            inside,
+            outside,
+            end: span.end,
+        }
+    }
+}
+
+/// `r * dilation - pad_top` for kernel row `r`.
+fn tap_top(e: &mut Emitter, g: &Geometry, r: Value) -> Value {
+    let scaled = e.mul_imm(r, g.attrs.dilation[0] as i64);
+    e.add_imm(scaled, -(g.attrs.pad[0] as i64))
+}
+
+/// Calls `visit` with the run of every output row that columns `lo..hi` (at least one) of
+/// the im2col row of kernel position `[r, q]` cross.
+fn for_each_run(
+    e: &mut Emitter,
+    g: &Geometry,
+    [r, q]: [Value; 2],
+    range: [Value; 2],
+    visit: impl FnOnce(&mut Emitter, &Run),
+) {
+    let top = tap_top(e, g, r);
+    let columns = TapColumns::new(e, g, q);
+    for_each_row_span(e, g, range, |e, span| {
+        let run = Run::new(e, g, span, top, &columns);
+        visit(e, &run);
+    });
+}
+
+/// Writes a run's im2col values to `dst + (col + j) * dst_stride`: the input plane's element,
+/// or zero in the padding.
+fn gather_run(e: &mut Emitter, g: &Geometry, run: &Run, plane: Value, dst: Value, dst_stride: i64) {
+    let stride = g.attrs.stride[1] as i64;
+    let from = e.at(plane, run.x);
+    let to = e.at_scaled(dst, run.col, dst_stride);
+    let zero = e.float(0.0);
+    let store_zero = |e: &mut Emitter, j: Value| {
+        let target = e.mul_imm(j, dst_stride);
+        e.store(Emitter::mutable(), zero, to, target, 0);
+    };
+    // Padding runs are short: a few columns at the borders, or whole rows above and below.
+    e.for_loop(run.start, run.inside, 1, store_zero);
+    if stride == 1 && dst_stride == 1 {
+        gemm::copy_run(e, from, to, run.inside, run.outside);
+    } else if stride == 1 {
+        // Contiguous in x, scattered in the panel: load four, store each lane.
+        e.vector_loop(run.inside, run.outside, 1, |e, j, ty| {
+            let value = e.load(ty, Emitter::frozen(), from, j, 0);
+            let target = e.mul_imm(j, dst_stride);
+            for lane in 0..ty.lane_count() {
+                let element = if ty == F32 {
+                    value
+                } else {
+                    e.b.ins().extractlane(value, lane as u8)
+                };
+                e.store(
+                    Emitter::mutable(),
+                    element,
+                    to,
+                    target,
+                    lane as i64 * dst_stride,
+                );
+            }
+        });
+    } else {
+        e.for_loop(run.inside, run.outside, 1, |e, j| {
+            let source = e.mul_imm(j, stride);
+            let value = e.load(F32, Emitter::frozen(), from, source, 0);
+            let target = e.mul_imm(j, dst_stride);
+            e.store(Emitter::mutable(), value, to, target, 0);
+        });
+    }
+    e.for_loop(run.outside, run.end, 1, store_zero);
+}
+
+/// Adds a run's im2col values, read from `src + col + j`, to the input plane elements their
+/// taps read (the adjoint of [`gather_run`]).
+fn scatter_add_run(e: &mut Emitter, g: &Geometry, run: &Run, plane: Value, src: Value) {
+    let stride = g.attrs.stride[1] as i64;
+    let to = e.at(plane, run.x);
+    let from = e.at(src, run.col);
+    let add = |e: &mut Emitter, j: Value, target: Value, ty| {
+        let value = e.load(ty, Emitter::mutable(), from, j, 0);
+        let old = e.load(ty, Emitter::mutable(), to, target, 0);
+        let sum = e.b.ins().fadd(old, value);
+        e.store(Emitter::mutable(), sum, to, target, 0);
+    };
+    if stride == 1 {
+        e.vector_loop(run.inside, run.outside, 2, |e, j, ty| add(e, j, j, ty));
+    } else {
+        e.for_loop(run.inside, run.outside, 1, |e, j| {
+            let target = e.mul_imm(j, stride);
+            add(e, j, target, F32)
+        });
+    }
+}
+
+/// Runs `body(e, c, [r, q], row)` over the im2col rows `(c, r, q)` of `channels` channels,
+/// `row` counting from the first.
+fn for_each_tap_row(
+    e: &mut Emitter,
+    g: &Geometry,
+    channels: Value,
+    body: impl FnOnce(&mut Emitter, Value, [Value; 2], Value),
+) {
+    let [kh, kw] = g.kernel.map(|k| k as i64);
+    let zero = e.int(0);
+    e.for_loop(zero, channels, 1, |e, c| {
+        e.for_range(0, kh, |e, r| {
+            e.for_range(0, kw, |e, q| {
+                let rows = e.mul_imm(c, kh);
+                let rows = e.add(rows, r);
+                let rows = e.mul_imm(rows, kw);
+                let row = e.add(rows, q);
+                body(e, c, [r, q], row);
+            })
+        })
+    });
+}
+
+/// The most rows of C one task of a convolution's product keeps in scratch.
+const MOST_ROWS: usize = 256;
+/// The most columns (positions, or im2col rows) one task of a convolution covers, in panels.
+const MOST_PANELS: usize = 8;
+
+pub fn emit(a: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    let (x, w) = (&inputs[0], &inputs[1]);
+    if depthwise::is_depthwise(a, &x.shape, &w.shape) {
+        return depthwise::emit_forward(a, sink, inputs, output);
+    }
+    let g = Geometry::new(a, &x.shape, &w.shape);
+    let (depth, taps) = (g.depth(), g.taps());
+    // A: each group's weights, `[O/g x Kc]`, packed once.
+    let weights = gemm::pack_a(
+        sink,
+        &Matrices {
+            slot: w.slot,
+            count: g.groups,
+            stride: g.group_out * depth,
+            rows: g.group_out,
+            cols: depth,
+            row_stride: depth,
+            col_stride: 1,
+        },
+    );
+    // Tasks: tiles of `[O/g x P]` per image and group; K blocks: whole channels.
+    let (m_panels, n_panels) = (gemm::row_panels(g.group_out), gemm::col_panels(g.positions));
+    let (mt, nt) = gemm::tiles(
+        g.batch * g.groups,
+        m_panels,
+        n_panels,
+        [gemm::row_panels(MOST_ROWS), MOST_PANELS],
+    );
+    let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
+    let channel_blocks = gemm::balanced_blocks(g.group_in, KC / taps);
+    let ldc = nt * NR;
+    let scratch = ScratchLayout::new(&[nt * NR * channel_blocks.1 * taps, mt * MR * ldc]);
+    let tasks = g.batch * g.groups * m_tiles * n_tiles;
+    sink.kernel(tasks, scratch.floats(), |e| {
+        let (xs, packed, y) = (e.buffer(x.slot), e.buffer(weights), e.buffer(output.slot));
+        let (b_panels, c_tiles) = (scratch.region(e, 0), scratch.region(e, 1));
+        let (begin, end) = (e.begin(), e.end());
+        e.for_loop(begin, end, 1, |e, task| {
+            let [image, group, mi, ni] = e.decode(task, &[g.batch, g.groups, m_tiles, n_tiles])[..]
+            else {
+                unreachable!()
+            };
+            let tile = Tile::new(e, [mi, ni], [mt, nt], [m_panels, n_panels]);
+            let planes = g.group_planes(e, xs, image, group);
+            let first_position = e.mul_imm(tile.first_panel[1], NR as i64);
+            let group_panels = e.mul_imm(group, m_panels as i64);
+            let panel = e.add(group_panels, tile.first_panel[0]);
+            let panels = e.at_scaled(packed, panel, (depth * MR) as i64);
+            gemm::for_each_k_block(e, channel_blocks, g.group_in, |e, c0, channels, first| {
+                let kc = e.mul_imm(channels, taps as i64);
+                let block_planes = e.at_scaled(planes, c0, g.plane() as i64);
+                let columns = [first_position, tile.panels[1]];
+                pack_im2col(e, &g, [block_planes, channels], columns, kc, b_panels);
+                let a = e.at_scaled(panels, c0, (taps * MR) as i64);
+                let block = Block {
+                    kc,
+                    a,
+                    a_stride: e.int((depth * MR) as i64),
+                    m_panels: tile.panels[0],
+                    b: b_panels,
+                    b_stride: e.mul_imm(kc, NR as i64),
+                    n_panels: tile.panels[1],
+                };
+                gemm::multiply(e, &block, c_tiles, ldc as i64, first);
+            });
+            // y[image, group * O/g + row, position]
+            let first_row = e.mul_imm(tile.first_panel[0], MR as i64);
+            let images = e.mul_imm(image, g.groups as i64);
+            let channel = e.add(images, group);
+            let channel = e.mul_imm(channel, g.group_out as i64);
+            let channel = e.add(channel, first_row);
+            let rows = e.at_scaled(y, channel, g.positions as i64);
+            let to = e.at(rows, first_position);
+            let (rows, cols) = tile.extent(e, [g.group_out, g.positions]);
+            gemm::copy_block(e, c_tiles, ldc as i64, to, g.positions as i64, rows, cols);
+        });
+    });
+}
+
+/// Packs the im2col rows of `channels` channels (from the plane at `planes`) into `panels` B
+/// panels, `kc` deep, at `dst`: panel `j` holds positions `first + j*NR ..`, zeros past the last
+/// position. A panel spans an output row or two: the rows' geometry is worked out once per
+/// panel, and the kernel columns are unrolled so that theirs is constant.
+fn pack_im2col(
+    e: &mut Emitter,
+    g: &Geometry,
+    [planes, channels]: [Value; 2],
+    [first, panels]: [Value; 2],
+    kc: Value,
+    dst: Value,
+) {
+    let positions = e.int(g.positions as i64);
+    let [kh, kw] = g.kernel;
+    let columns: Vec<TapColumns> = (0..kw as i64)
+        .map(|q| {
+            let q = e.int(q);
+            TapColumns::new(e, g, q)
+        })
+        .collect();
+    let start = e.int(0);
+    e.for_loop(start, panels, 1, |e, j| {
+        let offset = e.mul_imm(j, NR as i64);
+        let lo = e.add(first, offset);
+        let next = e.add_imm(lo, NR as i64);
+        let hi = e.min(next, positions);
+        let valid = e.sub(hi, lo);
+        let panel_floats = e.mul_imm(kc, NR as i64);
+        let panel_index = e.mul(j, panel_floats);
+        let panel = e.at(dst, panel_index);
+        if g.is_pointwise() {
+            // The im2col matrix is x itself.
+            let from = e.at(planes, lo);
+            gemm::pack_b_panel(e, from, [g.plane(), 1], valid, channels, panel);
+            return;
+        }
+        for_each_row_span(e, g, [lo, hi], |e, span| {
+            let zero = e.int(0);
+            e.for_loop(zero, channels, 1, |e, c| {
+                let plane = e.at_scaled(planes, c, g.plane() as i64);
+                e.for_range(0, kh as i64, |e, r| {
+                    let top = tap_top(e, g, r);
+                    let channel_row = e.mul_imm(c, kh as i64);
+                    let row = e.add(channel_row, r);
+                    let first_row = e.mul_imm(row, kw as i64);
+                    let rows = e.at_scaled(panel, first_row, NR as i64);
+                    for (q, columns) in columns.iter().enumerate() {
+                        let run = Run::new(e, g, span, top, columns);
+                        let offset = e.int((q * NR) as i64);
+                        let to = e.at(rows, offset);
+                        gather_run(e, g, &run, plane, to, 1);
+                    }
+                });
+            });
+        });
+        // Positions past the last, in the last panel: zeros.
+        let short =
+            e.b.ins()
+                .icmp_imm_s(IntCC::SignedLessThan, valid, NR as i64);
+        let zero = e.int(0);
+        let rows = e.b.ins().select(short, kc, zero);
+        e.for_loop(zero, rows, 1, |e, k| {
+            let to = e.at_scaled(panel, k, NR as i64);
+            let width = e.int(NR as i64);
+            gemm::zero_run(e, to, 1, valid, width);
+        });
+    });
+}
+
+pub fn emit_input_grad(a: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    let (dy, w) = (&inputs[0], &inputs[1]);
+    if depthwise::is_depthwise(a, &output.shape, &w.shape) {
+        return depthwise::emit_input_grad(a, sink, inputs, output);
+    }
+    let g = Geometry::new(a, &output.shape, &w.shape);
+    let (depth, taps, positions) = (g.depth(), g.taps(), g.positions);
+    // dcol `[Kc x P]` = W_gᵀ · dy_ng, scattered into dx: A = each group's transposed weights,
+    // packed once; B = dy_ng, packed per task and block of positions.
+    let weights = gemm::pack_a(
+        sink,
+        &Matrices {
+            slot: w.slot,
+            count: g.groups,
+            stride: g.group_out * depth,
+            rows: depth,
+            cols: g.group_out,
+            row_stride: 1,
+            col_stride: depth,
+        },
+    );
+    // Tasks: blocks of input channels per image and group, each owning its dx planes, which
+    // it zeroes and then adds every position block's dcol to, in order. A block's im2col rows
+    // start on an A panel: its channel count is a multiple of `unit`, unless it is the only
+    // one. Fewer blocks repack dy less often.
+    let unit = MR / gcd(MR, taps);
+    let most = (MOST_ROWS / taps / unit).max(1) * unit;
+    let mut blocks = g.group_in.div_ceil(most);
+    while g.batch * g.groups * blocks < gemm::TASKS && blocks < g.group_in.div_ceil(unit) {
+        blocks += 1;
+    }
+    let block_channels = (g.group_in.div_ceil(blocks).div_ceil(unit) * unit).min(g.group_in);
+    let channel_blocks = g.group_in.div_ceil(block_channels);
+    let (depth_panels, n_panels) = (gemm::row_panels(depth), gemm::col_panels(positions));
+    let m_most = gemm::row_panels(block_channels * taps);
+    let nt = n_panels.min(MOST_PANELS);
+    let ldc = nt * NR;
+    let b_panel_floats = g.group_out * NR;
+    let scratch = ScratchLayout::new(&[m_most * MR * ldc, nt * b_panel_floats]);
+    let k_blocks = gemm::balanced_blocks(g.group_out, KC);
+    let tasks = g.batch * g.groups * channel_blocks;
+    sink.kernel(tasks, scratch.floats(), |e| {
+        let (packed_w, grads, dx) = (e.buffer(weights), e.buffer(dy.slot), e.buffer(output.slot));
+        let (dcol, b_panels) = (scratch.region(e, 0), scratch.region(e, 1));
+        let (begin, end) = (e.begin(), e.end());
+        e.for_loop(begin, end, 1, |e, task| {
+            let [image, group, block] = e.decode(task, &[g.batch, g.groups, channel_blocks])[..]
+            else {
+                unreachable!()
+            };
+            let c0 = e.mul_imm(block, block_channels as i64);
+            let left = e.int(g.group_in as i64);
+            let left = e.sub(left, c0);
+            let channels = e.min_imm(left, block_channels as i64);
+            let group_planes = g.group_planes(e, dx, image, group);
+            let planes = e.at_scaled(group_planes, c0, g.plane() as i64);
+            let floats = e.mul_imm(channels, g.plane() as i64);
+            let zero = e.int(0);
+            gemm::zero_run(e, planes, 1, zero, floats);
+            // A: the block's rows of W_gᵀ; B: dy_ng.
+            let rows = e.mul_imm(channels, taps as i64);
+            let rows = e.add_imm(rows, MR as i64 - 1);
+            let m_count = e.div_imm(rows, MR as i64);
+            let group_panels = e.mul_imm(group, depth_panels as i64);
+            let block_panel = e.mul_imm(c0, taps as i64);
+            let block_panel = e.div_imm(block_panel, MR as i64);
+            let panel = e.add(group_panels, block_panel);
+            let a_panels = e.at_scaled(packed_w, panel, (g.group_out * MR) as i64);
+            let images = e.mul_imm(image, g.groups as i64);
+            let matrix = e.add(images, group);
+            let dy_rows = e.at_scaled(grads, matrix, (g.group_out * positions) as i64);
+            let position_blocks = n_panels.div_ceil(nt) as i64;
+            e.for_range(0, position_blocks, |e, pb| {
+                let tile = Tile::new(e, [zero, pb], [1, nt], [1, n_panels]);
+                let lo = e.mul_imm(tile.first_panel[1], NR as i64);
+                let next = e.add_imm(lo, ldc as i64);
+                let hi = e.min_imm(next, positions as i64);
+                e.for_loop(zero, tile.panels[1], 1, |e, j| {
+                    let offset = e.mul_imm(j, NR as i64);
+                    let first = e.add(lo, offset);
+                    let from = e.at(dy_rows, first);
+                    let left = e.sub(hi, first);
+                    let cols = e.min_imm(left, NR as i64);
+                    let depth = e.int(g.group_out as i64);
+                    let to = e.at_scaled(b_panels, j, b_panel_floats as i64);
+                    gemm::pack_b_panel(e, from, [positions, 1], cols, depth, to);
+                });
+                gemm::for_each_k_block(e, k_blocks, g.group_out, |e, k0, kc, first| {
+                    let block = Block {
+                        kc,
+                        a: e.at_scaled(a_panels, k0, MR as i64),
+                        a_stride: e.int((g.group_out * MR) as i64),
+                        m_panels: m_count,
+                        b: e.at_scaled(b_panels, k0, NR as i64),
+                        b_stride: e.int(b_panel_floats as i64),
+                        n_panels: tile.panels[1],
+                    };
+                    gemm::multiply(e, &block, dcol, ldc as i64, first);
+                });
+                // col2im: every dcol row back onto the taps it came from.
+                for_each_tap_row(e, &g, channels, |e, c, tap, row| {
+                    let plane = e.at_scaled(planes, c, g.plane() as i64);
+                    let src = e.at_scaled(dcol, row, ldc as i64);
+                    for_each_run(e, &g, tap, [lo, hi], |e, run| {
+                        scatter_add_run(e, &g, run, plane, src)
+                    });
+                });
+            });
+        });
+    });
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 pub fn emit_weight_grad(
     a: &ConvAttrs,
-    sink: &mut crate::codegen::KernelSink,
-    inputs: &[crate::codegen::Operand],
-    output: &crate::codegen::Operand,
+    sink: &mut KernelSink,
+    inputs: &[Operand],
+    output: &Operand,
 ) {
-    let _ = (a, sink, inputs, output);
-    panic!("internal error: no code generation for `emit_weight_grad` yet");
+    let (x, dy) = (&inputs[0], &inputs[1]);
+    if depthwise::is_depthwise(a, &x.shape, &output.shape) {
+        return depthwise::emit_weight_grad(a, sink, inputs, output);
+    }
+    let g = Geometry::new(a, &x.shape, &output.shape);
+    let (depth, positions) = (g.depth(), g.positions);
+    // dW_g `[O/g x Kc]` = sum over images of dy_ng · im2col(x_ng)ᵀ: A = dy per image and group,
+    // packed once; B = the transposed im2col matrix, packed per task.
+    let grads = gemm::pack_a(
+        sink,
+        &Matrices {
+            slot: dy.slot,
+            count: g.batch * g.groups,
+            stride: g.group_out * positions,
+            rows: g.group_out,
+            cols: positions,
+            row_stride: positions,
+            col_stride: 1,
+        },
+    );
+    // Tasks: tiles of `[O/g x Kc]` per group, each summing over every image and position.
+    let (m_panels, n_panels) = (gemm::row_panels(g.group_out), gemm::col_panels(depth));
+    let (mt, nt) = gemm::tiles(
+        g.groups,
+        m_panels,
+        n_panels,
+        [gemm::row_panels(MOST_ROWS), MOST_PANELS / 2],
+    );
+    let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
+    let p_blocks = gemm::balanced_blocks(positions, KC);
+    let ldc = nt * NR;
+    let scratch = ScratchLayout::new(&[nt * NR * p_blocks.1, mt * MR * ldc]);
+    sink.kernel(g.groups * m_tiles * n_tiles, scratch.floats(), |e| {
+        let (xs, packed, dw) = (e.buffer(x.slot), e.buffer(grads), e.buffer(output.slot));
+        let (b_panels, c_tiles) = (scratch.region(e, 0), scratch.region(e, 1));
+        let (begin, end) = (e.begin(), e.end());
+        e.for_loop(begin, end, 1, |e, task| {
+            let [group, mi, ni] = e.decode(task, &[g.groups, m_tiles, n_tiles])[..] else {
+                unreachable!()
+            };
+            let tile = Tile::new(e, [mi, ni], [mt, nt], [m_panels, n_panels]);
+            let (rows, cols) = tile.extent(e, [g.group_out, depth]);
+            let first_col = e.mul_imm(tile.first_panel[1], NR as i64);
+            e.for_range(0, g.batch as i64, |e, image| {
+                let planes = g.group_planes(e, xs, image, group);
+                let images = e.mul_imm(image, g.groups as i64);
+                let matrix = e.add(images, group);
+                let matrix = e.mul_imm(matrix, m_panels as i64);
+                let panel = e.add(matrix, tile.first_panel[0]);
+                let a_panels = e.at_scaled(packed, panel, (positions * MR) as i64);
+                let first_image = e.b.ins().icmp_imm_s(IntCC::Equal, image, 0);
+                gemm::for_each_k_block(e, p_blocks, positions, |e, p0, kc, first_block| {
+                    let rows = [first_col, cols, tile.panels[1]];
+                    pack_im2col_transposed(e, &g, planes, rows, [p0, kc], b_panels);
+                    let a = e.at_scaled(a_panels, p0, MR as i64);
+                    let block = Block {
+                        kc,
+                        a,
+                        a_stride: e.int((positions * MR) as i64),
+                        m_panels: tile.panels[0],
+                        b: b_panels,
+                        b_stride: e.mul_imm(kc, NR as i64),
+                        n_panels: tile.panels[1],
+                    };
+                    let first = e.b.ins().band(first_image, first_block);
+                    gemm::multiply(e, &block, c_tiles, ldc as i64, first);
+                });
+            });
+            let first_row = e.mul_imm(tile.first_panel[0], MR as i64);
+            let group_rows = e.int((g.group_out) as i64);
+            let group_row = e.mul(group, group_rows);
+            let row = e.add(group_row, first_row);
+            let weights = e.at_scaled(dw, row, depth as i64);
+            let to = e.at(weights, first_col);
+            gemm::copy_block(e, c_tiles, ldc as i64, to, depth as i64, rows, cols);
+        });
+    });
+}
+
+/// Packs im2col columns `p0 .. p0 + kc` of rows `first ..` (`cols` of them) as B panels of
+/// the transposed matrix at `dst` (`dst[p*NR + j]`, panel after panel), zeros in the `panels`
+/// panels' columns past `cols`.
+fn pack_im2col_transposed(
+    e: &mut Emitter,
+    g: &Geometry,
+    planes: Value,
+    [first, cols, panels]: [Value; 3],
+    [p0, kc]: [Value; 2],
+    dst: Value,
+) {
+    let panel_floats = e.mul_imm(kc, NR as i64);
+    if g.is_pointwise() {
+        // The im2col matrix is x itself: its transpose, panel by panel.
+        let start = e.int(0);
+        e.for_loop(start, panels, 1, |e, j| {
+            let offset = e.mul_imm(j, NR as i64);
+            let row = e.add(first, offset);
+            let rows = e.at_scaled(planes, row, g.plane() as i64);
+            let from = e.at(rows, p0);
+            let left = e.sub(cols, offset);
+            let width = e.min_imm(left, NR as i64);
+            let panel_index = e.mul(j, panel_floats);
+            let to = e.at(dst, panel_index);
+            gemm::pack_b_panel(e, from, [1, g.plane()], width, kc, to);
+        });
+        return;
+    }
+    let hi = e.add(p0, kc);
+    let at_column = |e: &mut Emitter, j: Value| {
+        let panel = e.div_imm(j, NR as i64);
+        let panel_index = e.mul(panel, panel_floats);
+        let lane = e.rem_imm(j, NR as i64);
+        let index = e.add(panel_index, lane);
+        e.at(dst, index)
+    };
+    let start = e.int(0);
+    e.for_loop(start, cols, 1, |e, j| {
+        let row = e.add(first, j);
+        let [c, r, q] = e.decode(row, &[g.group_in, g.kernel[0], g.kernel[1]])[..] else {
+            unreachable!()
+        };
+        let plane = e.at_scaled(planes, c, g.plane() as i64);
+        let to = at_column(e, j);
+        for_each_run(e, g, [r, q], [p0, hi], |e, run| {
+            gather_run(e, g, run, plane, to, NR as i64)
+        });
+    });
+    let width = e.mul_imm(panels, NR as i64);
+    e.for_loop(cols, width, 1, |e, j| {
+        let to = at_column(e, j);
+        let zero = e.int(0);
+        gemm::zero_run(e, to, NR as i64, zero, kc);
+    });
 }

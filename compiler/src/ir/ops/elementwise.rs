@@ -2,6 +2,7 @@
 
 use super::{arity, MapFn, OpKind};
 use crate::codegen::emit::{Emitter, Libcall};
+use crate::codegen::math;
 use crate::codegen::strided::{for_each_element, Strided};
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::{strides, Tensor};
@@ -264,7 +265,7 @@ pub fn emit_map(f: MapFn, sink: &mut KernelSink, inputs: &[Operand], output: &Op
 pub fn emit_apply(e: &mut Emitter, f: MapFn, x: Value, ty: Type) -> Value {
     match f {
         MapFn::Neg => e.b.ins().fneg(x),
-        MapFn::Exp => e.libcall(Libcall::Exp, x),
+        MapFn::Exp => math::exp(e, x, ty),
         MapFn::Log => e.libcall(Libcall::Log, x),
         MapFn::Sqrt => e.b.ins().sqrt(x),
         MapFn::Abs => e.b.ins().fabs(x),
@@ -283,7 +284,7 @@ pub fn emit_apply(e: &mut Emitter, f: MapFn, x: Value, ty: Type) -> Value {
         }
         MapFn::Sigmoid => {
             let minus = e.b.ins().fneg(x);
-            let exp = e.libcall(Libcall::Exp, minus);
+            let exp = math::exp(e, minus, ty);
             let one = e.constant(ty, 1.0);
             let denominator = e.b.ins().fadd(one, exp);
             e.b.ins().fdiv(one, denominator)
@@ -337,5 +338,5 @@ fn emit_pow(e: &mut Emitter, x: Value, p: f64, ty: Type) -> Value {
     let log = e.libcall(Libcall::Log, x);
     let c = e.constant(ty, p as f32);
     let scaled = e.b.ins().fmul(log, c);
-    e.libcall(Libcall::Exp, scaled)
+    math::exp(e, scaled, ty)
 }

@@ -1,10 +1,22 @@
 //! Losses computed as single ops, fused with what makes them stable: softmax with cross-entropy
 //! (log-sum-exp), binary cross-entropy with PyTorch's clamping of the logs. Mean squared and
 //! mean absolute error need no op of their own: they are built from elementwise ops.
+//!
+//! In generated code a loss is two kernels: partial sums (one per row of logits, or per chunk
+//! of predictions) computed in parallel into a workspace, then their mean in one task, in
+//! order, so the result does not depend on the number of threads. Their gradients are
+//! element-wise or row-wise and fully parallel.
 
+use super::layout::{reduce_range, Reduce, Units};
+use super::softmax::for_each_line;
 use super::{arity, softmax, OpKind};
+use crate::codegen::emit::{Emitter, Libcall, Slot, F32, I64};
+use crate::codegen::strided::{for_each_element, Strided};
+use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::{Graph, Op, Shape, ValueId};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
 pub fn softmax_cross_entropy_shape(inputs: &[&Shape]) -> Result<Shape, String> {
     arity(inputs, 2)?;
@@ -149,36 +161,191 @@ pub fn vjp_binary_cross_entropy(op: &Op, graph: &mut Graph, grad: ValueId) -> Ve
     vjp_loss(OpKind::BinaryCrossEntropyGrad, op, graph, grad)
 }
 
-// CODEGEN-STUB: replaced by the real code-generation rules.
-pub fn emit_softmax_cross_entropy(
-    sink: &mut crate::codegen::KernelSink,
-    inputs: &[crate::codegen::Operand],
-    output: &crate::codegen::Operand,
-) {
-    let _ = (sink, inputs, output);
-    panic!("internal error: no code generation for `emit_softmax_cross_entropy` yet");
+/// Predictions per partial sum of a binary cross-entropy.
+const CHUNK: usize = 4096;
+/// Where PyTorch clamps the logs of binary cross-entropy.
+const LOG_FLOOR: f32 = -100.0;
+/// What keeps the denominator of binary cross-entropy's gradient off zero.
+const DENOMINATOR_FLOOR: f32 = 1e-12;
+
+/// A label read by generated code: the class index it holds, and whether it holds one below
+/// the number of classes. The interpreter rejects other labels; generated code must not read
+/// out of bounds, so it reads class 0 instead and makes what the label touches NaN.
+struct Class {
+    index: Value,
+    valid: Value,
 }
+
+impl Class {
+    fn read(e: &mut Emitter, labels: Value, row: Value, classes: usize) -> Class {
+        let label = e.load(F32, Emitter::frozen(), labels, row, 0);
+        let index = e.b.ins().fcvt_to_sint_sat(I64, label);
+        let back = e.b.ins().fcvt_from_sint(F32, index);
+        let whole = e.b.ins().fcmp(FloatCC::Equal, back, label);
+        let below =
+            e.b.ins()
+                .icmp_imm_u(IntCC::UnsignedLessThan, index, classes as i64);
+        let valid = e.b.ins().band(whole, below);
+        let zero = e.int(0);
+        let index = e.b.ins().select(valid, index, zero);
+        Class { index, valid }
+    }
+
+    /// `value` where the label is valid, else NaN.
+    fn or_nan(&self, e: &mut Emitter, value: Value) -> Value {
+        let nan = e.float(f32::NAN);
+        e.b.ins().select(self.valid, value, nan)
+    }
+}
+
+/// A kernel of one task: `output = (sum of the count partial sums in order) / divisor`.
+fn emit_mean(
+    sink: &mut KernelSink,
+    partials: Slot,
+    count: usize,
+    divisor: usize,
+    output: &Operand,
+) {
+    sink.kernel(1, 0, |e| {
+        let (partials, out) = (e.buffer(partials), e.buffer(output.slot));
+        let zero = e.float(0.0);
+        let total = e.variable(F32, zero);
+        e.for_range(0, count as i64, |e, i| {
+            let v = e.load(F32, Emitter::frozen(), partials, i, 0);
+            let old = e.get(total);
+            let new = e.b.ins().fadd(old, v);
+            e.set(total, new);
+        });
+        let total = e.get(total);
+        let divisor = e.float(divisor as f32);
+        let mean = e.b.ins().fdiv(total, divisor);
+        let zero = e.int(0);
+        e.store(Emitter::mutable(), mean, out, zero, 0);
+    });
+}
+
+/// Each row's `logsumexp(x) - x[label]` into a workspace, in parallel; then their mean.
+pub fn emit_softmax_cross_entropy(sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    let (logits, labels) = (&inputs[0], &inputs[1]);
+    let (rows, classes) = (logits.shape[0], logits.shape[1]);
+    let losses = sink.workspace(rows);
+    let slots = [logits.slot, labels.slot, losses];
+    for_each_line(sink, &logits.shape, &slots, |e, bases, row| {
+        let (x, labels, losses) = (bases[0], bases[1], bases[2]);
+        let max = row.max(e, x);
+        let sum = row.exponentials(e, x, max, None);
+        let log = e.libcall(Libcall::Log, sum);
+        let log_sum_exp = e.b.ins().fadd(max, log);
+        let class = Class::read(e, labels, row.number, classes);
+        let at_label = e.b.ins().iadd(row.start, class.index);
+        let picked = e.load(F32, Emitter::frozen(), x, at_label, 0);
+        let loss = e.b.ins().fsub(log_sum_exp, picked);
+        let loss = class.or_nan(e, loss);
+        e.store(Emitter::mutable(), loss, losses, row.number, 0);
+    });
+    emit_mean(sink, losses, rows, rows, output);
+}
+
+/// Row by row: the exponentials stored, then `(exp / sum - onehot) * dloss / N`, the one-hot
+/// term applied at the label alone.
 pub fn emit_softmax_cross_entropy_grad(
-    sink: &mut crate::codegen::KernelSink,
-    inputs: &[crate::codegen::Operand],
-    output: &crate::codegen::Operand,
+    sink: &mut KernelSink,
+    inputs: &[Operand],
+    output: &Operand,
 ) {
-    let _ = (sink, inputs, output);
-    panic!("internal error: no code generation for `emit_softmax_cross_entropy_grad` yet");
+    let (logits, labels, dloss) = (&inputs[0], &inputs[1], &inputs[2]);
+    let (rows, classes) = (logits.shape[0], logits.shape[1]);
+    let slots = [logits.slot, labels.slot, dloss.slot, output.slot];
+    for_each_line(sink, &logits.shape, &slots, |e, bases, row| {
+        let (x, labels, dloss, dx) = (bases[0], bases[1], bases[2], bases[3]);
+        let max = row.max(e, x);
+        let sum = row.exponentials(e, x, max, Some(dx));
+        let class = Class::read(e, labels, row.number, classes);
+        let zero = e.int(0);
+        let dloss = e.load(F32, Emitter::frozen(), dloss, zero, 0);
+        let rows = e.float(rows as f32);
+        let scale = e.b.ins().fdiv(dloss, rows);
+        let scale = class.or_nan(e, scale);
+        let at_label = e.b.ins().iadd(row.start, class.index);
+        let exp_at_label = e.load(F32, Emitter::mutable(), dx, at_label, 0);
+        let factor = e.b.ins().fdiv(scale, sum);
+        row.scale(e, dx, factor);
+        let one = e.float(1.0);
+        let p = e.b.ins().fdiv(exp_at_label, sum);
+        let p_minus_one = e.b.ins().fsub(p, one);
+        let d = e.b.ins().fmul(p_minus_one, scale);
+        e.store(Emitter::mutable(), d, dx, at_label, 0);
+    });
 }
-pub fn emit_binary_cross_entropy(
-    sink: &mut crate::codegen::KernelSink,
-    inputs: &[crate::codegen::Operand],
-    output: &crate::codegen::Operand,
-) {
-    let _ = (sink, inputs, output);
-    panic!("internal error: no code generation for `emit_binary_cross_entropy` yet");
+
+/// `x`, or `floor` where `x` is below it; NaN passes, as in `at_least`.
+fn emit_at_least(e: &mut Emitter, x: Value, floor: f32, ty: Type) -> Value {
+    let floor = e.constant(ty, floor);
+    e.select_cmp(FloatCC::LessThan, x, floor, floor, x)
 }
-pub fn emit_binary_cross_entropy_grad(
-    sink: &mut crate::codegen::KernelSink,
-    inputs: &[crate::codegen::Operand],
-    output: &crate::codegen::Operand,
-) {
-    let _ = (sink, inputs, output);
-    panic!("internal error: no code generation for `emit_binary_cross_entropy_grad` yet");
+
+/// Partial sums of `-(t log p + (1 - t) log(1 - p))` over chunks of `CHUNK` predictions, in
+/// parallel; then their mean.
+pub fn emit_binary_cross_entropy(sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    let (p, t) = (&inputs[0], &inputs[1]);
+    let len = p.len();
+    let chunks = len.div_ceil(CHUNK);
+    let partials = sink.workspace(chunks);
+    let units = Units::new(chunks, len.min(CHUNK));
+    sink.kernel(units.tasks(), 0, |e| {
+        let (p, t, out) = (e.buffer(p.slot), e.buffer(t.slot), e.buffer(partials));
+        units.for_each(e, |e, chunk| {
+            let lo = e.b.ins().imul_imm_s(chunk, CHUNK as i64);
+            let hi = e.b.ins().iadd_imm_s(lo, CHUNK as i64);
+            let limit = e.int(len as i64);
+            let hi = e.b.ins().smin(hi, limit);
+            let sum = reduce_range(e, lo, hi, Reduce::Sum, |e, i, ty| {
+                let p = e.load(ty, Emitter::frozen(), p, i, 0);
+                let t = e.load(ty, Emitter::frozen(), t, i, 0);
+                let one = e.constant(ty, 1.0);
+                let log_p = e.libcall(Libcall::Log, p);
+                let log_p = emit_at_least(e, log_p, LOG_FLOOR, ty);
+                let q = e.b.ins().fsub(one, p);
+                let log_q = e.libcall(Libcall::Log, q);
+                let log_q = emit_at_least(e, log_q, LOG_FLOOR, ty);
+                let u = e.b.ins().fsub(one, t);
+                let hit = e.b.ins().fmul(t, log_p);
+                let miss = e.b.ins().fmul(u, log_q);
+                let both = e.b.ins().fadd(hit, miss);
+                e.b.ins().fneg(both)
+            });
+            e.store(Emitter::mutable(), sum, out, chunk, 0);
+        });
+    });
+    emit_mean(sink, partials, chunks, len, output);
+}
+
+/// `dloss / len * (p - t) / max(p (1 - p), 1e-12)`, element by element.
+pub fn emit_binary_cross_entropy_grad(sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    let (p, t, dloss) = (&inputs[0], &inputs[1], &inputs[2]);
+    let shape = &output.shape;
+    let operands = [
+        Strided::dense(p.slot, shape),
+        Strided::dense(t.slot, shape),
+        Strided::broadcast(dloss.slot, &dloss.shape, shape),
+    ];
+    let len = output.len() as f32;
+    for_each_element(
+        sink,
+        shape,
+        &operands,
+        &Strided::dense(output.slot, shape),
+        |e, v, ty| {
+            let (p, t, dloss) = (v[0], v[1], v[2]);
+            let len = e.constant(ty, len);
+            let scale = e.b.ins().fdiv(dloss, len);
+            let one = e.constant(ty, 1.0);
+            let q = e.b.ins().fsub(one, p);
+            let pq = e.b.ins().fmul(p, q);
+            let denominator = emit_at_least(e, pq, DENOMINATOR_FLOOR, ty);
+            let difference = e.b.ins().fsub(p, t);
+            let numerator = e.b.ins().fmul(scale, difference);
+            e.b.ins().fdiv(numerator, denominator)
+        },
+    );
 }

@@ -2,8 +2,11 @@
 //! are `x · wᵀ`, their backward passes `dy · w` and `dyᵀ · x`.
 
 use super::{arity, OpKind};
+use crate::codegen::gemm::{self, Block, IndexMath, Matrices, ScratchLayout, Tile, KC};
+use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::{Graph, Op, Shape, ValueId};
+use netc_runtime::microkernel::{MR, NR};
 
 pub fn shape(transpose_a: bool, transpose_b: bool, inputs: &[&Shape]) -> Result<Shape, String> {
     arity(inputs, 2)?;
@@ -85,14 +88,72 @@ pub fn vjp(
     vec![Some(da), Some(db)]
 }
 
-// CODEGEN-STUB: replaced by the real code-generation rules.
+/// The most rows and columns of C one task keeps in scratch, in panels.
+const MOST_PANELS: [usize; 2] = [16, 8];
+
+/// Both operands packed once, then tasks over tiles of the product, each summing every K block.
 pub fn emit(
     transpose_a: bool,
     transpose_b: bool,
-    sink: &mut crate::codegen::KernelSink,
-    inputs: &[crate::codegen::Operand],
-    output: &crate::codegen::Operand,
+    sink: &mut KernelSink,
+    inputs: &[Operand],
+    output: &Operand,
 ) {
-    let _ = (transpose_a, transpose_b, sink, inputs, output);
-    panic!("internal error: no code generation for `emit` yet");
+    let (a, b) = (&inputs[0], &inputs[1]);
+    let (m, n) = (output.shape[0], output.shape[1]);
+    let k = if transpose_a { a.shape[0] } else { a.shape[1] };
+    // Element (i, j) of a `rows x cols` operand is x[i*cols + j], or x[j*rows + i] when x is
+    // stored transposed.
+    let matrix = |slot, rows, cols, transposed| Matrices {
+        slot,
+        count: 1,
+        stride: 0,
+        rows,
+        cols,
+        row_stride: if transposed { 1 } else { cols },
+        col_stride: if transposed { rows } else { 1 },
+    };
+    let packed_a = gemm::pack_a(sink, &matrix(a.slot, m, k, transpose_a));
+    let packed_b = gemm::pack_b(sink, &matrix(b.slot, k, n, transpose_b));
+    let (m_panels, n_panels) = (gemm::row_panels(m), gemm::col_panels(n));
+    let (mt, nt) = gemm::tiles(1, m_panels, n_panels, MOST_PANELS);
+    let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
+    let k_blocks = gemm::balanced_blocks(k, KC);
+    let ldc = nt * NR;
+    let scratch = ScratchLayout::new(&[mt * MR * ldc]);
+    sink.kernel(m_tiles * n_tiles, scratch.floats(), |e| {
+        let (a_panels, b_panels, y) = (
+            e.buffer(packed_a),
+            e.buffer(packed_b),
+            e.buffer(output.slot),
+        );
+        let c_tiles = scratch.region(e, 0);
+        let (begin, end) = (e.begin(), e.end());
+        e.for_loop(begin, end, 1, |e, task| {
+            let [mi, ni] = e.decode(task, &[m_tiles, n_tiles])[..] else {
+                unreachable!()
+            };
+            let tile = Tile::new(e, [mi, ni], [mt, nt], [m_panels, n_panels]);
+            let a_tile = e.at_scaled(a_panels, tile.first_panel[0], (k * MR) as i64);
+            let b_tile = e.at_scaled(b_panels, tile.first_panel[1], (k * NR) as i64);
+            gemm::for_each_k_block(e, k_blocks, k, |e, k0, kc, first| {
+                let block = Block {
+                    kc,
+                    a: e.at_scaled(a_tile, k0, MR as i64),
+                    a_stride: e.int((k * MR) as i64),
+                    m_panels: tile.panels[0],
+                    b: e.at_scaled(b_tile, k0, NR as i64),
+                    b_stride: e.int((k * NR) as i64),
+                    n_panels: tile.panels[1],
+                };
+                gemm::multiply(e, &block, c_tiles, ldc as i64, first);
+            });
+            let first_row = e.mul_imm(tile.first_panel[0], MR as i64);
+            let first_col = e.mul_imm(tile.first_panel[1], NR as i64);
+            let rows = e.at_scaled(y, first_row, n as i64);
+            let to = e.at(rows, first_col);
+            let (rows, cols) = tile.extent(e, [m, n]);
+            gemm::copy_block(e, c_tiles, ldc as i64, to, n as i64, rows, cols);
+        });
+    });
 }

@@ -1,8 +1,20 @@
 //! Max and average pooling over 2-D windows, and their backward ops.
+//!
+//! Generated code runs one task per (n, c) plane. Along each axis the output positions split
+//! into segments (`Segment`): the run whose windows lie wholly inside the input, one loop with
+//! the kernel's full extent, and the clipped windows at the edges, each with its own window.
+//! Every window's cells are then constant offsets from its first cell, so small windows unroll
+//! completely, and where windows slide by one column, four neighbouring windows are computed at
+//! once in f32x4 lanes. The backward ops scatter into their zeroed plane window by window, in
+//! order, so overlapping windows add up the same way whatever the thread count.
 
 use super::{arity, OpKind, PoolAttrs};
+use crate::codegen::emit::{Emitter, Slot, F32, F32X4, I64, LANES};
+use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::{Graph, Op, Shape, ValueId};
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{types, InstBuilder, Type, Value};
 use std::ops::Range;
 
 /// Output extent of one axis (PyTorch's rule, ceil mode included), or `None` when the window
@@ -131,10 +143,10 @@ fn first_max(x: &[f64], cells: &[usize]) -> Option<usize> {
         .reduce(|best, k| if x[k] > x[best] { k } else { best })
 }
 
-/// The weight of each cell in a window's average. A window with no cells averages to the empty
-/// sum, 0, whatever its divisor.
-fn avg_weight(a: &PoolAttrs, cells: &[usize], padded: usize) -> f64 {
-    let divisor = if a.include_pad { padded } else { cells.len() };
+/// The weight of each cell in the average of a window of `cells` cells, `padded` of them within
+/// the padded input. A window with no cells averages to the empty sum, 0, whatever its divisor.
+fn avg_weight(a: &PoolAttrs, cells: usize, padded: usize) -> f64 {
+    let divisor = if a.include_pad { padded } else { cells };
     1.0 / divisor as f64
 }
 
@@ -164,7 +176,7 @@ pub fn eval_avg(a: &PoolAttrs, inputs: &[&Tensor]) -> Tensor {
     let y_shape = shape(a, &[&x.shape]).expect("verified shapes fit");
     let mut y = vec![0.0; y_shape.iter().product()];
     for_each_window(a, &x.shape, |yi, cells, padded| {
-        let weight = avg_weight(a, cells, padded);
+        let weight = avg_weight(a, cells.len(), padded);
         y[yi] = cells.iter().map(|&k| x.data[k] * weight).sum();
     });
     Tensor::new(y_shape, y)
@@ -175,7 +187,7 @@ pub fn eval_avg_grad(a: &PoolAttrs, hw: [usize; 2], inputs: &[&Tensor]) -> Tenso
     let x_shape = avg_grad_shape(a, hw, &[&dy.shape]).expect("verified shapes fit");
     let mut dx = vec![0.0; x_shape.iter().product()];
     for_each_window(a, &x_shape, |yi, cells, padded| {
-        let weight = avg_weight(a, cells, padded);
+        let weight = avg_weight(a, cells.len(), padded);
         for &k in cells {
             dx[k] += dy.data[yi] * weight;
         }
@@ -199,40 +211,539 @@ pub fn vjp_avg(a: &PoolAttrs, op: &Op, graph: &mut Graph, grad: ValueId) -> Vec<
     vec![Some(dx)]
 }
 
-// CODEGEN-STUB: replaced by the real code-generation rules.
-pub fn emit_max(
-    a: &PoolAttrs,
-    sink: &mut crate::codegen::KernelSink,
-    inputs: &[crate::codegen::Operand],
-    output: &crate::codegen::Operand,
-) {
-    let _ = (a, sink, inputs, output);
-    panic!("internal error: no code generation for `emit_max` yet");
+pub fn emit_max(a: &PoolAttrs, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    emit_pool(a, Reduction::Max, sink, inputs, output);
 }
-pub fn emit_max_grad(
-    a: &PoolAttrs,
-    sink: &mut crate::codegen::KernelSink,
-    inputs: &[crate::codegen::Operand],
-    output: &crate::codegen::Operand,
-) {
-    let _ = (a, sink, inputs, output);
-    panic!("internal error: no code generation for `emit_max_grad` yet");
+
+pub fn emit_avg(a: &PoolAttrs, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    emit_pool(a, Reduction::Sum, sink, inputs, output);
 }
-pub fn emit_avg(
+
+/// Max pooling (`Reduction::Max`) or average pooling (`Reduction::Sum`, then the weight).
+fn emit_pool(
     a: &PoolAttrs,
-    sink: &mut crate::codegen::KernelSink,
-    inputs: &[crate::codegen::Operand],
-    output: &crate::codegen::Operand,
+    reduction: Reduction,
+    sink: &mut KernelSink,
+    inputs: &[Operand],
+    output: &Operand,
 ) {
-    let _ = (a, sink, inputs, output);
-    panic!("internal error: no code generation for `emit_avg` yet");
+    let geometry = Geometry::new(a, &inputs[0].shape);
+    let unroll = (VECTOR_BUDGET / (a.kernel[0] * a.kernel[1])).clamp(1, 4);
+    let slots = [inputs[0].slot, output.slot];
+    geometry.kernel(sink, &slots, |e, buffers, x_plane, y_plane| {
+        let [x, y] = buffers else {
+            unreachable!("two buffers")
+        };
+        geometry.for_each_window(e, x_plane, y_plane, unroll, &mut |e, window, ty| {
+            let value = if window.is_empty() {
+                e.constant(ty, 0.0)
+            } else {
+                let value = reduce(e, reduction, *x, window, geometry.width, ty);
+                match reduction {
+                    Reduction::Max => value,
+                    Reduction::Sum => {
+                        let weight = avg_weight(a, window.rows * window.cols, window.padded);
+                        let weight = e.constant(ty, weight as f32);
+                        e.b.ins().fmul(value, weight)
+                    }
+                }
+            };
+            e.store(Emitter::mutable(), value, *y, window.y, 0);
+        });
+    });
 }
-pub fn emit_avg_grad(
-    a: &PoolAttrs,
-    sink: &mut crate::codegen::KernelSink,
-    inputs: &[crate::codegen::Operand],
-    output: &crate::codegen::Operand,
+
+pub fn emit_max_grad(a: &PoolAttrs, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    let geometry = Geometry::new(a, &inputs[0].shape);
+    let slots = [inputs[0].slot, inputs[1].slot, output.slot];
+    geometry.kernel(sink, &slots, |e, buffers, x_plane, y_plane| {
+        let [x, dy, dx] = buffers else {
+            unreachable!("three buffers")
+        };
+        fill_zero(e, *dx, x_plane, geometry.height * geometry.width);
+        // Scattering lane by lane leaves no room for unrolling.
+        geometry.for_each_window(e, x_plane, y_plane, 1, &mut |e, window, ty| {
+            if window.is_empty() {
+                return;
+            }
+            let at = first_max_offset(e, *x, window, geometry.width, ty);
+            let grad = e.load(ty, Emitter::frozen(), *dy, window.y, 0);
+            for lane in 0..ty.lane_count() as u8 {
+                let (offset, grad) = if ty == F32 {
+                    (at, grad)
+                } else {
+                    let offset = e.b.ins().extractlane(at, lane);
+                    let offset = e.b.ins().sextend(I64, offset);
+                    (offset, e.b.ins().extractlane(grad, lane))
+                };
+                // Lane `lane`'s window starts `lane` columns after the first lane's.
+                let index = e.b.ins().iadd(window.x, offset);
+                let old = e.load(F32, Emitter::mutable(), *dx, index, lane.into());
+                let new = e.b.ins().fadd(old, grad);
+                e.store(Emitter::mutable(), new, *dx, index, lane.into());
+            }
+        });
+    });
+}
+
+pub fn emit_avg_grad(a: &PoolAttrs, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    let geometry = Geometry::new(a, &output.shape);
+    // Windows that share no cell store their share instead of adding it; where they also cover
+    // the input (global pooling, 2x2/2 on even sizes) nothing needs zeroing first.
+    let overlapping = !(geometry.rows.disjoint && geometry.cols.disjoint);
+    let covering = geometry.rows.covering && geometry.cols.covering;
+    let slots = [inputs[0].slot, output.slot];
+    geometry.kernel(sink, &slots, |e, buffers, x_plane, y_plane| {
+        let [dy, dx] = buffers else {
+            unreachable!("two buffers")
+        };
+        if overlapping || !covering {
+            fill_zero(e, *dx, x_plane, geometry.height * geometry.width);
+        }
+        geometry.for_each_window(e, x_plane, y_plane, 0, &mut |e, window, _| {
+            if window.is_empty() {
+                return;
+            }
+            let weight = avg_weight(a, window.rows * window.cols, window.padded);
+            let weight = e.float(weight as f32);
+            let grad = e.load(F32, Emitter::frozen(), *dy, window.y, 0);
+            let share = e.b.ins().fmul(grad, weight);
+            for_each_run(e, window, geometry.width, |e, first, len| {
+                for_run(e, first, len, |e, index, offset, ty| {
+                    let mut value = e.splat(ty, share);
+                    if overlapping {
+                        let old = e.load(ty, Emitter::mutable(), *dx, index, offset);
+                        value = e.b.ins().fadd(old, value);
+                    }
+                    e.store(Emitter::mutable(), value, *dx, index, offset);
+                });
+            });
+        });
+    });
+}
+
+/// Windows of at most this many cells are unrolled; larger ones loop over their rows.
+const UNROLLED_CELLS: usize = 64;
+/// A lone window whose contiguous runs of cells are at least this long is reduced in f32x4
+/// steps.
+const VECTOR_RUN: usize = 8;
+/// About how many f32x4 loads an unrolled step over side-by-side windows may hold.
+const VECTOR_BUDGET: usize = 36;
+
+/// Output positions along one axis whose windows have the same shape: window `o` starts at input
+/// position `o * step + offset` and holds `cells` positions of the input, `padded` of the padded
+/// input.
+struct Segment {
+    outputs: Range<usize>,
+    step: usize,
+    offset: i64,
+    cells: usize,
+    padded: usize,
+}
+
+/// How one axis's output positions map to input windows.
+struct Axis {
+    segments: Vec<Segment>,
+    /// No input position lies in two windows.
+    disjoint: bool,
+    /// Every input position lies in a window.
+    covering: bool,
+}
+
+impl Axis {
+    /// Runs of windows wholly inside the input, sliding by the stride, and each clipped window on
+    /// its own (`step` 0).
+    fn new(
+        outputs: usize,
+        kernel: usize,
+        stride: usize,
+        pad: (usize, usize),
+        extent: usize,
+    ) -> Axis {
+        let mut segments: Vec<Segment> = Vec::new();
+        let (mut disjoint, mut covering, mut reached) = (true, true, 0);
+        for o in 0..outputs {
+            let (inside, padded) = span(o, kernel, stride, pad, extent);
+            if !inside.is_empty() {
+                disjoint &= inside.start >= reached;
+                covering &= inside.start <= reached;
+                reached = reached.max(inside.end);
+            }
+            if inside.len() < kernel {
+                segments.push(Segment {
+                    outputs: o..o + 1,
+                    step: 0,
+                    offset: inside.start as i64,
+                    cells: inside.len(),
+                    padded,
+                });
+                continue;
+            }
+            match segments.last_mut() {
+                Some(run) if run.step == stride && run.outputs.end == o => run.outputs.end += 1,
+                _ => segments.push(Segment {
+                    outputs: o..o + 1,
+                    step: stride,
+                    offset: -(pad.0 as i64),
+                    cells: kernel,
+                    padded: kernel,
+                }),
+            }
+        }
+        Axis {
+            segments,
+            disjoint,
+            covering: covering && reached == extent,
+        }
+    }
+}
+
+/// A pooling op's planes and windows. `height` and `width` are the input's (the gradient's, for
+/// the backward ops), the `out_` ones the pooled tensor's.
+struct Geometry {
+    planes: usize,
+    height: usize,
+    width: usize,
+    out_height: usize,
+    out_width: usize,
+    rows: Axis,
+    cols: Axis,
+}
+
+/// One window, or in f32x4 code `LANES` windows side by side, each one column after the last.
+struct Window {
+    /// The element of the input-shaped tensor at the (first) window's first cell.
+    x: Value,
+    /// The element of the pooled tensor the (first) window gives.
+    y: Value,
+    rows: usize,
+    cols: usize,
+    /// Its positions within the padded input.
+    padded: usize,
+}
+
+impl Window {
+    fn is_empty(&self) -> bool {
+        self.rows == 0 || self.cols == 0
+    }
+
+    /// Its cells as contiguous runs in a plane `width` wide: `(count, length, stride)`; a window
+    /// of whole rows is one run.
+    fn runs(&self, width: usize) -> (usize, usize, usize) {
+        if self.cols == width {
+            (1, self.rows * self.cols, 0)
+        } else {
+            (self.rows, self.cols, width)
+        }
+    }
+}
+
+impl Geometry {
+    fn new(a: &PoolAttrs, x: &[usize]) -> Geometry {
+        let &[n, c, height, width] = x else {
+            unreachable!("verified shapes are 4-D")
+        };
+        let [out_height, out_width] = out_hw(a, [height, width]).expect("verified shapes fit");
+        let axis = |k: usize, outputs, extent| {
+            let pad = (a.pad[2 * k], a.pad[2 * k + 1]);
+            Axis::new(outputs, a.kernel[k], a.stride[k], pad, extent)
+        };
+        Geometry {
+            planes: n * c,
+            height,
+            width,
+            out_height,
+            out_width,
+            rows: axis(0, out_height, height),
+            cols: axis(1, out_width, width),
+        }
+    }
+
+    /// Builds a kernel of one task per plane over the buffers in `slots`: `body(e, buffers, x,
+    /// y)` emits a plane's work, `x` and `y` being where the plane starts in the input-shaped and
+    /// the pooled tensors.
+    fn kernel(
+        &self,
+        sink: &mut KernelSink,
+        slots: &[Slot],
+        mut body: impl FnMut(&mut Emitter, &[Value], Value, Value),
+    ) {
+        let x_plane = (self.height * self.width) as i64;
+        let y_plane = (self.out_height * self.out_width) as i64;
+        sink.kernel(self.planes, 0, |e| {
+            let buffers: Vec<Value> = slots.iter().map(|&slot| e.buffer(slot)).collect();
+            let (begin, end) = (e.begin(), e.end());
+            e.for_loop(begin, end, 1, |e, plane| {
+                let x = e.b.ins().imul_imm_s(plane, x_plane);
+                let y = e.b.ins().imul_imm_s(plane, y_plane);
+                body(e, &buffers, x, y);
+            });
+        });
+    }
+
+    /// Calls `visit(e, window, ty)` for every window of the plane starting at `x` (input-shaped)
+    /// and `y` (pooled), in row-major order. With `unroll` above 0, runs of windows sliding by
+    /// one column go `LANES` at a time in f32x4 lanes (`ty` F32X4), `unroll` steps per
+    /// iteration; every other window goes alone (F32).
+    fn for_each_window(
+        &self,
+        e: &mut Emitter,
+        x: Value,
+        y: Value,
+        unroll: usize,
+        visit: &mut impl FnMut(&mut Emitter, &Window, Type),
+    ) {
+        for rows in &self.rows.segments {
+            for_outputs(e, &rows.outputs, |e, i| {
+                let down = e.b.ins().imul_imm_s(i, (rows.step * self.width) as i64);
+                let x_row = e.b.ins().iadd(x, down);
+                let x_row = e.b.ins().iadd_imm_s(x_row, rows.offset * self.width as i64);
+                let down = e.b.ins().imul_imm_s(i, self.out_width as i64);
+                let y_row = e.b.ins().iadd(y, down);
+                for cols in &self.cols.segments {
+                    let mut at = |e: &mut Emitter, j: Value, ty: Type| {
+                        let across = e.b.ins().imul_imm_s(j, cols.step as i64);
+                        let x = e.b.ins().iadd(x_row, across);
+                        let x = e.b.ins().iadd_imm_s(x, cols.offset);
+                        let y = e.b.ins().iadd(y_row, j);
+                        let window = Window {
+                            x,
+                            y,
+                            rows: rows.cells,
+                            cols: cols.cells,
+                            padded: rows.padded * cols.padded,
+                        };
+                        visit(e, &window, ty);
+                    };
+                    let (lo, hi) = (cols.outputs.start as i64, cols.outputs.end as i64);
+                    if unroll > 0 && cols.step == 1 && cols.outputs.len() >= LANES as usize {
+                        e.vector_range(lo, hi, unroll, at);
+                    } else {
+                        for_outputs(e, &cols.outputs, |e, j| at(e, j, F32));
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Runs `body(e, o)` over a range of output positions: a loop, or straight code for one.
+fn for_outputs(e: &mut Emitter, outputs: &Range<usize>, body: impl FnOnce(&mut Emitter, Value)) {
+    if outputs.len() == 1 {
+        let o = e.int(outputs.start as i64);
+        body(e, o);
+    } else {
+        e.for_range(outputs.start as i64, outputs.end as i64, body);
+    }
+}
+
+/// How a window's cells combine.
+#[derive(Clone, Copy)]
+enum Reduction {
+    Max,
+    Sum,
+}
+
+impl Reduction {
+    fn combine(self, e: &mut Emitter, acc: Value, v: Value) -> Value {
+        match self {
+            // A later cell wins only when greater, so the first of equal maxima (and a NaN in
+            // the lead) stays, as in the interpreter; the pattern compiles to maxps.
+            Reduction::Max => e.select_cmp(FloatCC::LessThan, acc, v, v, acc),
+            Reduction::Sum => e.b.ins().fadd(acc, v),
+        }
+    }
+
+    fn identity(self) -> f32 {
+        match self {
+            Reduction::Max => f32::NEG_INFINITY,
+            Reduction::Sum => 0.0,
+        }
+    }
+}
+
+/// The reduction of a non-empty window's cells in `x`, or of each lane's window when `ty` is
+/// F32X4: from the first cell on, in row-major order, except that a lone window of long runs
+/// goes in f32x4 steps.
+fn reduce(
+    e: &mut Emitter,
+    reduction: Reduction,
+    x: Value,
+    window: &Window,
+    width: usize,
+    ty: Type,
+) -> Value {
+    if ty == F32 && window.runs(width).1 >= VECTOR_RUN {
+        return reduce_runs(e, reduction, x, window, width);
+    }
+    let first = e.load(ty, Emitter::frozen(), x, window.x, 0);
+    let acc = e.variable(ty, first);
+    for_each_later_cell(e, window, width, |e, index, offset| {
+        let v = e.load(ty, Emitter::frozen(), x, index, offset);
+        let old = e.get(acc);
+        let new = reduction.combine(e, old, v);
+        e.set(acc, new);
+    });
+    e.get(acc)
+}
+
+/// The reduction of one window run by run, an f32x4 accumulator taking the vector steps.
+fn reduce_runs(
+    e: &mut Emitter,
+    reduction: Reduction,
+    x: Value,
+    window: &Window,
+    width: usize,
+) -> Value {
+    let wide = e.constant(F32X4, reduction.identity());
+    let wide = e.variable(F32X4, wide);
+    let narrow = e.float(reduction.identity());
+    let narrow = e.variable(F32, narrow);
+    for_each_run(e, window, width, |e, first, len| {
+        for_run(e, first, len, |e, index, offset, ty| {
+            let acc = if ty == F32 { narrow } else { wide };
+            let v = e.load(ty, Emitter::frozen(), x, index, offset);
+            let old = e.get(acc);
+            let new = reduction.combine(e, old, v);
+            e.set(acc, new);
+        });
+    });
+    let (mut result, lanes) = (e.get(narrow), e.get(wide));
+    for lane in 0..LANES as u8 {
+        let v = e.b.ins().extractlane(lanes, lane);
+        result = reduction.combine(e, result, v);
+    }
+    result
+}
+
+/// Where the first maximum of a non-empty window lies, as an offset from its first cell: I64
+/// for one window (`ty` F32), I32X4 for f32x4 lanes of windows.
+fn first_max_offset(e: &mut Emitter, x: Value, window: &Window, width: usize, ty: Type) -> Value {
+    let offset_ty = if ty == F32 { I64 } else { types::I32X4 };
+    let offset = |e: &mut Emitter, value: Value| {
+        if ty == F32 {
+            value
+        } else {
+            let value = e.b.ins().ireduce(types::I32, value);
+            e.b.ins().splat(offset_ty, value)
+        }
+    };
+    let first = e.load(ty, Emitter::frozen(), x, window.x, 0);
+    let best = e.variable(ty, first);
+    let zero = e.int(0);
+    let zero = offset(e, zero);
+    let at = e.variable(offset_ty, zero);
+    for_each_later_cell(e, window, width, |e, index, cell| {
+        let v = e.load(ty, Emitter::frozen(), x, index, cell);
+        let (old_best, old_at) = (e.get(best), e.get(at));
+        // The comparison `Reduction::Max` makes: a later cell wins only when greater.
+        let wins = e.b.ins().fcmp(FloatCC::LessThan, old_best, v);
+        let here = e.b.ins().isub(index, window.x);
+        let here = e.b.ins().iadd_imm_s(here, cell);
+        let here = offset(e, here);
+        let new_at = if ty == F32 {
+            e.b.ins().select(wins, here, old_at)
+        } else {
+            e.b.ins().bitselect(wins, here, old_at)
+        };
+        let new_best = Reduction::Max.combine(e, old_best, v);
+        e.set(best, new_best);
+        e.set(at, new_at);
+    });
+    e.get(at)
+}
+
+/// Calls `visit(e, index, offset)` for each cell of a non-empty window after its first, in
+/// row-major order, the cell being at `index + offset`. Small windows unroll (`index` is the
+/// window's first cell); larger ones loop over their rows, and over columns beyond
+/// `UNROLLED_CELLS`.
+fn for_each_later_cell(
+    e: &mut Emitter,
+    window: &Window,
+    width: usize,
+    mut visit: impl FnMut(&mut Emitter, Value, i64),
 ) {
-    let _ = (a, sink, inputs, output);
-    panic!("internal error: no code generation for `emit_avg_grad` yet");
+    let (rows, cols) = (window.rows, window.cols);
+    if rows * cols <= UNROLLED_CELLS {
+        for cell in 1..rows * cols {
+            visit(e, window.x, (cell / cols * width + cell % cols) as i64);
+        }
+        return;
+    }
+    let row = |e: &mut Emitter,
+               index: Value,
+               from: usize,
+               visit: &mut dyn FnMut(&mut Emitter, Value, i64)| {
+        if cols <= UNROLLED_CELLS {
+            for s in from..cols {
+                visit(e, index, s as i64);
+            }
+        } else {
+            e.for_range(from as i64, cols as i64, |e, s| {
+                let index = e.b.ins().iadd(index, s);
+                visit(e, index, 0);
+            });
+        }
+    };
+    row(e, window.x, 1, &mut visit);
+    e.for_range(1, rows as i64, |e, r| {
+        let down = e.b.ins().imul_imm_s(r, width as i64);
+        let index = e.b.ins().iadd(window.x, down);
+        row(e, index, 0, &mut visit);
+    });
+}
+
+/// Calls `body(e, first, len)` for each contiguous run of a window's cells (see
+/// `Window::runs`), unrolled when the window is small.
+fn for_each_run(
+    e: &mut Emitter,
+    window: &Window,
+    width: usize,
+    mut body: impl FnMut(&mut Emitter, Value, usize),
+) {
+    let (count, len, stride) = window.runs(width);
+    if count * len <= UNROLLED_CELLS {
+        for r in 0..count {
+            let first = e.b.ins().iadd_imm_s(window.x, (r * stride) as i64);
+            body(e, first, len);
+        }
+    } else {
+        e.for_range(0, count as i64, |e, r| {
+            let down = e.b.ins().imul_imm_s(r, stride as i64);
+            let first = e.b.ins().iadd(window.x, down);
+            body(e, first, len);
+        });
+    }
+}
+
+/// Calls `body(e, index, offset, ty)` over the `len` elements from `first`, f32x4 pieces (`ty`
+/// F32X4) then single elements (F32), each at `index + offset`; unrolled when short.
+fn for_run(
+    e: &mut Emitter,
+    first: Value,
+    len: usize,
+    mut body: impl FnMut(&mut Emitter, Value, i64, Type),
+) {
+    if len > UNROLLED_CELLS {
+        e.vector_range(0, len as i64, 4, |e, k, ty| {
+            let index = e.b.ins().iadd(first, k);
+            body(e, index, 0, ty);
+        });
+        return;
+    }
+    let vectors = len / LANES as usize * LANES as usize;
+    for k in (0..vectors).step_by(LANES as usize) {
+        body(e, first, k as i64, F32X4);
+    }
+    for k in vectors..len {
+        body(e, first, k as i64, F32);
+    }
+}
+
+/// Zeroes the `len` elements of `base` from `first`.
+fn fill_zero(e: &mut Emitter, base: Value, first: Value, len: usize) {
+    for_run(e, first, len, |e, index, offset, ty| {
+        let zero = e.constant(ty, 0.0);
+        e.store(Emitter::mutable(), zero, base, index, offset);
+    });
 }
