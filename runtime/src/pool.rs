@@ -1,9 +1,12 @@
 //! The thread pool generated code runs its kernels on: created once, with one scratch buffer per
 //! thread, and entered through `netc_parallel_for` with a kernel pointer and its table.
 //!
-//! Tasks are split statically: thread `t` of `T` runs tasks `n*t/T .. n*(t+1)/T`. Kernels are
-//! written so that each output element belongs to exactly one task and every reduction runs in
-//! a fixed order inside it, so results do not depend on the number of threads.
+//! A launch cuts the tasks into a few chunks per thread, and every thread, the caller
+//! included, claims chunks until none are left. Kernels are written so that each output element
+//! belongs to exactly one task and every reduction runs in a fixed order inside it, so results
+//! do not depend on which thread ran a chunk, nor on how many threads there are. Claiming (rather
+//! than a fixed share per thread) keeps a busy machine from stalling a step: a worker the
+//! operating system has not scheduled yet finds its work already done.
 //!
 //! Workers spin briefly on the job counter before sleeping: a training step launches hundreds
 //! of kernels, many of them microseconds long, and a condition variable's wake-up costs about
@@ -11,35 +14,59 @@
 
 use crate::Kernel;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 /// Spins before a worker sleeps; a few tens of microseconds on this machine.
 const SPINS: usize = 20_000;
+/// Chunks per thread in a launch: enough to even out uneven progress, few enough to keep
+/// claiming cheap.
+const CHUNKS_PER_THREAD: i64 = 4;
 
-#[derive(Clone, Copy)]
+/// One launch: its kernel and the chunks left to claim.
 struct Job {
     kernel: Kernel,
     table: *const *mut f32,
     tasks: i64,
+    chunks: i64,
+    /// The next chunk to claim; at or past `chunks`, none is left.
+    next: AtomicI64,
+    /// Chunks finished.
+    done: AtomicI64,
 }
 
-// The pointers in a job stay valid until every worker has finished it: `run` waits.
+// The table is only dereferenced while the job has unclaimed chunks, and `run` does not return
+// before every claimed chunk is finished.
 unsafe impl Send for Job {}
+unsafe impl Sync for Job {}
+
+impl Job {
+    /// Claims and runs chunks until none are left.
+    fn work(&self, scratch: *mut f32) {
+        loop {
+            let chunk = self.next.fetch_add(1, Ordering::AcqRel);
+            if chunk >= self.chunks {
+                return;
+            }
+            let begin = self.tasks * chunk / self.chunks;
+            let end = self.tasks * (chunk + 1) / self.chunks;
+            // SAFETY: `run`'s contract: the kernel accepts any disjoint split of its tasks, and
+            // the table lives until every claimed chunk is done.
+            unsafe { (self.kernel)(self.table, begin, end, scratch) };
+            self.done.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
 
 struct Shared {
     threads: usize,
-    /// Bumped for each job; a worker runs the job whose number it has not seen.
+    /// Bumped for each job; a worker joins the job whose number it has not seen.
     epoch: AtomicUsize,
-    /// Workers still running the current job.
-    pending: AtomicUsize,
-    job: Mutex<Option<Job>>,
+    job: Mutex<Option<Arc<Job>>>,
     wake: Condvar,
-    done_lock: Mutex<()>,
-    done: Condvar,
     scratch: Vec<ScratchBuffer>,
-    shutdown: std::sync::atomic::AtomicBool,
+    shutdown: AtomicBool,
 }
 
 /// One thread's scratch memory, 64-byte aligned.
@@ -51,7 +78,7 @@ struct Align64([f32; 16]);
 
 impl ScratchBuffer {
     fn pointer(&self) -> *mut f32 {
-        // Each thread only ever touches its own buffer, while a job runs.
+        // Each thread only ever touches its own buffer, and the buffer never moves.
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -73,15 +100,12 @@ impl Pool {
         let shared = Arc::new(Shared {
             threads,
             epoch: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
             job: Mutex::new(None),
             wake: Condvar::new(),
-            done_lock: Mutex::new(()),
-            done: Condvar::new(),
             scratch: (0..threads)
                 .map(|_| ScratchBuffer(Mutex::new(vec![Align64([0.0; 16]); blocks])))
                 .collect(),
-            shutdown: std::sync::atomic::AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
         });
         let workers = (1..threads)
             .map(|index| {
@@ -113,34 +137,25 @@ impl Pool {
             kernel(table, 0, tasks, shared.scratch[0].pointer());
             return;
         }
-        *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(Job {
+        let chunks = tasks.min(shared.threads as i64 * CHUNKS_PER_THREAD);
+        let job = Arc::new(Job {
             kernel,
             table,
             tasks,
+            chunks,
+            next: AtomicI64::new(0),
+            done: AtomicI64::new(0),
         });
-        shared.pending.store(shared.threads - 1, Ordering::SeqCst);
         {
-            let _guard = shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            let mut current = shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            *current = Some(Arc::clone(&job));
             shared.epoch.fetch_add(1, Ordering::SeqCst);
             shared.wake.notify_all();
         }
-        let (begin, end) = chunk(tasks, 0, shared.threads);
-        kernel(table, begin, end, shared.scratch[0].pointer());
-        let mut spins = 0;
-        while shared.pending.load(Ordering::Acquire) != 0 {
-            if spins < SPINS {
-                spins += 1;
-                std::hint::spin_loop();
-            } else {
-                let guard = shared.done_lock.lock().unwrap_or_else(|e| e.into_inner());
-                if shared.pending.load(Ordering::Acquire) != 0 {
-                    drop(
-                        shared
-                            .done
-                            .wait_timeout(guard, std::time::Duration::from_millis(1)),
-                    );
-                }
-            }
+        job.work(shared.scratch[0].pointer());
+        // Only chunks other threads claimed and are still running remain.
+        while job.done.load(Ordering::Acquire) != chunks {
+            std::hint::spin_loop();
         }
     }
 }
@@ -157,12 +172,6 @@ impl Drop for Pool {
             worker.join().ok();
         }
     }
-}
-
-/// Thread `index`'s share of `tasks`.
-fn chunk(tasks: i64, index: usize, threads: usize) -> (i64, i64) {
-    let (t, n) = (index as i64, threads as i64);
-    (tasks * t / n, tasks * (t + 1) / n)
 }
 
 fn worker(shared: &Shared, index: usize) {
@@ -184,18 +193,9 @@ fn worker(shared: &Shared, index: usize) {
         if shared.shutdown.load(Ordering::SeqCst) {
             return;
         }
-        let job = *shared.job.lock().unwrap_or_else(|e| e.into_inner());
+        let job = shared.job.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(job) = job {
-            let (begin, end) = chunk(job.tasks, index, shared.threads);
-            if begin < end {
-                // SAFETY: `run` guarantees the kernel accepts any disjoint split, and waits
-                // for this call before the table may go away.
-                unsafe { (job.kernel)(job.table, begin, end, shared.scratch[index].pointer()) };
-            }
-        }
-        if shared.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _guard = shared.done_lock.lock().unwrap_or_else(|e| e.into_inner());
-            shared.done.notify_all();
+            job.work(shared.scratch[index].pointer());
         }
     }
 }

@@ -101,37 +101,43 @@ pub fn check_graph(graph: &Graph, inputs: &HashMap<String, Tensor>, tolerance: f
             graph.name,
             microkernel.name()
         );
-        let generated = &runs[0];
-        let as_tensor = |v: ValueId| {
-            Tensor::new(
-                graph.shape(v).clone(),
-                generated[v.0].iter().map(|&x| x as f64).collect(),
-            )
-        };
-        for (index, op) in graph.ops.iter().enumerate() {
-            let arguments: Vec<Tensor> = op.inputs.iter().map(|&v| as_tensor(v)).collect();
-            let arguments: Vec<&Tensor> = arguments.iter().collect();
-            let reference = op.kind.eval(&arguments, &context).data;
-            let magnitudes = sum_magnitudes(&op.kind, &arguments, &context);
-            let got = &generated[op.output.0];
-            let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
-                let g = *g as f64;
-                let magnitude = magnitudes.as_ref().map_or(0.0, |m| m[i]);
-                let close = g == *r
-                    || (g - r).abs() <= tolerance * (scale + 1e-3 + magnitude)
-                    || (g.is_nan() && r.is_nan());
-                assert!(
-                    close,
-                    "{}: `{}` ({}, op {index}, shape {:?}) element {i}: generated {g}, \
-                     interpreter {r} (scale {scale}, microkernel {})",
-                    graph.name,
-                    op.kind.name(),
-                    op.output,
-                    graph.shape(op.output),
-                    microkernel.name()
-                );
-            }
+        check_ops(graph, &runs[0], tolerance, microkernel.name());
+    }
+}
+
+/// Checks every op of `graph` in context: its output in `generated` (every value of a run)
+/// against the interpreter's semantics applied to the generated values of its inputs.
+#[track_caller]
+pub fn check_ops(graph: &Graph, generated: &[Vec<f32>], tolerance: f64, label: &str) {
+    let context = EvalContext::default();
+    let as_tensor = |v: ValueId| {
+        Tensor::new(
+            graph.shape(v).clone(),
+            generated[v.0].iter().map(|&x| x as f64).collect(),
+        )
+    };
+    for (index, op) in graph.ops.iter().enumerate() {
+        let arguments: Vec<Tensor> = op.inputs.iter().map(|&v| as_tensor(v)).collect();
+        let arguments: Vec<&Tensor> = arguments.iter().collect();
+        let reference = op.kind.eval(&arguments, &context).data;
+        let magnitudes = sum_magnitudes(&op.kind, &arguments, &context);
+        let got = &generated[op.output.0];
+        let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
+            let g = *g as f64;
+            let magnitude = magnitudes.as_ref().map_or(0.0, |m| m[i]);
+            let close = g == *r
+                || (g - r).abs() <= tolerance * (scale + 1e-3 + magnitude)
+                || (g.is_nan() && r.is_nan());
+            assert!(
+                close,
+                "{}: `{}` ({}, op {index}, shape {:?}) element {i}: generated {g}, \
+                 interpreter {r} (scale {scale}, {label})",
+                graph.name,
+                op.kind.name(),
+                op.output,
+                graph.shape(op.output),
+            );
         }
     }
 }

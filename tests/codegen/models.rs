@@ -1,15 +1,18 @@
 //! Every zoo model's training step as generated code against the interpreter, at the small
-//! sizes of the whole-network gradient check: every value of the first step (forward outputs,
-//! every gradient, the optimizer update), then the parameters and state after three steps.
+//! sizes of the whole-network gradient check: every op of three steps in context (forward
+//! outputs, every gradient, the optimizer update, each on the generated values of its inputs),
+//! with each microkernel, and the parameters and state after three steps against three steps
+//! of the interpreter.
 
-use super::{check_graph, microkernels};
+use super::{check_graph, check_ops, microkernels};
 use crate::golden::files;
 use crate::training::{feed, network, small};
 use netc::codegen::{compile, CodegenOptions};
 use netc::interp::{run, EvalContext, Tensor};
-use netc::ir::{InputKind, OutputRole};
+use netc::ir::{InputKind, OutputRole, ValueId};
 use netc::optim::{Optimizer, OptimizerKind};
 use netc::pipeline::{self, TrainingOptions};
+use netc_runtime::microkernel::MicrokernelKind;
 use std::path::Path;
 
 /// Each op against the interpreter on the same inputs, relative to the output's largest
@@ -49,14 +52,21 @@ fn check_model(path: &Path) {
         frozen: Vec::new(),
     };
     let training = pipeline::training(&net, &options).expect("lowers");
-    // A small learning rate: at these sizes batch norm normalises a handful of values per
-    // channel, gradients reach tens (MobileNet's first layer), and the f32 and f64 runs drift
-    // apart in proportion to the step taken, not because a kernel is wrong (each is checked on
-    // the same inputs by `check_graph`).
-    let values = feed(&training, 5, 1e-4);
+    let values = feed(&training, 5, 1e-3);
     check_graph(&training.graph, &values, OP_TOLERANCE);
 
-    // Three steps in each, carrying parameters and state from step to step.
+    // Three steps in the interpreter, carrying parameters and state from step to step.
+    let mut reference = values.clone();
+    for step in 1..=3 {
+        reference.insert("step".into(), Tensor::scalar(step as f64));
+        let result = run(&training.graph, &reference, &EvalContext::default()).expect("fits");
+        for output in &training.graph.outputs {
+            if output.role == OutputRole::Update {
+                reference.insert(output.name.clone(), result.value(output.value).clone());
+            }
+        }
+    }
+    // And as generated code with each microkernel, every op checked in context at each step.
     for microkernel in microkernels() {
         let codegen = CodegenOptions {
             threads: 2,
@@ -70,18 +80,24 @@ fn check_model(path: &Path) {
                 *to = *from as f32;
             }
         }
-        let mut reference = values.clone();
         for step in 1..=3 {
-            reference.insert("step".into(), Tensor::scalar(step as f64));
             program.input_mut("step").expect("a step input")[0] = step as f32;
-            let result = run(&training.graph, &reference, &EvalContext::default()).expect("fits");
-            for output in &training.graph.outputs {
-                if output.role == OutputRole::Update {
-                    reference.insert(output.name.clone(), result.value(output.value).clone());
-                }
-            }
             program.run();
+            // `check_graph` checked step 1 with every microkernel; later steps, with the
+            // default one, keep the test's time in bounds.
+            if step == 1 || microkernel != MicrokernelKind::best() {
+                program.apply_updates();
+                continue;
+            }
+            let generated: Vec<Vec<f32>> = (0..training.graph.values.len())
+                .map(|v| program.value(ValueId(v)).to_vec())
+                .collect();
+            let label = format!("step {step}, {}", microkernel.name());
+            check_ops(&training.graph, &generated, OP_TOLERANCE, &label);
             program.apply_updates();
+        }
+        if ill_conditioned(stem) {
+            continue;
         }
         for (id, input) in training.graph.inputs() {
             if !matches!(input.kind, InputKind::Param | InputKind::State) {
@@ -93,12 +109,20 @@ fn check_model(path: &Path) {
             for (i, (g, e)) in got.iter().zip(expected).enumerate() {
                 assert!(
                     (*g as f64 - e).abs() <= STEP_TOLERANCE * (scale + 1e-3),
-                    "{stem}: `{}` element {i} after 3 steps: generated {g}, interpreter {e} \
-                         ({})",
+                    "{stem}: `{}` element {i} after 3 steps: generated {g}, interpreter {e} ({})",
                     input.name,
                     microkernel.name()
                 );
             }
         }
     }
+}
+
+/// Models whose f32 and f64 training steps part ways at the test's sizes, so that only the
+/// in-context checks apply: at 64x64 MobileNets end on 2x2 maps, batch norm normalises 8 values
+/// per channel, the first layer's gradient reaches tens, and f32 rounding in near-constant
+/// channels changes it by tens of percent within one step (every op still matches the
+/// interpreter on its own inputs).
+fn ill_conditioned(stem: &str) -> bool {
+    matches!(stem, "mobilenet_v1" | "mobilenet_v2")
 }
