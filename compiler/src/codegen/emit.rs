@@ -241,7 +241,7 @@ impl<'f> Emitter<'f> {
         lo: Value,
         hi: Value,
         unroll: usize,
-        mut body: impl FnMut(&mut Self, Value, Type),
+        body: impl FnMut(&mut Self, Value, Type),
     ) {
         let unroll = unroll.max(1) as i64;
         let wide = LANES * unroll;
@@ -254,19 +254,15 @@ impl<'f> Emitter<'f> {
             let span = self.b.ins().imul_imm_s(whole, wide);
             self.b.ins().iadd(lo, span)
         };
-        self.for_loop(lo, wide_end, wide, |e, i| {
-            for u in 0..unroll {
-                let index = e.b.ins().iadd_imm_s(i, u * LANES);
-                body(e, index, F32X4);
-            }
-        });
         let rest = self.b.ins().isub(hi, wide_end);
         let vector_count = self.b.ins().band_imm_s(rest, !(LANES - 1));
         let vector_end = self.b.ins().iadd(wide_end, vector_count);
-        if unroll > 1 {
-            self.for_loop(wide_end, vector_end, LANES, |e, i| body(e, i, F32X4));
-        }
-        self.for_loop(vector_end, hi, 1, |e, i| body(e, i, F32));
+        self.vector_parts(
+            [lo, wide_end, vector_end, hi],
+            [true, unroll > 1, true],
+            unroll,
+            body,
+        );
     }
 
     /// `vector_loop` over constant bounds, emitting only the parts that run.
@@ -275,28 +271,40 @@ impl<'f> Emitter<'f> {
         lo: i64,
         hi: i64,
         unroll: usize,
-        mut body: impl FnMut(&mut Self, Value, Type),
+        body: impl FnMut(&mut Self, Value, Type),
     ) {
         let unroll = unroll.max(1) as i64;
         let wide = LANES * unroll;
         let wide_end = lo + (hi - lo).max(0) / wide * wide;
         let vector_end = wide_end + (hi - wide_end).max(0) / LANES * LANES;
-        if lo < wide_end {
-            let (a, z) = (self.int(lo), self.int(wide_end));
-            self.for_loop(a, z, wide, |e, i| {
+        let present = [lo < wide_end, wide_end < vector_end, vector_end < hi];
+        let bounds = [lo, wide_end, vector_end, hi].map(|b| self.int(b));
+        self.vector_parts(bounds, present, unroll, body);
+    }
+
+    /// The three loops of a vector loop between `bounds`: unrolled f32x4, f32x4, f32; each
+    /// only where `present`.
+    fn vector_parts(
+        &mut self,
+        bounds: [Value; 4],
+        present: [bool; 3],
+        unroll: i64,
+        mut body: impl FnMut(&mut Self, Value, Type),
+    ) {
+        let [lo, wide_end, vector_end, hi] = bounds;
+        if present[0] {
+            self.for_loop(lo, wide_end, LANES * unroll, |e, i| {
                 for u in 0..unroll {
                     let index = e.b.ins().iadd_imm_s(i, u * LANES);
                     body(e, index, F32X4);
                 }
             });
         }
-        if wide_end < vector_end {
-            let (a, z) = (self.int(wide_end), self.int(vector_end));
-            self.for_loop(a, z, LANES, |e, i| body(e, i, F32X4));
+        if present[1] {
+            self.for_loop(wide_end, vector_end, LANES, |e, i| body(e, i, F32X4));
         }
-        if vector_end < hi {
-            let (a, z) = (self.int(vector_end), self.int(hi));
-            self.for_loop(a, z, 1, |e, i| body(e, i, F32));
+        if present[2] {
+            self.for_loop(vector_end, hi, 1, |e, i| body(e, i, F32));
         }
     }
 
@@ -357,9 +365,25 @@ impl<'f> Emitter<'f> {
             .call_indirect(sig, callee, &[kc, a, b, c, ldc, accumulate]);
     }
 
-    /// `a < b ? x : y` lane-wise on floats (F32 or F32X4).
-    pub fn select_less(&mut self, a: Value, b: Value, x: Value, y: Value) -> Value {
-        self.select_cmp(FloatCC::LessThan, a, b, x, y)
+    /// `if condition { then } else { otherwise }`, for an integer truth value.
+    pub fn if_else(
+        &mut self,
+        condition: Value,
+        then: impl FnOnce(&mut Self),
+        otherwise: impl FnOnce(&mut Self),
+    ) {
+        let [yes, no, join] = [(); 3].map(|_| self.b.create_block());
+        self.b.ins().brif(condition, yes, &[], no, &[]);
+        self.b.switch_to_block(yes);
+        self.b.seal_block(yes);
+        then(self);
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(no);
+        self.b.seal_block(no);
+        otherwise(self);
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
     }
 
     /// `cmp(a, b) ? x : y` lane-wise on floats (F32 or F32X4).

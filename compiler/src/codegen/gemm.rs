@@ -302,8 +302,7 @@ pub fn pack_b_panel(
     if col_stride == 1 {
         // Rows are contiguous: vector copies along them, unrolled for whole panels.
         let whole = e.b.ins().icmp_imm_s(IntCC::Equal, cols, NR as i64);
-        if_else(
-            e,
+        e.if_else(
             whole,
             |e| {
                 e.for_loop(start, kc, 1, |e, k| {
@@ -420,8 +419,7 @@ pub fn copy_run(e: &mut Emitter, from: Value, to: Value, lo: Value, hi: Value) {
         let value = e.load(ty, Emitter::frozen(), from, i, 0);
         e.store(Emitter::mutable(), value, to, i, 0);
     };
-    if_else(
-        e,
+    e.if_else(
         long,
         |e| {
             let last = e.add_imm(hi, -4);
@@ -476,35 +474,13 @@ pub fn multiply(e: &mut Emitter, block: &Block, c: Value, ldc: i64, first: Value
             let a_index = e.mul(i, block.a_stride);
             let a = e.at(block.a, a_index);
             let tile = e.at_scaled(c_column, i, (MR as i64) * ldc);
-            if_else(
-                e,
+            e.if_else(
                 first,
                 |e| e.microkernel(block.kc, a, b, tile, ldc_value, false),
                 |e| e.microkernel(block.kc, a, b, tile, ldc_value, true),
             );
         });
     });
-}
-
-/// `if cond { then(e) } else { otherwise(e) }`, for a truth value `cond`.
-pub fn if_else(
-    e: &mut Emitter,
-    cond: Value,
-    then: impl FnOnce(&mut Emitter),
-    otherwise: impl FnOnce(&mut Emitter),
-) {
-    let [yes, no, done] = [(); 3].map(|_| e.b.create_block());
-    e.b.ins().brif(cond, yes, &[], no, &[]);
-    e.b.switch_to_block(yes);
-    e.b.seal_block(yes);
-    then(e);
-    e.b.ins().jump(done, &[]);
-    e.b.switch_to_block(no);
-    e.b.seal_block(no);
-    otherwise(e);
-    e.b.ins().jump(done, &[]);
-    e.b.switch_to_block(done);
-    e.b.seal_block(done);
 }
 
 /// Copies `rows x cols` floats from `src` (row stride `src_ld`; scratch the kernel wrote) to

@@ -100,8 +100,7 @@ pub fn emit(size: usize, sink: &mut KernelSink, inputs: &[Operand], output: &Ope
             let inside =
                 e.b.ins()
                     .icmp_imm_s(IntCC::UnsignedLessThan, shifted, interior as i64);
-            if_else(
-                e,
+            e.if_else(
                 inside,
                 |e| {
                     let start = e.b.ins().iadd_imm_s(task, -(half as i64));
@@ -170,25 +169,4 @@ impl Planes {
             e.store(Emitter::mutable(), sum, self.y, index, 0);
         });
     }
-}
-
-/// `if condition { then } else { otherwise }` in generated code.
-fn if_else(
-    e: &mut Emitter,
-    condition: Value,
-    then: impl FnOnce(&mut Emitter),
-    otherwise: impl FnOnce(&mut Emitter),
-) {
-    let (yes, no, join) = (e.b.create_block(), e.b.create_block(), e.b.create_block());
-    e.b.ins().brif(condition, yes, &[], no, &[]);
-    e.b.switch_to_block(yes);
-    e.b.seal_block(yes);
-    then(e);
-    e.b.ins().jump(join, &[]);
-    e.b.switch_to_block(no);
-    e.b.seal_block(no);
-    otherwise(e);
-    e.b.ins().jump(join, &[]);
-    e.b.switch_to_block(join);
-    e.b.seal_block(join);
 }
