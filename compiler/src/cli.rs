@@ -228,6 +228,18 @@ fn load(
     }
 }
 
+/// `load` with the `--set` values evaluated first; `None` when either printed diagnostics.
+fn load_with(
+    path: &Path,
+    settings: &Settings,
+    stderr: &mut dyn WriteColor,
+) -> anyhow::Result<Option<front::Network>> {
+    match settings.evaluate(stderr) {
+        Some(settings) => load(path, &settings, stderr),
+        None => Ok(None),
+    }
+}
+
 fn execute(
     command: Command,
     stdout: &mut dyn Write,
@@ -252,10 +264,7 @@ fn execute(
             expand,
             json,
         } => {
-            let Some(settings) = settings.evaluate(stderr) else {
-                return Ok(Outcome::UserError);
-            };
-            let Some(network) = load(&file, &settings, stderr)? else {
+            let Some(network) = load_with(&file, &settings, stderr)? else {
                 return Ok(Outcome::UserError);
             };
             if json {
@@ -286,10 +295,7 @@ fn execute(
             freeze,
             settings,
         } => {
-            let Some(settings) = settings.evaluate(stderr) else {
-                return Ok(Outcome::UserError);
-            };
-            let Some(network) = load(&file, &settings, stderr)? else {
+            let Some(network) = load_with(&file, &settings, stderr)? else {
                 return Ok(Outcome::UserError);
             };
             let kind = OptimizerKind::from_name(&optimizer).expect("clap checked the name");
@@ -317,10 +323,7 @@ fn execute(
             machine,
             settings,
         } => {
-            let Some(settings) = settings.evaluate(stderr) else {
-                return Ok(Outcome::UserError);
-            };
-            let Some(network) = load(&file, &settings, stderr)? else {
+            let Some(network) = load_with(&file, &settings, stderr)? else {
                 return Ok(Outcome::UserError);
             };
             let options = BenchOptions {
