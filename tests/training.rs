@@ -148,19 +148,10 @@ fn check_optimizer(
     (weight_decay, l1): (f64, f64),
     textbook: impl Fn(&mut Vec<f64>, &[f64], f64, &mut Vec<Vec<f64>>),
 ) {
-    let net = network("../models/mlp.net", &[]);
     let mut optimizer = Optimizer::new(kind);
     optimizer.weight_decay = weight_decay;
     optimizer.l1 = l1;
-    let training = pipeline::training(
-        &net,
-        &TrainingOptions {
-            batch: 4,
-            optimizer,
-            frozen: Vec::new(),
-        },
-    )
-    .expect("lowers");
+    let training = mlp_training(optimizer);
     let lr = 0.01;
     let mut values = feed(&training, 3, lr);
     let mut expected: HashMap<String, (Vec<f64>, Vec<Vec<f64>>)> = training
@@ -213,6 +204,17 @@ fn sign(x: f64) -> f64 {
     } else {
         x.signum()
     }
+}
+
+/// The training graph of `mlp` at batch 4 with this optimizer.
+fn mlp_training(optimizer: Optimizer) -> Compiled {
+    let net = network("../models/mlp.net", &[]);
+    let options = TrainingOptions {
+        batch: 4,
+        optimizer,
+        frozen: Vec::new(),
+    };
+    pipeline::training(&net, &options).expect("lowers")
 }
 
 /// A zero state vector per slot, created on first use.
@@ -309,22 +311,13 @@ fn adamw_decays_weights_apart_from_the_gradient() {
     let (lr, wd) = (0.01, 0.1);
     // The checker adds `wd * w` to weight gradients for coupled decay; AdamW must not see it,
     // so this runs with the checker's decay at zero and the optimizer's set directly.
-    let net = network("../models/mlp.net", &[]);
     let mut optimizer = Optimizer::new(OptimizerKind::AdamW {
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
     });
     optimizer.weight_decay = wd;
-    let training = pipeline::training(
-        &net,
-        &TrainingOptions {
-            batch: 4,
-            optimizer,
-            frozen: Vec::new(),
-        },
-    )
-    .expect("lowers");
+    let training = mlp_training(optimizer);
     let values = feed(&training, 5, lr);
     let result = run(&training.graph, &values, &EvalContext::default()).expect("inputs fit");
     for param in &training.params {

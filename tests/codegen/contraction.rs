@@ -51,7 +51,7 @@ fn conv_case(
 }
 
 /// y's shape for x and w.
-fn output_shape(a: &ConvAttrs, x: &[usize], w: &[usize]) -> Vec<usize> {
+pub(super) fn output_shape(a: &ConvAttrs, x: &[usize], w: &[usize]) -> Vec<usize> {
     let extent = |axis: usize| {
         let pad = (a.pad[2 * axis], a.pad[2 * axis + 1]);
         out_extent(

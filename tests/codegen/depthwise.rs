@@ -3,9 +3,9 @@
 //! multipliers, kernels, strides, dilations and asymmetric paddings, with images from a single
 //! pixel to wide enough for the f32x4 interior of each row between its padded borders.
 
+use super::contraction::output_shape;
 use super::{check_op, config, random_tensor};
 use netc::codegen::depthwise::is_depthwise;
-use netc::ir::ops::conv::out_extent;
 use netc::ir::ops::ConvAttrs;
 use netc::ir::OpKind;
 use proptest::prelude::*;
@@ -32,22 +32,6 @@ prop_compose! {
         let w = vec![channels * multiplier, 1, kernel[0], kernel[1]];
         (attrs, x, w)
     }
-}
-
-/// y's shape for x and w.
-fn output_shape(a: &ConvAttrs, x: &[usize], w: &[usize]) -> Vec<usize> {
-    let extent = |axis: usize| {
-        let pad = (a.pad[2 * axis], a.pad[2 * axis + 1]);
-        out_extent(
-            x[2 + axis],
-            w[2 + axis],
-            a.stride[axis],
-            a.dilation[axis],
-            pad,
-        )
-        .expect("the kernel fits")
-    };
-    vec![x[0], w[0], extent(0), extent(1)]
 }
 
 /// The forward op and both gradients of one convolution, on random tensors.

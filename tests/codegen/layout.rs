@@ -5,8 +5,7 @@
 
 use super::{check_op, config, random_tensor};
 use crate::gradcheck::elementwise::broadcastable;
-use crate::gradcheck::layout::shape_and_axis;
-use netc::interp::Tensor;
+use crate::gradcheck::layout::{concat_inputs, shape_and_axis};
 use netc::ir::OpKind;
 use proptest::prelude::*;
 
@@ -66,15 +65,7 @@ proptest! {
         extents in prop::collection::vec(1usize..=12, 1..=4),
         seed in any::<u64>(),
     ) {
-        let inputs: Vec<Tensor> = extents
-            .iter()
-            .enumerate()
-            .map(|(i, &extent)| {
-                let mut s = s.clone();
-                s[axis] = extent;
-                random_tensor(s, seed ^ i as u64, -1.0, 1.0)
-            })
-            .collect();
+        let inputs = concat_inputs(&s, axis, &extents, seed);
         check_op(OpKind::Concat { axis }, &inputs, 1e-7);
     }
 

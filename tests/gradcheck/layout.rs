@@ -58,15 +58,7 @@ proptest! {
         extents in prop::collection::vec(1usize..=3, 1..=3),
         seed in any::<u64>(),
     ) {
-        let inputs: Vec<Tensor> = extents
-            .iter()
-            .enumerate()
-            .map(|(i, &extent)| {
-                let mut s = s.clone();
-                s[axis] = extent;
-                random_tensor(s, seed ^ i as u64, -1.0, 1.0)
-            })
-            .collect();
+        let inputs = concat_inputs(&s, axis, &extents, seed);
         let differentiable = vec![true; inputs.len()];
         check_vjp(OpKind::Concat { axis }, inputs, &differentiable, seed);
     }
@@ -152,4 +144,17 @@ fn concat_and_slice_are_inverse() {
     assert_eq!(slice(0, 1), a);
     assert_eq!(slice(1, 2), b);
     assert_close(&slice(1, 1), &[2, 1], &[10.0, 30.0]);
+}
+
+/// Random tensors shaped like `s` but for their extents along `axis`: inputs of a concat.
+pub fn concat_inputs(s: &[usize], axis: usize, extents: &[usize], seed: u64) -> Vec<Tensor> {
+    extents
+        .iter()
+        .enumerate()
+        .map(|(i, &extent)| {
+            let mut s = s.to_vec();
+            s[axis] = extent;
+            random_tensor(s, seed ^ i as u64, -1.0, 1.0)
+        })
+        .collect()
 }
