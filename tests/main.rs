@@ -9,5 +9,6 @@ mod golden;
 mod gradcheck;
 mod invalid;
 mod ir;
+mod train;
 mod training;
 mod zoo;

@@ -11,6 +11,7 @@ use netc::ir::{InputKind, OutputRole};
 use netc::optim::{Optimizer, OptimizerKind};
 use netc::pipeline::{self, Compiled, TrainingOptions};
 use netc_grammar::SourceFile;
+use netc_runtime::recipe::InitKind;
 use std::collections::HashMap;
 
 /// A zoo model with network parameters set, e.g. a smaller input.
@@ -30,7 +31,7 @@ fn uniform(shape: Vec<usize>, seed: u64, lo: f64, hi: f64) -> Tensor {
 
 /// Everything a graph reads: initial parameters and state, a random batch, lr and step.
 pub fn feed(compiled: &Compiled, seed: u64, lr: f64) -> HashMap<String, Tensor> {
-    let mut values = initial_values(compiled, seed);
+    let mut values = initial_values(compiled, InitKind::PyTorch, seed);
     for (id, input) in compiled.graph.inputs() {
         let shape = compiled.graph.shape(id).clone();
         let value = match (input.kind, input.name.as_str()) {

@@ -14,6 +14,7 @@ use crate::init::initial_values;
 use crate::ir::{InputKind, OutputRole};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::pipeline::{self, TrainingOptions};
+use netc_runtime::recipe::InitKind;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -115,7 +116,7 @@ pub fn bench(network: &Network, options: &BenchOptions) -> Result<BenchReport, S
     let mut program = compile(&training.graph, &options.codegen).map_err(|e| e.to_string())?;
     let compile_time = started.elapsed();
 
-    for (name, tensor) in initial_values(&training, 1) {
+    for (name, tensor) in initial_values(&training, InitKind::PyTorch, 1) {
         let slot = program.input_mut(&name).expect("parameters are inputs");
         for (to, from) in slot.iter_mut().zip(&tensor.data) {
             *to = *from as f32;

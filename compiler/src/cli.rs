@@ -4,18 +4,30 @@
 
 use crate::bench::{self, BenchOptions};
 use crate::codegen::CodegenOptions;
+use crate::front::elaborate::NodeKind;
 use crate::front::layers::LayerKind;
+use crate::front::layers::{Layer, Loss};
 use crate::front::value::Value;
 use crate::optim::{Optimizer, OptimizerKind};
+use crate::train::{image_shape, match_weights, optimizer, prepare_data, JitBackend};
 use crate::{front, ir, pipeline, summary};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use codespan_reporting::term::termcolor::WriteColor;
+use netc_grammar::ast::Span;
+use netc_grammar::diagnostic::Diagnostic;
 use netc_grammar::diagnostic::{emit, SourceFile};
+use netc_runtime::checkpoint::{sha256_hex, Checkpoint};
+use netc_runtime::driver::{
+    self, check_model, checkpoint_info, checkpoint_path, Backend, Finish, ModelIdentity,
+};
 use netc_runtime::microkernel::MicrokernelKind;
+use netc_runtime::progress::Console;
+use netc_runtime::recipe::{InitKind, Recipe, RecipeError};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser)]
 #[command(
@@ -89,6 +101,65 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Train a network on data as a recipe says: a progress bar and a line per epoch;
+    /// checkpoints, `metrics.jsonl` and the training curves in a run directory; test accuracy
+    /// at the end.
+    Train {
+        file: PathBuf,
+        /// The recipe (YAML); by default the model's file with `.yaml` for `.net` if there is
+        /// one, else the built-in defaults (Fashion-MNIST, 10 epochs).
+        #[arg(long)]
+        recipe: Option<PathBuf>,
+        /// Set a recipe key, as if written in the recipe: `--recipe-set data.limit=1000`.
+        #[arg(long = "recipe-set", value_name = "KEY=VALUE", value_parser = split_setting)]
+        recipe_set: Vec<(String, String)>,
+        /// The recipe's `epochs`.
+        #[arg(long)]
+        epochs: Option<u64>,
+        /// The recipe's `batch`.
+        #[arg(long)]
+        batch: Option<u64>,
+        /// The recipe's `optimizer.lr`.
+        #[arg(long)]
+        lr: Option<f64>,
+        /// The recipe's `seed`.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The recipe's `data.train`: `fashion-mnist`, or a directory of IDX files, CIFAR-10
+        /// binary batches, or images in one folder per class.
+        #[arg(long)]
+        data: Option<String>,
+        /// Where the run's files go; by default `runs/NETWORK` (or the recipe's
+        /// `checkpoint.dir`), numbered when taken.
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Continue the run that wrote this checkpoint, exactly where it stopped (`--epochs`
+        /// may extend it).
+        #[arg(long, value_name = "CHECKPOINT")]
+        resume: Option<PathBuf>,
+        #[command(flatten)]
+        machine: Machine,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Evaluate trained weights on a test set: accuracy and the confusion matrix.
+    Eval {
+        file: PathBuf,
+        /// A checkpoint of `netc train`, or a safetensors file of weights named as PyTorch
+        /// names them.
+        #[arg(long)]
+        weights: PathBuf,
+        /// The data (as `netc train --data`); by default the checkpoint's, else Fashion-MNIST.
+        #[arg(long)]
+        data: Option<String>,
+        /// Examples per batch.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: u64,
+        #[command(flatten)]
+        machine: Machine,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// List the built-in layers with their arguments and defaults.
     Layers,
 }
@@ -143,21 +214,30 @@ fn split_setting(text: &str) -> Result<(String, String), String> {
 impl Settings {
     /// The values, evaluated; `None` when one is malformed (its diagnostic was printed).
     fn evaluate(&self, stderr: &mut dyn WriteColor) -> Option<Vec<(String, Value)>> {
-        let mut values = Vec::new();
-        for (name, text) in &self.set {
-            let source = SourceFile::new(format!("--set {name}"), text.as_str());
-            let value = netc_grammar::parse_value(&source)
-                .and_then(|expr| front::value::eval(&expr, &front::value::Scope::default()));
-            match value {
-                Ok(value) => values.push((name.clone(), value)),
-                Err(diagnostic) => {
-                    emit(&[diagnostic], &source, stderr);
-                    return None;
-                }
+        evaluate_settings(&self.set, stderr)
+    }
+}
+
+/// Network parameter values given as text (`--set`, a recipe's `network`), evaluated; `None`
+/// when one is malformed (its diagnostic was printed).
+fn evaluate_settings(
+    settings: &[(String, String)],
+    stderr: &mut dyn WriteColor,
+) -> Option<Vec<(String, Value)>> {
+    let mut values = Vec::new();
+    for (name, text) in settings {
+        let source = SourceFile::new(format!("--set {name}"), text.as_str());
+        let value = netc_grammar::parse_value(&source)
+            .and_then(|expr| front::value::eval(&expr, &front::value::Scope::default()));
+        match value {
+            Ok(value) => values.push((name.clone(), value)),
+            Err(diagnostic) => {
+                emit(&[diagnostic], &source, stderr);
+                return None;
             }
         }
-        Some(values)
     }
+    Some(values)
 }
 
 /// Outcome of a command that did not fail at the edge (I/O, flags).
@@ -165,6 +245,8 @@ enum Outcome {
     Ok,
     /// Diagnostics were printed.
     UserError,
+    /// Ctrl-C stopped a run (after its checkpoint was written).
+    Interrupted,
 }
 
 pub fn run(args: Vec<OsString>, stdout: &mut dyn Write, stderr: &mut dyn WriteColor) -> i32 {
@@ -183,6 +265,7 @@ pub fn run(args: Vec<OsString>, stdout: &mut dyn Write, stderr: &mut dyn WriteCo
     match execute(cli.command, stdout, stderr) {
         Ok(Outcome::Ok) => 0,
         Ok(Outcome::UserError) => 1,
+        Ok(Outcome::Interrupted) => 130,
         // A reader that stopped reading (`netc summary ... | head`) is not an error.
         Err(e)
             if e.downcast_ref::<std::io::Error>()
@@ -340,11 +423,418 @@ fn execute(
             }
             Ok(Outcome::Ok)
         }
+        Command::Train {
+            file,
+            recipe,
+            recipe_set,
+            epochs,
+            batch,
+            lr,
+            seed,
+            data,
+            run_dir,
+            resume,
+            machine,
+            settings,
+        } => {
+            let mut overrides = Vec::new();
+            let flags = [
+                ("epochs", epochs.map(|v| v.to_string())),
+                ("batch", batch.map(|v| v.to_string())),
+                ("optimizer.lr", lr.map(|v| v.to_string())),
+                ("seed", seed.map(|v| v.to_string())),
+                (
+                    "data.train",
+                    data.map(|v| serde_json::Value::String(v).to_string()),
+                ),
+            ];
+            for (key, value) in flags {
+                if let Some(value) = value {
+                    overrides.push((key.to_string(), value));
+                }
+            }
+            overrides.extend(recipe_set);
+            // Network parameters join the recipe, so the run's recipe records them.
+            for (name, value) in settings.set {
+                overrides.push((format!("network.{name}"), value));
+            }
+            let request = TrainRequest {
+                file,
+                recipe,
+                overrides,
+                run_dir,
+                resume,
+                codegen: machine.options(),
+            };
+            train_command(request, stdout, stderr)
+        }
+        Command::Eval {
+            file,
+            weights,
+            data,
+            batch,
+            machine,
+            settings,
+        } => {
+            let Some(network) = load_with(&file, &settings, stderr)? else {
+                return Ok(Outcome::UserError);
+            };
+            eval_command(
+                &network,
+                &weights,
+                data,
+                batch as usize,
+                machine.options(),
+                stdout,
+            )
+        }
         Command::Layers => {
             write!(stdout, "{}", layer_reference())?;
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// What `netc train` was asked to do.
+struct TrainRequest {
+    file: PathBuf,
+    recipe: Option<PathBuf>,
+    /// Recipe keys set on the command line, in order.
+    overrides: Vec<(String, String)>,
+    run_dir: Option<PathBuf>,
+    resume: Option<PathBuf>,
+    codegen: CodegenOptions,
+}
+
+/// Set by Ctrl-C: the run stops at the next step, after writing a checkpoint.
+static INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+fn train_command(
+    request: TrainRequest,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn WriteColor,
+) -> anyhow::Result<Outcome> {
+    let model_file = read(&request.file)?;
+    let model = ModelIdentity {
+        name: String::new(),
+        sha256: sha256_hex(model_file.text.as_bytes()),
+    };
+    let (recipe_file, checkpoint) = match &request.resume {
+        Some(path) => {
+            let checkpoint = Checkpoint::load(path)?;
+            let info = checkpoint_info(&checkpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
+            check_model(&info, &model)
+                .map_err(|e| anyhow::anyhow!("cannot resume from `{}`: {e}", path.display()))?;
+            if let Some((key, _)) = request.overrides.iter().find(|(key, _)| key != "epochs") {
+                anyhow::bail!(
+                    "a resumed run continues its own recipe, so `{key}` cannot change; only \
+                     --epochs may (to train longer)"
+                );
+            }
+            let text = info.recipe.unwrap_or_default();
+            let source = SourceFile::new(format!("the recipe in `{}`", path.display()), text);
+            (source, Some((checkpoint, info.normalization)))
+        }
+        None => (recipe_source(&request)?, None),
+    };
+    let recipe = match Recipe::parse(&recipe_file.text, &request.overrides) {
+        Ok(recipe) => recipe,
+        Err(error) => {
+            emit(
+                &[recipe_diagnostic(&error, &recipe_file, &request.overrides)],
+                &recipe_file,
+                stderr,
+            );
+            return Ok(Outcome::UserError);
+        }
+    };
+    let Some(settings) = evaluate_settings(&recipe.network, stderr) else {
+        return Ok(Outcome::UserError);
+    };
+    let Some(network) = load(&request.file, &settings, stderr)? else {
+        return Ok(Outcome::UserError);
+    };
+    let model = ModelIdentity {
+        name: network.name.clone(),
+        ..model
+    };
+    let shape = image_shape(&network).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let classes = classifier_outputs(&network)?;
+    let (normalization, checkpoint) = match checkpoint {
+        Some((checkpoint, normalization)) => (normalization, Some(checkpoint)),
+        None => (None, None),
+    };
+    let (data, notes) =
+        prepare_data(&recipe, shape, classes, normalization).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for note in notes {
+        writeln!(stdout, "note: {note}")?;
+    }
+    let weights = match &recipe.init.from {
+        Some(path) => {
+            let matched = match_weights(&Checkpoint::load(path)?, &network)
+                .map_err(|e| anyhow::anyhow!("`init.from` `{}`: {e}", path.display()))?;
+            for note in matched.notes() {
+                writeln!(stdout, "note: `init.from`: {note}")?;
+            }
+            matched.weights
+        }
+        None => Default::default(),
+    };
+    let run_dir = match (&request.resume, &request.run_dir) {
+        (Some(path), _) => path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf(),
+        (None, Some(dir)) => {
+            if checkpoint_path(dir).exists() {
+                anyhow::bail!(
+                    "`{}` already holds a run; continue it with --resume {}, or choose another \
+                     --run-dir",
+                    dir.display(),
+                    checkpoint_path(dir).display()
+                );
+            }
+            dir.clone()
+        }
+        (None, None) => {
+            let base = recipe
+                .checkpoint
+                .dir
+                .clone()
+                .unwrap_or_else(|| Path::new("runs").join(&network.name));
+            fresh_run_dir(&base)
+        }
+    };
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create `{}`", run_dir.display()))?;
+    let recipe_copy = run_dir.join("recipe.yaml");
+    std::fs::write(&recipe_copy, recipe.to_yaml())
+        .with_context(|| format!("cannot write `{}`", recipe_copy.display()))?;
+    writeln!(
+        stdout,
+        "training `{}` on {}: {} training, {} validation and {} test images; batch {}, {} \
+         epochs; files in `{}`",
+        network.name,
+        recipe.data.train,
+        data.train.len(),
+        data.validation.as_ref().map_or(0, |v| v.len()),
+        data.test.len(),
+        recipe.batch,
+        recipe.epochs,
+        run_dir.display()
+    )?;
+    let mut codegen = request.codegen;
+    codegen.seed = recipe.seed;
+    let mut backend = JitBackend {
+        network,
+        batch: recipe.batch,
+        optimizer: optimizer(&recipe.optimizer),
+        init: recipe.init.kind,
+        seed: recipe.seed,
+        weights,
+        codegen,
+    };
+    INTERRUPT.store(false, Ordering::Relaxed);
+    // A second handler cannot be installed (a test running `netc train` twice in-process);
+    // the first one sets the same flag.
+    let _ = ctrlc::set_handler(|| INTERRUPT.store(true, Ordering::Relaxed));
+    let finish = driver::train(
+        &mut backend,
+        &recipe,
+        &data,
+        &model,
+        &run_dir,
+        checkpoint.as_ref(),
+        &mut Console::new(stdout, &INTERRUPT),
+    );
+    let checkpoint_file = checkpoint_path(&run_dir);
+    match finish {
+        Ok(Finish::Completed { test, epochs_run }) => {
+            writeln!(
+                stdout,
+                "test accuracy {:.2}% (loss {:.4}) after {epochs_run} epochs; weights in `{}`",
+                test.test_acc * 100.0,
+                test.test_loss,
+                checkpoint_file.display()
+            )?;
+            Ok(Outcome::Ok)
+        }
+        Ok(Finish::Interrupted { step }) => {
+            writeln!(
+                stderr,
+                "interrupted after step {step}; continue with `netc train {} --resume {}`",
+                request.file.display(),
+                checkpoint_file.display()
+            )?;
+            Ok(Outcome::Interrupted)
+        }
+        Err(error) => {
+            writeln!(stderr, "error: {error}")?;
+            Ok(Outcome::UserError)
+        }
+    }
+}
+
+/// The recipe to train with: `--recipe`, else the model's `.yaml` beside it, else defaults.
+fn recipe_source(request: &TrainRequest) -> anyhow::Result<SourceFile> {
+    let beside = request.file.with_extension("yaml");
+    match &request.recipe {
+        Some(path) => read(path),
+        None if beside.exists() => read(&beside),
+        None => Ok(SourceFile::new("the default recipe", "")),
+    }
+}
+
+/// `base`, or `base-2`, `base-3`, ... : the first that holds no run, so no run is overwritten.
+fn fresh_run_dir(base: &Path) -> PathBuf {
+    (1..)
+        .map(|n| match n {
+            1 => base.to_path_buf(),
+            n => PathBuf::from(format!("{}-{n}", base.display())),
+        })
+        .find(|dir| !checkpoint_path(dir).exists() && !dir.join("metrics.jsonl").exists())
+        .expect("some numbered directory is free")
+}
+
+/// The number of classes a network scores, if it is a classifier.
+fn classifier_outputs(network: &front::Network) -> anyhow::Result<usize> {
+    let loss = network.nodes.last().expect("networks close with a loss");
+    let scores = &network.nodes[network.nodes.len() - 2].output;
+    match loss.kind {
+        NodeKind::Layer(Layer::Loss(Loss::SoftmaxCrossEntropy)) => {
+            Ok(scores.0.iter().product::<u64>() as usize)
+        }
+        _ => anyhow::bail!(
+            "`netc train` trains classifiers, whose loss is `softmax_cross_entropy`; `{}` ends \
+             with another loss",
+            network.name
+        ),
+    }
+}
+
+/// A recipe error as a diagnostic: in the recipe file at its line and column, or in the
+/// command-line override that caused it.
+fn recipe_diagnostic(
+    error: &RecipeError,
+    file: &SourceFile,
+    overrides: &[(String, String)],
+) -> Diagnostic {
+    let mut diagnostic = match (error.override_index, error.line, error.column) {
+        (Some(index), _, _) => {
+            let (key, value) = &overrides[index];
+            Diagnostic::error(
+                format!("in `{key}={value}` (command line): {}", error.message),
+                Span { start: 0, end: 0 },
+                "",
+            )
+        }
+        (None, Some(line), Some(column)) => {
+            let start = file.offset(line, column);
+            let end = file.text[start..]
+                .find(|c: char| c.is_whitespace() || ",:}]".contains(c))
+                .map_or(file.text.len(), |n| start + n.max(1));
+            Diagnostic::error(error.message.clone(), Span { start, end }, "")
+        }
+        _ => Diagnostic::error(error.message.clone(), Span { start: 0, end: 0 }, ""),
+    };
+    if let Some(hint) = &error.hint {
+        diagnostic = diagnostic.with_help(hint.clone());
+    }
+    diagnostic
+}
+
+fn eval_command(
+    network: &front::Network,
+    weights: &Path,
+    data: Option<String>,
+    batch: usize,
+    codegen: CodegenOptions,
+    stdout: &mut dyn Write,
+) -> anyhow::Result<Outcome> {
+    let checkpoint = Checkpoint::load(weights)?;
+    let info = checkpoint_info(&checkpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut overrides = Vec::new();
+    if let Some(data) = data {
+        overrides.push((
+            "data.train".to_string(),
+            serde_json::Value::String(data).to_string(),
+        ));
+    }
+    let recipe = Recipe::parse(info.recipe.as_deref().unwrap_or(""), &overrides)
+        .map_err(|e| anyhow::anyhow!("the checkpoint's recipe: {e}"))?;
+    let shape = image_shape(network).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let classes = classifier_outputs(network)?;
+    let matched = match_weights(&checkpoint, network)
+        .map_err(|e| anyhow::anyhow!("`{}`: {e}", weights.display()))?;
+    if let Some(name) = matched.missing.first() {
+        anyhow::bail!(
+            "`{}` has no `{name}` ({} of the network's tensors are missing); are these weights \
+             of another network?",
+            weights.display(),
+            matched.missing.len()
+        );
+    }
+    let (data, notes) = prepare_data(&recipe, shape, classes, info.normalization)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for note in notes.into_iter().chain(matched.notes()) {
+        writeln!(stdout, "note: {note}")?;
+    }
+    let mut backend = JitBackend {
+        network: network.clone(),
+        batch,
+        optimizer: Optimizer::new(OptimizerKind::Sgd),
+        init: InitKind::PyTorch,
+        seed: recipe.seed,
+        weights: matched.weights,
+        codegen,
+    };
+    let mut program = backend.inference().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let evaluation = driver::evaluate(&mut program, &data.test, &data.normalization, batch);
+    writeln!(
+        stdout,
+        "test accuracy {:.2}% (loss {:.4}) on {} images of {}",
+        evaluation.accuracy * 100.0,
+        evaluation.loss,
+        data.test.len(),
+        recipe.data.train
+    )?;
+    write!(
+        stdout,
+        "{}",
+        confusion_table(&evaluation.confusion, &data.test.class_names)
+    )?;
+    Ok(Outcome::Ok)
+}
+
+/// The confusion matrix as text: a row per true class, a column per predicted class.
+fn confusion_table(confusion: &[Vec<u64>], names: &[String]) -> String {
+    let width = confusion
+        .iter()
+        .flatten()
+        .map(|n| n.to_string().len())
+        .max()
+        .unwrap_or(1)
+        .max(names.len().to_string().len())
+        + 1;
+    let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    let mut out = format!(
+        "confusion matrix (rows: true class, columns: predicted class)\n{:>w$}",
+        "",
+        w = name_width + 4
+    );
+    for column in 0..confusion.len() {
+        out.push_str(&format!("{column:>width$}"));
+    }
+    out.push('\n');
+    for (class, row) in confusion.iter().enumerate() {
+        out.push_str(&format!("{class:>2} {:<name_width$} ", names[class]));
+        for count in row {
+            out.push_str(&format!("{count:>width$}"));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The built-in layers as a Markdown list, from the same table argument checking uses.

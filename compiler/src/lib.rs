@@ -1,6 +1,6 @@
 //! netc, the compiler: the front end (checking and elaborating `.net` networks), lowering to
 //! the IR, symbolic differentiation and optimizer updates, the reference interpreter, the
-//! summary, and the command line.
+//! summary, training and evaluation with the runtime's driver, and the command line.
 
 pub mod autodiff;
 pub mod bench;
@@ -14,3 +14,4 @@ pub mod lower;
 pub mod optim;
 pub mod pipeline;
 pub mod summary;
+pub mod train;

@@ -31,6 +31,24 @@ impl SourceFile {
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         (line, before[line_start..].chars().count() + 1)
     }
+
+    /// The byte offset of a 1-based line and column (in characters), clamped to the text: the
+    /// inverse of `line_col`, for errors located by line and column (YAML's).
+    pub fn offset(&self, line: usize, column: usize) -> usize {
+        let line_start = self
+            .text
+            .split_inclusive('\n')
+            .take(line.saturating_sub(1))
+            .map(str::len)
+            .sum::<usize>();
+        let rest = &self.text[line_start..];
+        let line_text = rest.split('\n').next().unwrap_or("");
+        line_start
+            + line_text
+                .char_indices()
+                .nth(column.saturating_sub(1))
+                .map_or(line_text.len(), |(i, _)| i)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

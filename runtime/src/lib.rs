@@ -1,9 +1,20 @@
-//! What netc's generated code calls into at run time: the thread pool that splits a kernel's
+//! What netc's generated code runs with. Inside a step: the thread pool that splits a kernel's
 //! tasks across cores, and the register-blocked contraction microkernels chosen from the CPU's
-//! features. Everything generated code reaches is an `extern "C"` function that cannot unwind.
+//! features; everything generated code reaches is an `extern "C"` function that cannot unwind.
+//! Around the steps: data sets and their loading and augmentation, the training recipe, the
+//! learning-rate schedules, checkpoints, metrics and plots, and the training driver, so the
+//! in-process `netc train` and a standalone executable train the same way.
 
+pub mod checkpoint;
+pub mod data;
+pub mod driver;
+pub mod metrics;
 pub mod microkernel;
+pub mod plot;
 pub mod pool;
+pub mod progress;
+pub mod recipe;
+pub mod schedule;
 
 /// A generated kernel: runs tasks `begin..end` of its op, reading and writing tensors through
 /// `table` (one pointer per buffer, in the order the compiler chose), with `scratch` for the

@@ -454,8 +454,13 @@ impl Program {
         unsafe { std::slice::from_raw_parts_mut(self.table[self.slots[value.0].0], len) }
     }
 
-    /// The memory of the input of this name (data, targets, parameters, state, scalars), to
-    /// fill before a step.
+    /// The memory of the input of this name (data, targets, parameters, state, scalars).
+    pub fn input(&self, name: &str) -> Option<&[f32]> {
+        let id = self.graph.find_input(name)?;
+        Some(self.value(id))
+    }
+
+    /// The memory of the input of this name, to fill before a step.
     pub fn input_mut(&mut self, name: &str) -> Option<&mut [f32]> {
         let id = self.graph.find_input(name)?;
         Some(self.value_mut(id))
