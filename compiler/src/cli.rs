@@ -540,11 +540,7 @@ fn train_command(
     let recipe = match Recipe::parse(&recipe_file.text, &request.overrides) {
         Ok(recipe) => recipe,
         Err(error) => {
-            emit(
-                &[recipe_diagnostic(&error, &recipe_file, &request.overrides)],
-                &recipe_file,
-                stderr,
-            );
+            report_recipe_error(&error, &recipe_file, stderr)?;
             return Ok(Outcome::UserError);
         }
     };
@@ -713,35 +709,26 @@ fn classifier_outputs(network: &front::Network) -> anyhow::Result<usize> {
     }
 }
 
-/// A recipe error as a diagnostic: in the recipe file at its line and column, or in the
-/// command-line override that caused it.
-fn recipe_diagnostic(
+/// Prints a recipe error: in the recipe file at its line and column, as a diagnostic, or as a
+/// line when a command-line override caused it (its message names the override).
+fn report_recipe_error(
     error: &RecipeError,
     file: &SourceFile,
-    overrides: &[(String, String)],
-) -> Diagnostic {
-    let mut diagnostic = match (error.override_index, error.line, error.column) {
-        (Some(index), _, _) => {
-            let (key, value) = &overrides[index];
-            Diagnostic::error(
-                format!("in `{key}={value}` (command line): {}", error.message),
-                Span { start: 0, end: 0 },
-                "",
-            )
-        }
-        (None, Some(line), Some(column)) => {
-            let start = file.offset(line, column);
-            let end = file.text[start..]
-                .find(|c: char| c.is_whitespace() || ",:}]".contains(c))
-                .map_or(file.text.len(), |n| start + n.max(1));
-            Diagnostic::error(error.message.clone(), Span { start, end }, "")
-        }
-        _ => Diagnostic::error(error.message.clone(), Span { start: 0, end: 0 }, ""),
+    stderr: &mut dyn WriteColor,
+) -> std::io::Result<()> {
+    let (Some(line), Some(column), None) = (error.line, error.column, error.override_index) else {
+        return writeln!(stderr, "error: {error}");
     };
+    let start = file.offset(line, column);
+    let end = file.text[start..]
+        .find(|c: char| c.is_whitespace() || ",:}]".contains(c))
+        .map_or(file.text.len(), |n| start + n.max(1));
+    let mut diagnostic = Diagnostic::error(error.message.clone(), Span { start, end }, "");
     if let Some(hint) = &error.hint {
         diagnostic = diagnostic.with_help(hint.clone());
     }
-    diagnostic
+    emit(&[diagnostic], file, stderr);
+    Ok(())
 }
 
 fn eval_command(
