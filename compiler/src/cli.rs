@@ -632,9 +632,14 @@ fn train_command(
         codegen,
     };
     INTERRUPT.store(false, Ordering::Relaxed);
-    // A second handler cannot be installed (a test running `netc train` twice in-process);
-    // the first one sets the same flag.
-    let _ = ctrlc::set_handler(|| INTERRUPT.store(true, Ordering::Relaxed));
+    // The first Ctrl-C stops at the next step, with a checkpoint; a second one (while
+    // compiling or evaluating, say) exits at once. A second handler cannot be installed (a
+    // test running `netc train` twice in-process); the first one serves.
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPT.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+    });
     let finish = driver::train(
         &mut backend,
         &recipe,
