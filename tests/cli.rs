@@ -76,7 +76,7 @@ fn set_overrides_network_parameters() {
     ]);
     assert_eq!(status, 0, "{stderr}");
     assert!(
-        stdout.starts_with("network vgg_small(classes = 7, size = 64)\n"),
+        stdout.starts_with("network vgg_small(classes = 7, channels = 3, size = 64)\n"),
         "{stdout}"
     );
     assert!(stdout.contains("input 3x64x64"), "{stdout}");
