@@ -4,12 +4,10 @@
 
 use crate::bench::{self, BenchOptions};
 use crate::codegen::CodegenOptions;
-use crate::front::elaborate::NodeKind;
 use crate::front::layers::LayerKind;
-use crate::front::layers::{Layer, Loss};
 use crate::front::value::Value;
 use crate::optim::{Optimizer, OptimizerKind};
-use crate::train::{image_shape, match_weights, optimizer, prepare_data, JitBackend};
+use crate::train::{match_weights, optimizer, prepare_data, JitBackend};
 use crate::{front, ir, pipeline, summary};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -515,15 +513,12 @@ fn train_command(
     stderr: &mut dyn WriteColor,
 ) -> anyhow::Result<Outcome> {
     let model_file = read(&request.file)?;
-    let model = ModelIdentity {
-        name: String::new(),
-        sha256: sha256_hex(model_file.text.as_bytes()),
-    };
+    let sha256 = sha256_hex(model_file.text.as_bytes());
     let (recipe_file, checkpoint) = match &request.resume {
         Some(path) => {
             let checkpoint = Checkpoint::load(path)?;
             let info = checkpoint_info(&checkpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
-            check_model(&info, &model)
+            check_model(&info, &sha256)
                 .map_err(|e| anyhow::anyhow!("cannot resume from `{}`: {e}", path.display()))?;
             if let Some((key, _)) = request.overrides.iter().find(|(key, _)| key != "epochs") {
                 anyhow::bail!(
@@ -552,16 +547,14 @@ fn train_command(
     };
     let model = ModelIdentity {
         name: network.name.clone(),
-        ..model
+        sha256,
     };
-    let shape = image_shape(&network).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let classes = classifier_outputs(&network)?;
     let (normalization, checkpoint) = match checkpoint {
         Some((checkpoint, normalization)) => (normalization, Some(checkpoint)),
         None => (None, None),
     };
     let (data, notes) =
-        prepare_data(&recipe, shape, classes, normalization).map_err(|e| anyhow::anyhow!("{e}"))?;
+        prepare_data(&recipe, &network, normalization).map_err(|e| anyhow::anyhow!("{e}"))?;
     for note in notes {
         writeln!(stdout, "note: {note}")?;
     }
@@ -698,20 +691,9 @@ fn fresh_run_dir(base: &Path) -> PathBuf {
         .expect("some numbered directory is free")
 }
 
-/// The number of classes a network scores, if it is a classifier.
-fn classifier_outputs(network: &front::Network) -> anyhow::Result<usize> {
-    let loss = network.nodes.last().expect("networks close with a loss");
-    let scores = &network.nodes[network.nodes.len() - 2].output;
-    match loss.kind {
-        NodeKind::Layer(Layer::Loss(Loss::SoftmaxCrossEntropy)) => {
-            Ok(scores.0.iter().product::<u64>() as usize)
-        }
-        _ => anyhow::bail!(
-            "`netc train` trains classifiers, whose loss is `softmax_cross_entropy`; `{}` ends \
-             with another loss",
-            network.name
-        ),
-    }
+/// A string as a recipe value: quoted, so a path such as `yes` or `1e3` stays a string.
+fn yaml_string(text: String) -> String {
+    serde_json::Value::String(text).to_string()
 }
 
 /// Prints a recipe error: in the recipe file at its line and column, as a diagnostic, or as a
@@ -746,17 +728,12 @@ fn eval_command(
 ) -> anyhow::Result<Outcome> {
     let checkpoint = Checkpoint::load(weights)?;
     let info = checkpoint_info(&checkpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut overrides = Vec::new();
-    if let Some(data) = data {
-        overrides.push((
-            "data.train".to_string(),
-            serde_json::Value::String(data).to_string(),
-        ));
-    }
+    let overrides: Vec<_> = data
+        .map(|data| ("data.train".to_string(), yaml_string(data)))
+        .into_iter()
+        .collect();
     let recipe = Recipe::parse(info.recipe.as_deref().unwrap_or(""), &overrides)
         .map_err(|e| anyhow::anyhow!("the checkpoint's recipe: {e}"))?;
-    let shape = image_shape(network).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let classes = classifier_outputs(network)?;
     let matched = match_weights(&checkpoint, network)
         .map_err(|e| anyhow::anyhow!("`{}`: {e}", weights.display()))?;
     if let Some(name) = matched.missing.first() {
@@ -767,8 +744,8 @@ fn eval_command(
             matched.missing.len()
         );
     }
-    let (data, notes) = prepare_data(&recipe, shape, classes, info.normalization)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (data, notes) =
+        prepare_data(&recipe, network, info.normalization).map_err(|e| anyhow::anyhow!("{e}"))?;
     for note in notes.into_iter().chain(matched.notes()) {
         writeln!(stdout, "note: {note}")?;
     }

@@ -7,6 +7,8 @@
 //! so a file saved from the same network in PyTorch loads here, and ours load there.
 
 use crate::codegen::{compile, CodegenOptions, Program};
+use crate::front::elaborate::NodeKind;
+use crate::front::layers::{Layer, Loss};
 use crate::front::Network;
 use crate::init::initial_values;
 use crate::ir::OutputRole;
@@ -265,7 +267,7 @@ pub fn optimizer(recipe: &OptimizerRecipe) -> Optimizer {
 }
 
 /// The image shape a network takes, `[C, H, W]`.
-pub fn image_shape(network: &Network) -> Result<[usize; 3], String> {
+fn image_shape(network: &Network) -> Result<[usize; 3], String> {
     match network.input_shape().0.as_slice() {
         &[c, h, w] => Ok([c as usize, h as usize, w as usize]),
         other => Err(format!(
@@ -277,15 +279,32 @@ pub fn image_shape(network: &Network) -> Result<[usize; 3], String> {
     }
 }
 
-/// The recipe's data for a network taking `shape` images: the training set (limited, less the
-/// validation split), the validation split, the test set and the normalisation (`given`, from
-/// a checkpoint, wins over the recipe's). Notes say what was adapted.
+/// The number of classes a network scores, if it is a classifier.
+fn classifier_outputs(network: &Network) -> Result<usize, String> {
+    let loss = network.nodes.last().expect("networks close with a loss");
+    let scores = &network.nodes[network.nodes.len() - 2].output;
+    match loss.kind {
+        NodeKind::Layer(Layer::Loss(Loss::SoftmaxCrossEntropy)) => {
+            Ok(scores.0.iter().product::<u64>() as usize)
+        }
+        _ => Err(format!(
+            "`netc train` trains classifiers, whose loss is `softmax_cross_entropy`; `{}` ends \
+             with another loss",
+            network.name
+        )),
+    }
+}
+
+/// The recipe's data for `network`, a classifier of images: the training set (limited, less
+/// the validation split), the validation split, the test set and the normalisation (`given`,
+/// from a checkpoint, wins over the recipe's). Notes say what was adapted.
 pub fn prepare_data(
     recipe: &Recipe,
-    shape: [usize; 3],
-    classes: usize,
+    network: &Network,
     given: Option<Normalization>,
 ) -> Result<(RunData, Vec<String>), String> {
+    let shape = image_shape(network)?;
+    let classes = classifier_outputs(network)?;
     let splits = data::open(&recipe.data.train, shape).map_err(|e| e.to_string())?;
     let mut notes = Vec::new();
     if splits.original_shape != shape {

@@ -237,15 +237,15 @@ pub fn checkpoint_info(checkpoint: &Checkpoint) -> Result<CheckpointInfo, String
     })
 }
 
-/// Refuses a checkpoint written for another model file.
-pub fn check_model(info: &CheckpointInfo, model: &ModelIdentity) -> Result<(), String> {
+/// Refuses a checkpoint written for another model file (of SHA-256 `sha256`).
+pub fn check_model(info: &CheckpointInfo, sha256: &str) -> Result<(), String> {
     match &info.model {
-        Some(written) if written.sha256 != model.sha256 => Err(format!(
+        Some(written) if written.sha256 != sha256 => Err(format!(
             "the checkpoint was written for `{}` from a model file with SHA-256 {}, not for this \
              model file (SHA-256 {}); a checkpoint only continues the model it was trained from",
             written.name,
             short(&written.sha256),
-            short(&model.sha256)
+            short(sha256)
         )),
         Some(_) => Ok(()),
         None => Err(
@@ -330,7 +330,7 @@ pub fn train<B: Backend>(
     let mut position = Position::default();
     if let Some(checkpoint) = resume {
         let info = checkpoint_info(checkpoint).map_err(TrainError::Resume)?;
-        check_model(&info, model).map_err(TrainError::Resume)?;
+        check_model(&info, &model.sha256).map_err(TrainError::Resume)?;
         let text = checkpoint.metadata.get(POSITION_KEY).ok_or_else(|| {
             TrainError::Resume("the checkpoint's metadata has no training position".into())
         })?;
