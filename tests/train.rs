@@ -288,7 +288,7 @@ fn frozen_layers_keep_their_weights() {
     let dir = run_dir("frozen");
     let mut backend = backend(&recipe);
     let initial = {
-        use netc_runtime::driver::{Backend, StepProgram};
+        use netc_runtime::driver::Backend;
         let program = backend.training(&[]).expect("compiles");
         (
             program.input("conv1.weight").expect("a weight").to_vec(),

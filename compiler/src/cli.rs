@@ -2,30 +2,25 @@
 //! drive exactly what users run. Exit status: 0 success, 1 a user error (bad file, bad flag),
 //! 101 an internal compiler error.
 
+use crate::aot::{self, TargetCpu};
 use crate::bench::{self, BenchOptions};
 use crate::codegen::CodegenOptions;
 use crate::front::layers::LayerKind;
 use crate::front::value::Value;
 use crate::optim::{Optimizer, OptimizerKind};
-use crate::train::{match_weights, optimizer, prepare_data, JitBackend};
-use crate::{front, ir, pipeline, summary};
-use anyhow::Context;
+use crate::train::JitModel;
+use crate::{front, ir, link, pipeline, summary};
 use clap::{Parser, Subcommand};
 use codespan_reporting::term::termcolor::WriteColor;
-use netc_grammar::ast::Span;
-use netc_grammar::diagnostic::Diagnostic;
 use netc_grammar::diagnostic::{emit, SourceFile};
-use netc_runtime::checkpoint::{sha256_hex, Checkpoint};
-use netc_runtime::driver::{
-    self, check_model, checkpoint_info, checkpoint_path, Backend, Finish, ModelIdentity,
-};
 use netc_runtime::microkernel::MicrokernelKind;
-use netc_runtime::progress::Console;
-use netc_runtime::recipe::{InitKind, Recipe, RecipeError};
+use netc_runtime::recipe::Recipe;
+use netc_runtime::session::Model;
+use netc_runtime::session::{self, read_source, split_setting, Outcome, RecipeFlags, TrainRequest};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
@@ -108,33 +103,8 @@ enum Command {
         /// one, else the built-in defaults (Fashion-MNIST, 10 epochs).
         #[arg(long)]
         recipe: Option<PathBuf>,
-        /// Set a recipe key, as if written in the recipe: `--recipe-set data.limit=1000`.
-        #[arg(long = "recipe-set", value_name = "KEY=VALUE", value_parser = split_setting)]
-        recipe_set: Vec<(String, String)>,
-        /// The recipe's `epochs`.
-        #[arg(long)]
-        epochs: Option<u64>,
-        /// The recipe's `batch`.
-        #[arg(long)]
-        batch: Option<u64>,
-        /// The recipe's `optimizer.lr`.
-        #[arg(long)]
-        lr: Option<f64>,
-        /// The recipe's `seed`.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// The recipe's `data.train`: `fashion-mnist`, or a directory of IDX files, CIFAR-10
-        /// binary batches, or images in one folder per class.
-        #[arg(long)]
-        data: Option<String>,
-        /// Where the run's files go; by default `runs/NETWORK` (or the recipe's
-        /// `checkpoint.dir`), numbered when taken.
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
-        /// Continue the run that wrote this checkpoint, exactly where it stopped (`--epochs`
-        /// may extend it).
-        #[arg(long, value_name = "CHECKPOINT")]
-        resume: Option<PathBuf>,
+        #[command(flatten)]
+        flags: RecipeFlags,
         #[command(flatten)]
         machine: Machine,
         #[command(flatten)]
@@ -155,6 +125,29 @@ enum Command {
         batch: u64,
         #[command(flatten)]
         machine: Machine,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Compile a network into a standalone executable that trains it (`./NAME train`),
+    /// evaluates and predicts with its weights, and benchmarks it, without netc.
+    Compile {
+        file: PathBuf,
+        /// The executable to write; by default the network's name, in this directory.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The recipe (YAML) the executable trains with by default; it fixes the batch size,
+        /// the optimizer (but its learning rate) and the frozen layers. By default the
+        /// model's file with `.yaml` for `.net` if there is one, else the built-in defaults.
+        #[arg(long, alias = "recipe")]
+        config: Option<PathBuf>,
+        /// Set a recipe key, as if written in the recipe: `--recipe-set batch=64`.
+        #[arg(long = "recipe-set", value_name = "KEY=VALUE", value_parser = split_setting)]
+        recipe_set: Vec<(String, String)>,
+        /// The CPU to generate code for: any x86-64 with AVX (contractions still pick the
+        /// best microkernel at run time), or this one (`native`). The executable refuses a
+        /// CPU that lacks what its code needs.
+        #[arg(long, default_value = "x86-64-avx", value_parser = clap::builder::PossibleValuesParser::new(TargetCpu::NAMES))]
+        target_cpu: String,
         #[command(flatten)]
         settings: Settings,
     },
@@ -200,15 +193,6 @@ struct Settings {
     set: Vec<(String, String)>,
 }
 
-fn split_setting(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((name, value)) if !name.trim().is_empty() => {
-            Ok((name.trim().to_string(), value.to_string()))
-        }
-        _ => Err(format!("expected NAME=VALUE, found `{text}`")),
-    }
-}
-
 impl Settings {
     /// The values, evaluated; `None` when one is malformed (its diagnostic was printed).
     fn evaluate(&self, stderr: &mut dyn WriteColor) -> Option<Vec<(String, Value)>> {
@@ -218,7 +202,7 @@ impl Settings {
 
 /// Network parameter values given as text (`--set`, a recipe's `network`), evaluated; `None`
 /// when one is malformed (its diagnostic was printed).
-fn evaluate_settings(
+pub(crate) fn evaluate_settings(
     settings: &[(String, String)],
     stderr: &mut dyn WriteColor,
 ) -> Option<Vec<(String, Value)>> {
@@ -238,15 +222,6 @@ fn evaluate_settings(
     Some(values)
 }
 
-/// Outcome of a command that did not fail at the edge (I/O, flags).
-enum Outcome {
-    Ok,
-    /// Diagnostics were printed.
-    UserError,
-    /// Ctrl-C stopped a run (after its checkpoint was written).
-    Interrupted,
-}
-
 pub fn run(args: Vec<OsString>, stdout: &mut dyn Write, stderr: &mut dyn WriteColor) -> i32 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -261,9 +236,7 @@ pub fn run(args: Vec<OsString>, stdout: &mut dyn Write, stderr: &mut dyn WriteCo
         }
     };
     match execute(cli.command, stdout, stderr) {
-        Ok(Outcome::Ok) => 0,
-        Ok(Outcome::UserError) => 1,
-        Ok(Outcome::Interrupted) => 130,
+        Ok(outcome) => outcome.exit_code(),
         // A reader that stopped reading (`netc summary ... | head`) is not an error.
         Err(e)
             if e.downcast_ref::<std::io::Error>()
@@ -278,25 +251,16 @@ pub fn run(args: Vec<OsString>, stdout: &mut dyn Write, stderr: &mut dyn WriteCo
     }
 }
 
-fn read(path: &Path) -> anyhow::Result<SourceFile> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| anyhow::anyhow!("byte {} is not UTF-8", e.utf8_error().valid_up_to()))
-        .with_context(|| format!("`{}` is not a text file", path.display()))?;
-    Ok(SourceFile::new(path.display().to_string(), text))
-}
-
 /// Runs the front end, printing diagnostics on failure.
-fn load(
-    path: &Path,
+pub(crate) fn load(
+    file: &SourceFile,
     settings: &[(String, Value)],
     stderr: &mut dyn WriteColor,
-) -> anyhow::Result<Option<front::Network>> {
-    let file = read(path)?;
-    match front::run(&file, settings) {
-        Ok(network) => Ok(Some(network)),
+) -> Option<front::Network> {
+    match front::run(file, settings) {
+        Ok(network) => Some(network),
         Err(diagnostics) => {
-            emit(&diagnostics, &file, stderr);
+            emit(&diagnostics, file, stderr);
             let n = diagnostics.len();
             let _ = writeln!(
                 stderr,
@@ -304,7 +268,7 @@ fn load(
                 file.name,
                 if n == 1 { "" } else { "s" }
             );
-            Ok(None)
+            None
         }
     }
 }
@@ -315,10 +279,10 @@ fn load_with(
     settings: &Settings,
     stderr: &mut dyn WriteColor,
 ) -> anyhow::Result<Option<front::Network>> {
-    match settings.evaluate(stderr) {
-        Some(settings) => load(path, &settings, stderr),
-        None => Ok(None),
-    }
+    let Some(settings) = settings.evaluate(stderr) else {
+        return Ok(None);
+    };
+    Ok(load(&read_source(path)?, &settings, stderr))
 }
 
 fn execute(
@@ -333,7 +297,7 @@ fn execute(
             };
             let mut outcome = Outcome::Ok;
             for file in files {
-                if load(&file, &settings, stderr)?.is_none() {
+                if load(&read_source(&file)?, &settings, stderr).is_none() {
                     outcome = Outcome::UserError;
                 }
             }
@@ -356,7 +320,7 @@ fn execute(
             Ok(Outcome::Ok)
         }
         Command::Fmt { file } => {
-            let source = read(&file)?;
+            let source = read_source(&file)?;
             match netc_grammar::parse(&source) {
                 Ok(module) => {
                     write!(stdout, "{}", netc_grammar::print::print_module(&module))?;
@@ -424,47 +388,25 @@ fn execute(
         Command::Train {
             file,
             recipe,
-            recipe_set,
-            epochs,
-            batch,
-            lr,
-            seed,
-            data,
-            run_dir,
-            resume,
+            flags,
             machine,
             settings,
         } => {
-            let mut overrides = Vec::new();
-            let flags = [
-                ("epochs", epochs.map(|v| v.to_string())),
-                ("batch", batch.map(|v| v.to_string())),
-                ("optimizer.lr", lr.map(|v| v.to_string())),
-                ("seed", seed.map(|v| v.to_string())),
-                (
-                    "data.train",
-                    data.map(|v| serde_json::Value::String(v).to_string()),
-                ),
-            ];
-            for (key, value) in flags {
-                if let Some(value) = value {
-                    overrides.push((key.to_string(), value));
-                }
-            }
-            overrides.extend(recipe_set);
+            let mut overrides = flags.overrides();
             // Network parameters join the recipe, so the run's recipe records them.
             for (name, value) in settings.set {
                 overrides.push((format!("network.{name}"), value));
             }
+            let recipe = recipe_source(&file, recipe)?;
+            let mut model = JitModel::new(read_source(&file)?, Vec::new(), machine.options());
             let request = TrainRequest {
-                file,
                 recipe,
                 overrides,
-                run_dir,
-                resume,
-                codegen: machine.options(),
+                run_dir: flags.run_dir,
+                resume: flags.resume,
+                command: format!("netc train {}", file.display()),
             };
-            train_command(request, stdout, stderr)
+            session::train(&mut model, request, stdout, stderr)
         }
         Command::Eval {
             file,
@@ -474,17 +416,67 @@ fn execute(
             machine,
             settings,
         } => {
-            let Some(network) = load_with(&file, &settings, stderr)? else {
-                return Ok(Outcome::UserError);
-            };
-            eval_command(
-                &network,
+            let mut model = JitModel::new(read_source(&file)?, settings.set, machine.options());
+            session::eval(
+                &mut model,
                 &weights,
                 data,
-                batch as usize,
-                machine.options(),
+                Some(batch as usize),
                 stdout,
+                stderr,
             )
+        }
+        Command::Compile {
+            file,
+            output,
+            config,
+            recipe_set,
+            target_cpu,
+            settings,
+        } => {
+            let started = Instant::now();
+            let mut overrides = recipe_set;
+            for (name, value) in settings.set {
+                overrides.push((format!("network.{name}"), value));
+            }
+            let recipe_file = recipe_source(&file, config)?;
+            let recipe = match Recipe::parse(&recipe_file.text, &overrides) {
+                Ok(recipe) => recipe,
+                Err(error) => {
+                    session::report_recipe_error(&error, &recipe_file, stderr)?;
+                    return Ok(Outcome::UserError);
+                }
+            };
+            let mut model =
+                JitModel::new(read_source(&file)?, Vec::new(), CodegenOptions::default());
+            if model.configure(&recipe, true, stderr)?.is_none() {
+                return Ok(Outcome::UserError);
+            }
+            let network = model.network().expect("a configured model");
+            let target = TargetCpu::from_name(&target_cpu).expect("clap checked the name");
+            let (object, manifest) =
+                aot::compile_object(network, &recipe, model.identity().clone(), target)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let output = output.unwrap_or_else(|| PathBuf::from(&network.name));
+            link::link(&object, &output)?;
+            let size = std::fs::metadata(&output).map_or(0, |m| m.len());
+            writeln!(
+                stdout,
+                "compiled `{}` into `{}` ({} training step{} and an inference pass, for {} CPUs; \
+                 {:.1} MiB) in {:.0} ms",
+                network.name,
+                output.display(),
+                manifest.training.len(),
+                if manifest.training.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                manifest.target_cpu,
+                size as f64 / (1 << 20) as f64,
+                started.elapsed().as_secs_f64() * 1e3
+            )?;
+            Ok(Outcome::Ok)
         }
         Command::Layers => {
             write!(stdout, "{}", layer_reference())?;
@@ -493,317 +485,14 @@ fn execute(
     }
 }
 
-/// What `netc train` was asked to do.
-struct TrainRequest {
-    file: PathBuf,
-    recipe: Option<PathBuf>,
-    /// Recipe keys set on the command line, in order.
-    overrides: Vec<(String, String)>,
-    run_dir: Option<PathBuf>,
-    resume: Option<PathBuf>,
-    codegen: CodegenOptions,
-}
-
-/// Set by Ctrl-C: the run stops at the next step, after writing a checkpoint.
-static INTERRUPT: AtomicBool = AtomicBool::new(false);
-
-fn train_command(
-    request: TrainRequest,
-    stdout: &mut dyn Write,
-    stderr: &mut dyn WriteColor,
-) -> anyhow::Result<Outcome> {
-    let model_file = read(&request.file)?;
-    let sha256 = sha256_hex(model_file.text.as_bytes());
-    let (recipe_file, checkpoint) = match &request.resume {
-        Some(path) => {
-            let checkpoint = Checkpoint::load(path)?;
-            let info = checkpoint_info(&checkpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
-            check_model(&info, &sha256)
-                .map_err(|e| anyhow::anyhow!("cannot resume from `{}`: {e}", path.display()))?;
-            if let Some((key, _)) = request.overrides.iter().find(|(key, _)| key != "epochs") {
-                anyhow::bail!(
-                    "a resumed run continues its own recipe, so `{key}` cannot change; only \
-                     --epochs may (to train longer)"
-                );
-            }
-            let text = info.recipe.unwrap_or_default();
-            let source = SourceFile::new(format!("the recipe in `{}`", path.display()), text);
-            (source, Some((checkpoint, info.normalization)))
-        }
-        None => (recipe_source(&request)?, None),
-    };
-    let recipe = match Recipe::parse(&recipe_file.text, &request.overrides) {
-        Ok(recipe) => recipe,
-        Err(error) => {
-            report_recipe_error(&error, &recipe_file, stderr)?;
-            return Ok(Outcome::UserError);
-        }
-    };
-    let Some(settings) = evaluate_settings(&recipe.network, stderr) else {
-        return Ok(Outcome::UserError);
-    };
-    let Some(network) = load(&request.file, &settings, stderr)? else {
-        return Ok(Outcome::UserError);
-    };
-    let model = ModelIdentity {
-        name: network.name.clone(),
-        sha256,
-    };
-    let (normalization, checkpoint) = match checkpoint {
-        Some((checkpoint, normalization)) => (normalization, Some(checkpoint)),
-        None => (None, None),
-    };
-    let (data, notes) =
-        prepare_data(&recipe, &network, normalization).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for note in notes {
-        writeln!(stdout, "note: {note}")?;
-    }
-    let weights = match &recipe.init.from {
-        Some(path) => {
-            let matched = match_weights(&Checkpoint::load(path)?, &network)
-                .map_err(|e| anyhow::anyhow!("`init.from` `{}`: {e}", path.display()))?;
-            for note in matched.notes() {
-                writeln!(stdout, "note: `init.from`: {note}")?;
-            }
-            matched.weights
-        }
-        None => Default::default(),
-    };
-    let run_dir = match (&request.resume, &request.run_dir) {
-        (Some(path), _) => path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf(),
-        (None, Some(dir)) => {
-            if checkpoint_path(dir).exists() {
-                anyhow::bail!(
-                    "`{}` already holds a run; continue it with --resume {}, or choose another \
-                     --run-dir",
-                    dir.display(),
-                    checkpoint_path(dir).display()
-                );
-            }
-            dir.clone()
-        }
-        (None, None) => {
-            let base = recipe
-                .checkpoint
-                .dir
-                .clone()
-                .unwrap_or_else(|| Path::new("runs").join(&network.name));
-            fresh_run_dir(&base)
-        }
-    };
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("cannot create `{}`", run_dir.display()))?;
-    let recipe_copy = run_dir.join("recipe.yaml");
-    std::fs::write(&recipe_copy, recipe.to_yaml())
-        .with_context(|| format!("cannot write `{}`", recipe_copy.display()))?;
-    writeln!(
-        stdout,
-        "training `{}` on {}: {} training, {} validation and {} test images; batch {}, {} \
-         epochs; files in `{}`",
-        network.name,
-        recipe.data.train,
-        data.train.len(),
-        data.validation.as_ref().map_or(0, |v| v.len()),
-        data.test.len(),
-        recipe.batch,
-        recipe.epochs,
-        run_dir.display()
-    )?;
-    let mut codegen = request.codegen;
-    codegen.seed = recipe.seed;
-    let mut backend = JitBackend {
-        network,
-        batch: recipe.batch,
-        optimizer: optimizer(&recipe.optimizer),
-        init: recipe.init.kind,
-        seed: recipe.seed,
-        weights,
-        codegen,
-    };
-    INTERRUPT.store(false, Ordering::Relaxed);
-    // The first Ctrl-C stops at the next step, with a checkpoint; a second one (while
-    // compiling or evaluating, say) exits at once. A second handler cannot be installed (a
-    // test running `netc train` twice in-process); the first one serves.
-    let _ = ctrlc::set_handler(|| {
-        if INTERRUPT.swap(true, Ordering::Relaxed) {
-            std::process::exit(130);
-        }
-    });
-    let finish = driver::train(
-        &mut backend,
-        &recipe,
-        &data,
-        &model,
-        &run_dir,
-        checkpoint.as_ref(),
-        &mut Console::new(stdout, &INTERRUPT),
-    );
-    let checkpoint_file = checkpoint_path(&run_dir);
-    match finish {
-        Ok(Finish::Completed { test, epochs_run }) => {
-            writeln!(
-                stdout,
-                "test accuracy {:.2}% (loss {:.4}) after {epochs_run} epochs; weights in `{}`",
-                test.test_acc * 100.0,
-                test.test_loss,
-                checkpoint_file.display()
-            )?;
-            Ok(Outcome::Ok)
-        }
-        Ok(Finish::Interrupted { step }) => {
-            writeln!(
-                stderr,
-                "interrupted after step {step}; continue with `netc train {} --resume {}`",
-                request.file.display(),
-                checkpoint_file.display()
-            )?;
-            Ok(Outcome::Interrupted)
-        }
-        Err(error) => {
-            writeln!(stderr, "error: {error}")?;
-            Ok(Outcome::UserError)
-        }
-    }
-}
-
-/// The recipe to train with: `--recipe`, else the model's `.yaml` beside it, else defaults.
-fn recipe_source(request: &TrainRequest) -> anyhow::Result<SourceFile> {
-    let beside = request.file.with_extension("yaml");
-    match &request.recipe {
-        Some(path) => read(path),
-        None if beside.exists() => read(&beside),
+/// The recipe to train with: `given`, else the model's `.yaml` beside it, else the defaults.
+fn recipe_source(model: &Path, given: Option<PathBuf>) -> anyhow::Result<SourceFile> {
+    let beside = model.with_extension("yaml");
+    match given {
+        Some(path) => read_source(&path),
+        None if beside.exists() => read_source(&beside),
         None => Ok(SourceFile::new("the default recipe", "")),
     }
-}
-
-/// `base`, or `base-2`, `base-3`, ... : the first that holds no run, so no run is overwritten.
-fn fresh_run_dir(base: &Path) -> PathBuf {
-    (1..)
-        .map(|n| match n {
-            1 => base.to_path_buf(),
-            n => PathBuf::from(format!("{}-{n}", base.display())),
-        })
-        .find(|dir| !checkpoint_path(dir).exists() && !dir.join("metrics.jsonl").exists())
-        .expect("some numbered directory is free")
-}
-
-/// A string as a recipe value: quoted, so a path such as `yes` or `1e3` stays a string.
-fn yaml_string(text: String) -> String {
-    serde_json::Value::String(text).to_string()
-}
-
-/// Prints a recipe error: in the recipe file at its line and column, as a diagnostic, or as a
-/// line when a command-line override caused it (its message names the override).
-fn report_recipe_error(
-    error: &RecipeError,
-    file: &SourceFile,
-    stderr: &mut dyn WriteColor,
-) -> std::io::Result<()> {
-    let (Some(line), Some(column), None) = (error.line, error.column, error.override_index) else {
-        return writeln!(stderr, "error: {error}");
-    };
-    let start = file.offset(line, column);
-    let end = file.text[start..]
-        .find(|c: char| c.is_whitespace() || ",:}]".contains(c))
-        .map_or(file.text.len(), |n| start + n.max(1));
-    let mut diagnostic = Diagnostic::error(error.message.clone(), Span { start, end }, "");
-    if let Some(hint) = &error.hint {
-        diagnostic = diagnostic.with_help(hint.clone());
-    }
-    emit(&[diagnostic], file, stderr);
-    Ok(())
-}
-
-fn eval_command(
-    network: &front::Network,
-    weights: &Path,
-    data: Option<String>,
-    batch: usize,
-    codegen: CodegenOptions,
-    stdout: &mut dyn Write,
-) -> anyhow::Result<Outcome> {
-    let checkpoint = Checkpoint::load(weights)?;
-    let info = checkpoint_info(&checkpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let overrides: Vec<_> = data
-        .map(|data| ("data.train".to_string(), yaml_string(data)))
-        .into_iter()
-        .collect();
-    let recipe = Recipe::parse(info.recipe.as_deref().unwrap_or(""), &overrides)
-        .map_err(|e| anyhow::anyhow!("the checkpoint's recipe: {e}"))?;
-    let matched = match_weights(&checkpoint, network)
-        .map_err(|e| anyhow::anyhow!("`{}`: {e}", weights.display()))?;
-    if let Some(name) = matched.missing.first() {
-        anyhow::bail!(
-            "`{}` has no `{name}` ({} of the network's tensors are missing); are these weights \
-             of another network?",
-            weights.display(),
-            matched.missing.len()
-        );
-    }
-    let (data, notes) =
-        prepare_data(&recipe, network, info.normalization).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for note in notes.into_iter().chain(matched.notes()) {
-        writeln!(stdout, "note: {note}")?;
-    }
-    let mut backend = JitBackend {
-        network: network.clone(),
-        batch,
-        optimizer: Optimizer::new(OptimizerKind::Sgd),
-        init: InitKind::PyTorch,
-        seed: recipe.seed,
-        weights: matched.weights,
-        codegen,
-    };
-    let mut program = backend.inference().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let evaluation = driver::evaluate(&mut program, &data.test, &data.normalization, batch);
-    writeln!(
-        stdout,
-        "test accuracy {:.2}% (loss {:.4}) on {} images of {}",
-        evaluation.accuracy * 100.0,
-        evaluation.loss,
-        data.test.len(),
-        recipe.data.train
-    )?;
-    write!(
-        stdout,
-        "{}",
-        confusion_table(&evaluation.confusion, &data.test.class_names)
-    )?;
-    Ok(Outcome::Ok)
-}
-
-/// The confusion matrix as text: a row per true class, a column per predicted class.
-fn confusion_table(confusion: &[Vec<u64>], names: &[String]) -> String {
-    let width = confusion
-        .iter()
-        .flatten()
-        .map(|n| n.to_string().len())
-        .max()
-        .unwrap_or(1)
-        .max(names.len().to_string().len())
-        + 1;
-    let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
-    let mut out = format!(
-        "confusion matrix (rows: true class, columns: predicted class)\n{:>w$}",
-        "",
-        w = name_width + 4
-    );
-    for column in 0..confusion.len() {
-        out.push_str(&format!("{column:>width$}"));
-    }
-    out.push('\n');
-    for (class, row) in confusion.iter().enumerate() {
-        out.push_str(&format!("{class:>2} {:<name_width$} ", names[class]));
-        for count in row {
-            out.push_str(&format!("{count:>width$}"));
-        }
-        out.push('\n');
-    }
-    out
 }
 
 /// The built-in layers as a Markdown list, from the same table argument checking uses.

@@ -2,6 +2,7 @@
 //! the IR, symbolic differentiation and optimizer updates, the reference interpreter, the
 //! summary, training and evaluation with the runtime's driver, and the command line.
 
+pub mod aot;
 pub mod autodiff;
 pub mod bench;
 pub mod cli;
@@ -10,6 +11,7 @@ pub mod front;
 pub mod init;
 pub mod interp;
 pub mod ir;
+pub mod link;
 pub mod lower;
 pub mod optim;
 pub mod pipeline;

@@ -20,18 +20,7 @@ pub enum Mode {
     Inference,
 }
 
-/// What a parameter is, for the rules that treat kinds differently (weight decay, init).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ParamRole {
-    /// A convolution's or dense layer's weight.
-    Weight,
-    /// A convolution's or dense layer's bias.
-    Bias,
-    /// Batch norm's scale (gamma).
-    NormScale,
-    /// Batch norm's shift (beta).
-    NormShift,
-}
+pub use netc_runtime::init::{ParamRole, StateRole};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Param {
@@ -42,15 +31,6 @@ pub struct Param {
     pub layer: String,
     /// Inputs feeding each output of the owning layer, for initialisation.
     pub fan_in: usize,
-}
-
-/// A piece of state the graph updates, with its value before a step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StateRole {
-    RunningMean,
-    RunningVar,
-    /// Optimizer moments and accumulators, zero before the first step.
-    OptimizerMoment,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -1,7 +1,7 @@
 //! The training driver: epochs of steps over a data set, the learning-rate schedule, evaluation
 //! on the validation split after every epoch and on the test set at the end, early stopping,
 //! freezing layers for the first epochs, and checkpoints that hold everything a resumed run
-//! needs to continue bit for bit. It runs compiled programs through [`StepProgram`], so the
+//! needs to continue bit for bit. It runs compiled programs ([`Program`]) from any [`Backend`], so the
 //! in-process `netc train` and a standalone executable train the same way.
 //!
 //! Nothing random here has hidden state: the data order of an epoch is a function of the seed
@@ -13,6 +13,7 @@ use crate::checkpoint::{Checkpoint, NamedTensor};
 use crate::data::{batches_per_epoch, Batch, Dataset, Loader, LoaderOptions, Normalization};
 use crate::metrics::{write_metrics, EpochRecord, TestRecord};
 use crate::plot::plot_training;
+use crate::program::Program;
 use crate::recipe::Recipe;
 use crate::schedule::{EarlyStopState, ScheduleState};
 use serde::{Deserialize, Serialize};
@@ -22,33 +23,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A compiled graph the driver runs: a training step or a forward pass in inference mode.
-pub trait StepProgram {
-    /// Its parameters and state (batch-norm statistics, optimizer moments): `(name, shape)`.
-    fn tensors(&self) -> Vec<(String, Vec<usize>)>;
-    /// The buffer of an input: the images `x`, the `labels`, a parameter or state, or the
-    /// scalars `lr` and `step`.
-    fn input_mut(&mut self, name: &str) -> Option<&mut [f32]>;
-    fn input(&self, name: &str) -> Option<&[f32]>;
-    fn run(&mut self);
-    /// Moves the step's new parameters and state into place for the next step.
-    fn apply_updates(&mut self);
-    /// The mean loss of the last run.
-    fn loss(&self) -> f32;
-    /// The class scores of the last run, `[batch, classes]`.
-    fn prediction(&self) -> &[f32];
-    /// The layer whose output first holds a value that is not finite, in execution order.
-    fn first_non_finite(&self) -> Option<String>;
-}
-
 /// Where programs come from: the JIT in `netc train`, linked code in a standalone executable.
 pub trait Backend {
-    type Program: StepProgram;
     /// The training step with these layers (or blocks) frozen; its parameters hold their
     /// initial values and its state its initial state.
-    fn training(&mut self, frozen: &[String]) -> Result<Self::Program, String>;
+    fn training(&mut self, frozen: &[String]) -> Result<Program, String>;
     /// The forward pass in inference mode (running statistics, no dropout).
-    fn inference(&mut self) -> Result<Self::Program, String>;
+    fn inference(&mut self) -> Result<Program, String>;
 }
 
 /// What the driver tells whoever watches a run.
@@ -87,7 +68,7 @@ pub struct RunData {
 }
 
 /// Which model a checkpoint belongs to.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelIdentity {
     pub name: String,
     /// SHA-256 of the model file's bytes.
@@ -182,6 +163,7 @@ const HASH_KEY: &str = "netc.model_sha256";
 const RECIPE_KEY: &str = "netc.recipe";
 const POSITION_KEY: &str = "netc.position";
 const NORMALIZATION_KEY: &str = "netc.normalization";
+const CLASSES_KEY: &str = "netc.classes";
 
 /// Where a run is, and what it has seen: with the tensors, all a resumed run needs.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -210,6 +192,8 @@ pub struct CheckpointInfo {
     pub model: Option<ModelIdentity>,
     pub recipe: Option<String>,
     pub normalization: Option<Normalization>,
+    /// The names of the classes it was trained on, in the order of its scores.
+    pub class_names: Option<Vec<String>>,
 }
 
 pub fn checkpoint_info(checkpoint: &Checkpoint) -> Result<CheckpointInfo, String> {
@@ -230,10 +214,18 @@ pub fn checkpoint_info(checkpoint: &Checkpoint) -> Result<CheckpointInfo, String
         }),
         _ => None,
     };
+    let class_names = match checkpoint.metadata.get(CLASSES_KEY) {
+        Some(text) => Some(
+            serde_json::from_str(text)
+                .map_err(|e| format!("the checkpoint's class names are malformed: {e}"))?,
+        ),
+        None => None,
+    };
     Ok(CheckpointInfo {
         model,
         recipe: checkpoint.metadata.get(RECIPE_KEY).cloned(),
         normalization,
+        class_names,
     })
 }
 
@@ -267,7 +259,7 @@ fn short(hash: &str) -> &str {
 struct Tensors(BTreeMap<String, NamedTensor>);
 
 impl Tensors {
-    fn take_from(&mut self, program: &impl StepProgram) {
+    fn take_from(&mut self, program: &Program) {
         for (name, shape) in program.tensors() {
             let data = program
                 .input(&name)
@@ -284,7 +276,7 @@ impl Tensors {
     }
 
     /// Copies every tensor the program has into it; those missing keep the program's values.
-    fn give_to(&self, program: &mut impl StepProgram) -> Vec<String> {
+    fn give_to(&self, program: &mut Program) -> Vec<String> {
         let mut missing = Vec::new();
         for (name, _) in program.tensors() {
             match self.0.get(&name) {
@@ -342,15 +334,7 @@ pub fn train<B: Backend>(
         }
     }
 
-    let frozen_at = |epoch: usize| -> Vec<String> {
-        recipe
-            .freeze
-            .iter()
-            .filter(|f| f.epochs.is_none_or(|until| epoch < until))
-            .map(|f| f.layer.clone())
-            .collect()
-    };
-    let mut frozen = frozen_at(position.epoch);
+    let mut frozen = recipe.frozen_at(position.epoch);
     let mut program = backend.training(&frozen).map_err(TrainError::Backend)?;
     let missing = tensors.give_to(&mut program);
     if resume.is_some() && !missing.is_empty() {
@@ -380,6 +364,10 @@ pub fn train<B: Backend>(
             NORMALIZATION_KEY.to_string(),
             serde_json::to_string(&data.normalization).expect("normalisations serialise"),
         );
+        metadata.insert(
+            CLASSES_KEY.to_string(),
+            serde_json::to_string(&data.train.class_names).expect("names serialise"),
+        );
         Checkpoint {
             tensors: tensors.0.values().cloned().collect(),
             metadata,
@@ -390,9 +378,9 @@ pub fn train<B: Backend>(
 
     while position.epoch < recipe.epochs {
         let epoch = position.epoch;
-        if frozen_at(epoch) != frozen {
+        if recipe.frozen_at(epoch) != frozen {
             tensors.take_from(&program);
-            frozen = frozen_at(epoch);
+            frozen = recipe.frozen_at(epoch);
             program = backend.training(&frozen).map_err(TrainError::Backend)?;
             tensors.give_to(&mut program);
             observer.note(&format!(
@@ -566,7 +554,8 @@ fn write_run_files(
     .map_err(|e| TrainError::Io(e.to_string()))
 }
 
-fn feed(program: &mut impl StepProgram, examples: &Batch) {
+/// Puts a batch into a program's inputs.
+pub fn feed(program: &mut Program, examples: &Batch) {
     program
         .input_mut("x")
         .expect("networks take images `x`")
@@ -578,7 +567,7 @@ fn feed(program: &mut impl StepProgram, examples: &Batch) {
 }
 
 /// Sets a scalar input, if the graph has it (`step` only exists where something uses it).
-fn set_scalar(program: &mut impl StepProgram, name: &str, value: f32) {
+fn set_scalar(program: &mut Program, name: &str, value: f32) {
     if let Some(slot) = program.input_mut(name) {
         slot[0] = value;
     }
@@ -621,7 +610,7 @@ pub struct Evaluation {
 
 /// Runs `program` (inference mode, its parameters set) over `data` in batches of `batch`.
 pub fn evaluate(
-    program: &mut impl StepProgram,
+    program: &mut Program,
     data: &Arc<Dataset>,
     normalization: &Normalization,
     batch: usize,

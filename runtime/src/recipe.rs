@@ -45,6 +45,35 @@ pub struct Recipe {
     pub network: Vec<(String, String)>,
 }
 
+impl Recipe {
+    /// The layers frozen during `epoch` (0-based).
+    pub fn frozen_at(&self, epoch: usize) -> Vec<String> {
+        self.freeze
+            .iter()
+            .filter(|f| f.epochs.is_none_or(|until| epoch < until))
+            .map(|f| f.layer.clone())
+            .collect()
+    }
+
+    /// Every set of frozen layers a run of any length meets, in the order it meets them.
+    pub fn frozen_sets(&self) -> Vec<Vec<String>> {
+        let last = self
+            .freeze
+            .iter()
+            .filter_map(|f| f.epochs)
+            .max()
+            .unwrap_or(0);
+        let mut sets: Vec<Vec<String>> = Vec::new();
+        for epoch in 0..=last {
+            let set = self.frozen_at(epoch);
+            if !sets.contains(&set) {
+                sets.push(set);
+            }
+        }
+        sets
+    }
+}
+
 impl Default for Recipe {
     fn default() -> Self {
         Recipe {

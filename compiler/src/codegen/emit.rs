@@ -108,12 +108,14 @@ impl<'f> Emitter<'f> {
     /// Flags for a load from a tensor nothing writes while the kernel runs: it may be hoisted,
     /// sunk or merged.
     pub fn frozen() -> MemFlagsData {
-        MemFlagsData::trusted().with_readonly().with_can_move()
+        Self::mutable().with_readonly().with_can_move()
     }
 
-    /// Flags for memory the kernel itself writes.
+    /// Flags for memory the kernel itself writes. Not `aligned`: vectors start anywhere in a
+    /// tensor, and without AVX an access Cranelift believes aligned may become an SSE memory
+    /// operand, which faults when it is not.
     pub fn mutable() -> MemFlagsData {
-        MemFlagsData::trusted()
+        MemFlagsData::new().with_notrap()
     }
 
     /// The base address of a buffer.

@@ -1,11 +1,13 @@
-//! Code generation: an IR graph becomes native code with Cranelift, compiled in-process (JIT)
-//! and run on the runtime's thread pool.
+//! Code generation: an IR graph becomes native code with Cranelift, compiled in-process (JIT,
+//! `compile`) or into an object file for a standalone executable (`generate` into any
+//! Cranelift module, as `aot` does), and run on the runtime's thread pool.
 //!
 //! Every value gets its own buffer, allocated once when the program is built (memory planning
 //! and buffer reuse are a later pass); a reshape shares its input's buffer. Each op becomes one
 //! or more kernels, built by its primitive's code-generation rule (`OpKind::emit`), each split
 //! into tasks the pool runs in parallel. A generated `step` function launches the kernels in
 //! graph order through `netc_parallel_for`, so the host calls one function per training step.
+//! What memory the code expects is a `Layout`, which the runtime's `Program` allocates.
 //!
 //! The table that kernels read their buffers from holds, in slot 0, the microkernel that
 //! contractions call, chosen at run time from the CPU's features (or forced).
@@ -16,19 +18,25 @@ pub mod gemm;
 pub mod math;
 pub mod strided;
 
+use crate::init::tensor_inits;
 use crate::interp::EvalContext;
-use crate::ir::{Definition, Graph, OpKind, OutputRole, Shape, ValueId};
+use crate::ir::{Definition, Graph, OpKind, Shape, ValueId};
+use crate::pipeline::Compiled;
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, Signature, UserFuncName};
+use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module};
 use emit::{Emitter, Libcall, Slot, I64};
+use netc_runtime::init::TensorInit;
 use netc_runtime::microkernel::MicrokernelKind;
-use netc_runtime::pool::Pool;
+use netc_runtime::program::{self, Binding, Layout, OpOutput, StepFn};
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How to build a program.
@@ -70,7 +78,7 @@ impl Operand {
 
 /// What a primitive's code-generation rule builds kernels with.
 pub struct KernelSink<'m> {
-    module: &'m mut JITModule,
+    module: &'m mut dyn Module,
     context: Context,
     builder_context: FunctionBuilderContext,
     libcalls: HashMap<Libcall, (FuncId, Signature)>,
@@ -169,70 +177,29 @@ impl fmt::Display for CodegenError {
 
 impl std::error::Error for CodegenError {}
 
-/// A 64-byte-aligned run of floats, zeroed.
-struct Buffer(Vec<Align64>);
-
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Align64([f32; 16]);
-
-impl Buffer {
-    fn new(floats: usize) -> Buffer {
-        Buffer(vec![Align64([0.0; 16]); floats.div_ceil(16).max(1)])
-    }
-
-    fn pointer(&mut self) -> *mut f32 {
-        self.0.as_mut_ptr() as *mut f32
-    }
-}
-
-type StepFn = unsafe extern "C" fn(table: *const *mut f32, pool: *const Pool);
-
-/// A compiled graph, its memory allocated, ready to run.
-pub struct Program {
-    graph: Graph,
-    /// Keeps the generated code alive.
-    _module: JITModule,
-    /// The table's buffers; pointers into them are in `table`.
-    _buffers: Vec<Buffer>,
-    table: Vec<*mut f32>,
+/// One graph's code in a module, and the memory it expects.
+pub struct Generated {
+    pub layout: Layout,
+    /// `step(table, pool)`.
+    pub step: FuncId,
+    /// The Cranelift-generated microkernel, for CPUs without a native one.
+    pub microkernel: FuncId,
     /// Each value's slot.
-    slots: Vec<Slot>,
-    step: StepFn,
-    pool: Pool,
-    /// `(update output, its input)` pairs.
-    updates: Vec<(ValueId, ValueId)>,
-    /// Kernels launched per step.
-    pub kernel_count: usize,
-    /// The time to generate and compile the code.
-    pub compile_time: Duration,
-    pub microkernel: MicrokernelKind,
+    pub slots: Vec<Slot>,
 }
 
-/// Compiles `graph` into a runnable program.
-pub fn compile(graph: &Graph, options: &CodegenOptions) -> Result<Program, CodegenError> {
-    let started = Instant::now();
-    if !options.microkernel.available() {
-        return Err(CodegenError::MicrokernelUnavailable(options.microkernel));
-    }
-    let isa = isa();
-    let mut jit = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
-    for call in Libcall::ALL {
-        jit.symbol(call.symbol(), libcall_address(call));
-    }
-    jit.symbol(
-        "netc_parallel_for",
-        netc_runtime::pool::netc_parallel_for as *const u8,
-    );
-    for (name, address) in cranelift_libcalls() {
-        jit.symbol(name, address);
-    }
-    let mut module = JITModule::new(jit);
-
+/// Defines `graph`'s kernels and step function in `module`. `initial` describes its parameters
+/// and state (empty for a bare graph); `seed` keys dropout's masks.
+pub fn generate(
+    graph: &Graph,
+    initial: Vec<TensorInit>,
+    module: &mut dyn Module,
+    seed: u64,
+) -> Generated {
     // Slot 0 is the microkernel; then one slot per value that owns memory; then workspaces.
     let mut slots = Vec::with_capacity(graph.values.len());
     let mut sizes = vec![0usize];
-    for (index, value) in graph.values.iter().enumerate() {
+    for value in &graph.values {
         let alias = match &value.definition {
             Definition::Op(op) => match graph.ops[*op].kind {
                 OpKind::Reshape(_) => Some(slots[graph.ops[*op].inputs[0].0]),
@@ -244,7 +211,6 @@ pub fn compile(graph: &Graph, options: &CodegenOptions) -> Result<Program, Codeg
             sizes.push(value.shape.iter().product());
             Slot(sizes.len() - 1)
         }));
-        debug_assert_eq!(slots.len(), index + 1);
     }
 
     let mut libcalls = HashMap::new();
@@ -254,19 +220,19 @@ pub fn compile(graph: &Graph, options: &CodegenOptions) -> Result<Program, Codeg
         signature.returns.push(AbiParam::new(types::F32));
         let id = module
             .declare_function(call.symbol(), Linkage::Import, &signature)
-            .expect("internal error: libcall declared twice");
+            .unwrap_or_else(|e| panic!("internal error: declaring {}: {e}", call.symbol()));
         libcalls.insert(call, (id, signature));
     }
     let mut sink = KernelSink {
         context: module.make_context(),
-        module: &mut module,
+        module,
         builder_context: FunctionBuilderContext::new(),
         libcalls,
         kernels: Vec::new(),
         workspaces: Vec::new(),
         first_workspace_slot: sizes.len(),
         scratch_floats: 0,
-        seed: options.seed,
+        seed,
     };
     for op in &graph.ops {
         if matches!(op.kind, OpKind::Reshape(_)) {
@@ -280,55 +246,160 @@ pub fn compile(graph: &Graph, options: &CodegenOptions) -> Result<Program, Codeg
         let output = operand(graph, &slots, op.output);
         op.kind.emit(&mut sink, &inputs, &output);
     }
-    let generated_microkernel = gemm::define_microkernel(&mut sink);
+    let microkernel = gemm::define_microkernel(&mut sink);
     let kernels = std::mem::take(&mut sink.kernels);
-    let scratch_floats = sink.scratch_floats;
     sizes.extend(&sink.workspaces);
-    let step_id = define_step(&mut sink, &kernels);
-    drop(sink);
+    let scratch_floats = sink.scratch_floats;
+    let step = define_step(&mut sink, &kernels);
+
+    fn binding<K>(
+        graph: &Graph,
+        slots: &[Slot],
+        name: &str,
+        kind: K,
+        value: ValueId,
+    ) -> Binding<K> {
+        Binding {
+            name: name.to_string(),
+            kind,
+            slot: slots[value.0].0,
+            shape: graph.shape(value).clone(),
+        }
+    }
+    let layout = Layout {
+        buffer_floats: sizes,
+        inputs: graph
+            .inputs()
+            .map(|(id, input)| binding(graph, &slots, &input.name, input.kind, id))
+            .collect(),
+        outputs: graph
+            .outputs
+            .iter()
+            .map(|output| binding(graph, &slots, &output.name, output.role, output.value))
+            .collect(),
+        op_outputs: graph
+            .ops
+            .iter()
+            .map(|op| OpOutput {
+                layer: op
+                    .layer
+                    .clone()
+                    .unwrap_or_else(|| op.kind.name().to_string()),
+                slot: slots[op.output.0].0,
+                len: graph.shape(op.output).iter().product(),
+            })
+            .collect(),
+        initial,
+        scratch_floats,
+        kernels: kernels.len(),
+    };
+    Generated {
+        layout,
+        step,
+        microkernel,
+        slots,
+    }
+}
+
+/// A graph compiled in-process, its memory allocated, ready to run.
+pub struct Program {
+    host: program::Program,
+    graph: Graph,
+    /// Each value's slot.
+    slots: Vec<Slot>,
+    /// The time to generate and compile the code.
+    pub compile_time: Duration,
+    pub microkernel: MicrokernelKind,
+}
+
+/// Compiles `graph` into a runnable program.
+pub fn compile(graph: &Graph, options: &CodegenOptions) -> Result<Program, CodegenError> {
+    compile_with(graph, Vec::new(), options)
+}
+
+/// Compiles a network's graph into a runnable program that knows how its parameters and
+/// state start (`program::Program::initialize`).
+pub fn compile_network(
+    compiled: &Compiled,
+    options: &CodegenOptions,
+) -> Result<Program, CodegenError> {
+    compile_with(&compiled.graph, tensor_inits(compiled), options)
+}
+
+fn compile_with(
+    graph: &Graph,
+    initial: Vec<TensorInit>,
+    options: &CodegenOptions,
+) -> Result<Program, CodegenError> {
+    let started = Instant::now();
+    if !options.microkernel.available() {
+        return Err(CodegenError::MicrokernelUnavailable(options.microkernel));
+    }
+    let mut jit = JITBuilder::with_isa(host_isa(), cranelift_module::default_libcall_names());
+    for call in Libcall::ALL {
+        jit.symbol(call.symbol(), libcall_address(call));
+    }
+    jit.symbol(
+        "netc_parallel_for",
+        netc_runtime::pool::netc_parallel_for as *const u8,
+    );
+    for (name, address) in cranelift_libcalls() {
+        jit.symbol(name, address);
+    }
+    let mut module = JITModule::new(jit);
+    let generated = generate(graph, initial, &mut module, options.seed);
     module
         .finalize_definitions()
         .unwrap_or_else(|e| panic!("internal error: linking generated code: {e}"));
-
-    let mut buffers: Vec<Buffer> = sizes.iter().map(|&n| Buffer::new(n)).collect();
-    let mut table: Vec<*mut f32> = buffers.iter_mut().map(Buffer::pointer).collect();
-    table[0] = match options.microkernel.native() {
-        Some(kernel) => kernel as *mut f32,
-        None => module.get_finalized_function(generated_microkernel) as *mut f32,
+    let microkernel = match options.microkernel.native() {
+        Some(kernel) => kernel as *const u8,
+        None => module.get_finalized_function(generated.microkernel),
     };
     // SAFETY: the function was defined with `StepFn`'s signature by `define_step`.
-    let step =
-        unsafe { std::mem::transmute::<*const u8, StepFn>(module.get_finalized_function(step_id)) };
-    let updates = graph
-        .outputs
-        .iter()
-        .filter(|o| o.role == OutputRole::Update)
-        .filter_map(|o| graph.find_input(&o.name).map(|input| (o.value, input)))
-        .collect();
+    let step = unsafe {
+        std::mem::transmute::<*const u8, StepFn>(module.get_finalized_function(generated.step))
+    };
+    // SAFETY: `step` and the microkernel are the code generated for this layout, and the
+    // module that holds them lives in the program.
+    let host = unsafe {
+        program::Program::new(
+            generated.layout,
+            step,
+            microkernel,
+            options.threads,
+            Some(Box::new(module)),
+        )
+    };
     Ok(Program {
-        updates,
+        host,
         graph: graph.clone(),
-        _module: module,
-        _buffers: buffers,
-        table,
-        slots,
-        step,
-        pool: Pool::new(options.threads, scratch_floats),
-        kernel_count: kernels.len(),
+        slots: generated.slots,
         compile_time: started.elapsed(),
         microkernel: options.microkernel,
     })
 }
 
-/// Cranelift for this CPU (vector extensions detected), optimising for speed.
-fn isa() -> std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa> {
+/// Cranelift's settings for generated code: optimised for speed; position-independent where
+/// the code goes into an object for a default (PIE) link.
+pub fn flags(position_independent: bool) -> settings::Flags {
     let mut flags = settings::builder();
-    flags
-        .set("opt_level", "speed")
-        .expect("internal error: Cranelift lacks opt_level");
+    let set = |flags: &mut settings::Builder, name: &str, value: &str| {
+        flags
+            .set(name, value)
+            .unwrap_or_else(|e| panic!("internal error: Cranelift setting {name}: {e}"))
+    };
+    set(&mut flags, "opt_level", "speed");
+    if position_independent {
+        set(&mut flags, "is_pic", "true");
+    }
+    settings::Flags::new(flags)
+}
+
+/// Cranelift for this CPU (vector extensions detected).
+fn host_isa() -> Arc<dyn TargetIsa> {
     let isa = cranelift_native::builder()
         .unwrap_or_else(|e| panic!("internal error: Cranelift does not support this machine: {e}"));
-    isa.finish(settings::Flags::new(flags))
+    isa.finish(flags(false))
         .unwrap_or_else(|e| panic!("internal error: building Cranelift's target: {e}"))
 }
 
@@ -419,15 +490,9 @@ fn cranelift_libcalls() -> [(&'static str, *const u8); 10] {
 }
 
 fn libcall_address(call: Libcall) -> *const u8 {
-    extern "C" fn logf(x: f32) -> f32 {
-        x.ln()
-    }
-    extern "C" fn tanhf(x: f32) -> f32 {
-        x.tanh()
-    }
     match call {
-        Libcall::Log => logf as *const u8,
-        Libcall::Tanh => tanhf as *const u8,
+        Libcall::Log => netc_runtime::netc_logf as *const u8,
+        Libcall::Tanh => netc_runtime::netc_tanhf as *const u8,
     }
 }
 
@@ -436,64 +501,31 @@ impl Program {
         &self.graph
     }
 
-    pub fn threads(&self) -> usize {
-        self.pool.threads()
+    /// The runnable program, for the training driver.
+    pub fn into_host(self) -> program::Program {
+        self.host
     }
 
     /// The memory of a value.
     pub fn value(&self, value: ValueId) -> &[f32] {
-        let len = self.graph.shape(value).iter().product();
-        // SAFETY: the slot's buffer holds at least the value's elements, and no step runs
-        // while `self` is borrowed.
-        unsafe { std::slice::from_raw_parts(self.table[self.slots[value.0].0], len) }
+        self.host.slot(
+            self.slots[value.0].0,
+            self.graph.shape(value).iter().product(),
+        )
     }
+}
 
-    fn value_mut(&mut self, value: ValueId) -> &mut [f32] {
-        let len = self.graph.shape(value).iter().product();
-        // SAFETY: as in `value`, and `&mut self` makes this the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.table[self.slots[value.0].0], len) }
+/// The runtime's program, with the graph alongside for tests that read any value.
+impl Deref for Program {
+    type Target = program::Program;
+
+    fn deref(&self) -> &program::Program {
+        &self.host
     }
+}
 
-    /// The memory of the input of this name (data, targets, parameters, state, scalars).
-    pub fn input(&self, name: &str) -> Option<&[f32]> {
-        let id = self.graph.find_input(name)?;
-        Some(self.value(id))
-    }
-
-    /// The memory of the input of this name, to fill before a step.
-    pub fn input_mut(&mut self, name: &str) -> Option<&mut [f32]> {
-        let id = self.graph.find_input(name)?;
-        Some(self.value_mut(id))
-    }
-
-    /// The output of this role and name after a step.
-    pub fn output(&self, role: OutputRole, name: &str) -> Option<&[f32]> {
-        let id = self.graph.find_output(role, name)?;
-        Some(self.value(id))
-    }
-
-    /// Runs the graph once.
-    pub fn run(&mut self) {
-        // SAFETY: the table points to buffers sized for every value and workspace, alive as
-        // long as `self`; the pool was created with the scratch the kernels asked for.
-        unsafe { (self.step)(self.table.as_ptr(), &self.pool) }
-    }
-
-    /// Copies each `update` output into the input of its name, so the next step starts from
-    /// the new parameters and state.
-    pub fn apply_updates(&mut self) {
-        for &(from, to) in &self.updates {
-            let len = self.graph.shape(from).iter().product();
-            let (source, target) = (
-                self.table[self.slots[from.0].0],
-                self.table[self.slots[to.0].0],
-            );
-            if source == target {
-                continue;
-            }
-            // SAFETY: both buffers hold `len` floats (an update has its input's shape, which the
-            // verifier checked), and distinct buffers never overlap.
-            unsafe { std::ptr::copy_nonoverlapping(source, target, len) };
-        }
+impl DerefMut for Program {
+    fn deref_mut(&mut self) -> &mut program::Program {
+        &mut self.host
     }
 }

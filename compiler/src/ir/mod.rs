@@ -30,71 +30,7 @@ impl fmt::Display for ValueId {
     }
 }
 
-/// What a graph input holds, and so who provides it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum InputKind {
-    /// A batch of examples.
-    Data,
-    /// What the loss compares with: class indices `[N]`, or values shaped like the prediction.
-    Target,
-    /// A trainable parameter (`conv1.weight`).
-    Param,
-    /// State the graph reads and updates: batch-norm running statistics, optimizer moments.
-    State,
-    /// A runtime scalar `[]`: the learning rate `lr`, the 1-based optimizer `step`.
-    Scalar,
-}
-
-impl InputKind {
-    pub const ALL: [InputKind; 5] = [
-        InputKind::Data,
-        InputKind::Target,
-        InputKind::Param,
-        InputKind::State,
-        InputKind::Scalar,
-    ];
-
-    pub fn keyword(self) -> &'static str {
-        match self {
-            InputKind::Data => "data",
-            InputKind::Target => "target",
-            InputKind::Param => "param",
-            InputKind::State => "state",
-            InputKind::Scalar => "scalar",
-        }
-    }
-}
-
-/// What a graph output means to its caller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum OutputRole {
-    /// The scalar training objective.
-    Loss,
-    /// The network's answer (the input of the loss).
-    Prediction,
-    /// The gradient of the loss with respect to the parameter of the output's name.
-    Gradient,
-    /// The new value of the parameter or state of the output's name.
-    Update,
-}
-
-impl OutputRole {
-    pub const ALL: [OutputRole; 4] = [
-        OutputRole::Loss,
-        OutputRole::Prediction,
-        OutputRole::Gradient,
-        OutputRole::Update,
-    ];
-
-    pub fn keyword(self) -> &'static str {
-        match self {
-            OutputRole::Loss => "loss",
-            OutputRole::Prediction => "prediction",
-            OutputRole::Gradient => "gradient",
-            OutputRole::Update => "update",
-        }
-    }
-}
+pub use netc_runtime::program::{InputKind, OutputRole};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Input {

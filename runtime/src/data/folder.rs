@@ -139,6 +139,20 @@ fn read_set(
     Ok((dataset, original_shape))
 }
 
+/// Images to classify, as a network of input `[C, H, W]` takes them (resized, and converted
+/// to grey when `C` is 1), unlabelled.
+pub fn read_images(files: &[PathBuf], input_shape: [usize; 3]) -> Result<Dataset, DataError> {
+    let size = [input_shape[1], input_shape[2]];
+    let decoded = decode_all(files, size)?;
+    let colour = Dataset {
+        shape: [CHANNELS, size[0], size[1]],
+        pixels: decoded.into_iter().flat_map(|image| image.pixels).collect(),
+        labels: vec![0; files.len()],
+        class_names: Vec::new(),
+    };
+    super::conform(colour, input_shape, Path::new("the images"))
+}
+
 /// One decoded image.
 struct Decoded {
     /// Height and width before resizing.

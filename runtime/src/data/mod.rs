@@ -286,7 +286,11 @@ fn check_channels(data: usize, network: usize, source: &Path) -> Result<(), Data
 
 /// Resizes (bilinear) to the input's height and width, then converts grey to colour by
 /// replication or colour to grey by luminance.
-fn conform(set: Dataset, input_shape: [usize; 3], source: &Path) -> Result<Dataset, DataError> {
+pub(crate) fn conform(
+    set: Dataset,
+    input_shape: [usize; 3],
+    source: &Path,
+) -> Result<Dataset, DataError> {
     check_channels(set.shape[0], input_shape[0], source)?;
     let resized = if set.shape[1..] == input_shape[1..] {
         set
