@@ -4,6 +4,7 @@
 
 mod cli;
 mod codegen;
+mod compile;
 mod fuzz;
 mod golden;
 mod gradcheck;

@@ -93,6 +93,8 @@ fn cpu_has(feature: &str) -> bool {
             "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
             "avx512bitalg" => std::arch::is_x86_feature_detected!("avx512bitalg"),
             "avx512vbmi" => std::arch::is_x86_feature_detected!("avx512vbmi"),
+            "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+            "avx_vnni" => std::arch::is_x86_feature_detected!("avxvnni"),
             // A feature this runtime does not know of: assume the worst.
             _ => false,
         }
