@@ -49,9 +49,7 @@ impl JitModel {
             network: None,
         }
     }
-}
 
-impl JitModel {
     /// The network as the last recipe configured it.
     pub fn network(&self) -> Option<&Network> {
         self.network.as_ref()

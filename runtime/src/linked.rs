@@ -58,17 +58,22 @@ impl Manifest {
 
     /// The CPU features the code needs that this CPU lacks.
     pub fn missing_cpu_features(&self) -> Vec<&str> {
-        self.cpu_features
-            .iter()
-            .map(String::as_str)
-            .filter(|&feature| !cpu_has(feature))
-            .collect()
+        missing_cpu_features(&self.cpu_features)
     }
 
     /// The recipe compiled in.
     pub fn compiled_recipe(&self) -> Recipe {
         Recipe::parse(&self.recipe, &[]).expect("netc wrote a valid recipe")
     }
+}
+
+/// Those of `features` (Cranelift's names) this CPU lacks.
+fn missing_cpu_features(features: &[String]) -> Vec<&str> {
+    features
+        .iter()
+        .map(String::as_str)
+        .filter(|&feature| !cpu_has(feature))
+        .collect()
 }
 
 /// Whether this CPU has a feature, by Cranelift's name for it (`avx2`, `sse41`).
@@ -298,5 +303,21 @@ impl Backend for LinkedBackend {
 
     fn inference(&mut self) -> Result<Program, String> {
         Ok(self.initialized(self.model.manifest().training.len()))
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_this_cpu_lacks_or_nobody_knows_are_missing() {
+        let features = ["sse3", "avx512f", "avx1024"].map(String::from);
+        let mut expected = Vec::new();
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            expected.push("avx512f");
+        }
+        expected.push("avx1024");
+        assert_eq!(missing_cpu_features(&features), expected);
     }
 }
