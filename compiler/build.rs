@@ -3,7 +3,9 @@
 //! installed or not. Tells the crate where the library is (`NETC_STANDALONE_LIB`) and which
 //! system libraries it needs (`NETC_STANDALONE_NATIVE_LIBS`, as rustc names them).
 
+use std::collections::BTreeSet;
 use std::env;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -25,18 +27,6 @@ fn build() -> Result<(), String> {
     let workspace = manifest_dir
         .parent()
         .ok_or("the compiler crate is not inside the workspace")?;
-    // Sources of the library and of everything it depends on, so that the nested build runs
-    // again when they change (it is quick when nothing did).
-    for path in [
-        "runtime/src",
-        "runtime/Cargo.toml",
-        "standalone/src",
-        "standalone/Cargo.toml",
-        "Cargo.toml",
-        "Cargo.lock",
-    ] {
-        println!("cargo::rerun-if-changed={}", workspace.join(path).display());
-    }
     for name in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
         println!("cargo::rerun-if-env-changed={name}");
     }
@@ -44,8 +34,16 @@ fn build() -> Result<(), String> {
     let target = var("TARGET")?;
     let release = var("PROFILE")? == "release";
     // Our own target directory: building in the outer one would wait forever on the lock the
-    // outer build holds.
-    let target_dir = PathBuf::from(var("OUT_DIR")?).join("standalone");
+    // outer build holds. `OUT_DIR` is `<target>/<profile>/build/netc-<hash>/out`, and `cargo
+    // clippy` and `cargo build` get different hashes, so the library is built once per
+    // profile beside them rather than once per hash (the nested cargo's own lock keeps
+    // concurrent runs apart).
+    let out_dir = PathBuf::from(var("OUT_DIR")?);
+    let target_dir = out_dir
+        .ancestors()
+        .nth(2)
+        .ok_or("OUT_DIR is not inside a target directory")?
+        .join("netc-standalone");
     let mut cargo = Command::new(var("CARGO")?);
     cargo
         .arg("rustc")
@@ -70,6 +68,12 @@ fn build() -> Result<(), String> {
     // A configured `build.build-dir` would otherwise be shared with the outer build and its
     // lock.
     cargo.env("CARGO_BUILD_BUILD_DIR", &target_dir);
+    // The library travels inside `netc` and is copied out for every link: with the dev
+    // profile's debuginfo it weighs 290 MB, 240 of them debuginfo. Without it, executables
+    // still have symbol names in backtraces.
+    for profile in ["DEV", "RELEASE"] {
+        cargo.env(format!("CARGO_PROFILE_{profile}_DEBUG"), "false");
+    }
     let output = cargo
         .output()
         .map_err(|e| format!("cannot run cargo to build netc-standalone: {e}"))?;
@@ -87,15 +91,34 @@ fn build() -> Result<(), String> {
         .ok_or_else(|| {
             format!("building netc-standalone printed no `{NATIVE_LIBS_NOTE}...`:\n{stderr}")
         })?;
-    let library = target_dir
+    let artifacts = target_dir
         .join(&target)
-        .join(if release { "release" } else { "debug" })
-        .join("libnetc_standalone.a");
+        .join(if release { "release" } else { "debug" });
+    let library = artifacts.join("libnetc_standalone.a");
     if !library.is_file() {
         return Err(format!(
             "building netc-standalone made no {}",
             library.display()
         ));
+    }
+    // The nested build runs again when a file it was built from changes (and is quick when
+    // nothing did). Cargo's dep-info beside the library names them: the sources of every
+    // package of the workspace it depends on, which follows the runtime as it gains some.
+    let mut watched = BTreeSet::from([workspace.join("Cargo.toml"), workspace.join("Cargo.lock")]);
+    for source in sources(&artifacts.join("libnetc_standalone.d"), workspace)? {
+        // Their packages' manifests too: a dependency or a feature may change there.
+        watched.extend(
+            source
+                .ancestors()
+                .skip(1)
+                .take_while(|dir| dir.starts_with(workspace) && *dir != workspace)
+                .map(|dir| dir.join("Cargo.toml"))
+                .find(|manifest| manifest.is_file()),
+        );
+        watched.insert(source);
+    }
+    for path in watched {
+        println!("cargo::rerun-if-changed={}", path.display());
     }
     println!(
         "cargo::rustc-env=NETC_STANDALONE_LIB={}",
@@ -103,6 +126,37 @@ fn build() -> Result<(), String> {
     );
     println!("cargo::rustc-env=NETC_STANDALONE_NATIVE_LIBS={native_libs}");
     Ok(())
+}
+
+/// The files a Makefile-style dep-info says its target was built from (relative names, which
+/// `build.dep-info-basedir` makes, taken from the workspace root).
+fn sources(dep_info: &Path, workspace: &Path) -> Result<Vec<PathBuf>, String> {
+    let text = fs::read_to_string(dep_info)
+        .map_err(|e| format!("cannot read {}: {e}", dep_info.display()))?;
+    let (_, names) = text
+        .lines()
+        .next()
+        .and_then(|rule| rule.split_once(": "))
+        .ok_or_else(|| format!("{} is not a dep-info file", dep_info.display()))?;
+    let mut sources = Vec::new();
+    let mut name = String::new();
+    let mut chars = names.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            // Cargo writes a space within a name as `\ `.
+            '\\' if chars.peek() == Some(&' ') => name.extend(chars.next()),
+            ' ' => {
+                if !name.is_empty() {
+                    sources.push(workspace.join(std::mem::take(&mut name)));
+                }
+            }
+            c => name.push(c),
+        }
+    }
+    if !name.is_empty() {
+        sources.push(workspace.join(name));
+    }
+    Ok(sources)
 }
 
 fn var(name: &str) -> Result<String, String> {

@@ -225,13 +225,12 @@ mod tests {
     fn links_an_executable_that_runs() {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("model");
-        link_with(cc(), &[], &object(b"manifest", true), &output).unwrap();
-        let run = Command::new(&output).output().unwrap();
-        assert!(run.status.success(), "{run:?}");
-        assert_eq!(
-            String::from_utf8_lossy(&run.stdout),
-            "netc executable: 8 bytes of manifest\n"
-        );
+        link_with(cc(), &[], &object(b"not a manifest", true), &output).unwrap();
+        // The library's `main` ran and read the manifest linked in, which it refuses.
+        let run = Command::new(&output).arg("info").output().unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(101), "{stderr}");
+        assert!(stderr.contains("manifest is damaged"), "{stderr}");
         // Nothing but the executable is left beside it.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
