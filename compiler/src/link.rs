@@ -143,8 +143,13 @@ fn link_with(
         command.arg("-lm");
     }
     // The library holds the whole runtime and its dependencies in per-function sections; most
-    // of it is unused by an executable's command line.
-    command.arg("-Wl,--gc-sections").arg("-o").arg(&partial);
+    // of it is unused by an executable's command line. The standard library's debug
+    // information would be half the executable; symbols stay, for backtraces.
+    command
+        .arg("-Wl,--gc-sections")
+        .arg("-Wl,--strip-debug")
+        .arg("-o")
+        .arg(&partial);
     let result = command.output().map_err(|error| LinkError::NoCompiler {
         program: program.to_owned(),
         error,

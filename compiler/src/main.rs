@@ -1,15 +1,7 @@
 //! The `netc` executable: the command line of `cli`, with panics reported as internal errors.
 
-use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
-use std::io::IsTerminal;
-
 fn main() {
-    let color = if std::io::stderr().is_terminal() {
-        ColorChoice::Auto
-    } else {
-        ColorChoice::Never
-    };
-    let mut stderr = StandardStream::stderr(color);
+    let mut stderr = netc_runtime::session::stderr();
     let mut stdout = std::io::stdout().lock();
     let args: Vec<_> = std::env::args_os().collect();
     std::panic::set_hook(Box::new(|info| {

@@ -621,15 +621,7 @@ pub fn evaluate(
     let loader = Loader::new(
         data.clone(),
         normalization.clone(),
-        LoaderOptions {
-            batch,
-            shuffle: false,
-            augment: Default::default(),
-            seed: 0,
-            epoch: 0,
-            first_batch: 0,
-            drop_last: false,
-        },
+        LoaderOptions::in_order(batch),
     );
     for examples in loader {
         feed(program, &examples);

@@ -17,11 +17,11 @@ use crate::init::TensorInit;
 use crate::progress::Console;
 use crate::recipe::{Normalize, Recipe, RecipeError};
 use anyhow::Context;
-use codespan_reporting::term::termcolor::WriteColor;
+use codespan_reporting::term::termcolor::{ColorChoice, StandardStream, WriteColor};
 use netc_grammar::ast::Span;
 use netc_grammar::diagnostic::{emit, Diagnostic, SourceFile};
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,6 +44,15 @@ impl Outcome {
             Outcome::Interrupted => 130,
         }
     }
+}
+
+/// Standard error for diagnostics: in colour on a terminal, plain otherwise.
+pub fn stderr() -> StandardStream {
+    StandardStream::stderr(if std::io::stderr().is_terminal() {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    })
 }
 
 /// What a model takes and gives, as the data needs to know it.
@@ -430,19 +439,7 @@ pub fn predict(
     let classes = configured.shape.classes.unwrap_or(1).max(1);
     let batch = program.prediction().len() / classes;
     let names = info.class_names.filter(|names| names.len() == classes);
-    let loader = data::Loader::new(
-        data,
-        normalization,
-        data::LoaderOptions {
-            batch,
-            shuffle: false,
-            augment: Default::default(),
-            seed: 0,
-            epoch: 0,
-            first_batch: 0,
-            drop_last: false,
-        },
-    );
+    let loader = data::Loader::new(data, normalization, data::LoaderOptions::in_order(batch));
     let mut paths = images.iter();
     for examples in loader {
         driver::feed(&mut program, &examples);

@@ -3,14 +3,14 @@
 //! recipe compiled in is the default; `--config` gives another, within what the code fixes.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use codespan_reporting::term::termcolor::{ColorChoice, StandardStream, WriteColor};
+use codespan_reporting::term::termcolor::WriteColor;
 use netc_grammar::diagnostic::SourceFile;
 use netc_runtime::bench::{time_steps, BenchReport};
 use netc_runtime::linked::{EntryPoints, LinkedModel, Manifest};
 use netc_runtime::microkernel::MicrokernelKind;
 use netc_runtime::program::{InputKind, Layout, StepFn};
 use netc_runtime::session::{self, read_source, Outcome, RecipeFlags, TrainRequest};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -99,12 +99,7 @@ impl Machine {
 
 /// Runs the executable's command line on the linked programs; returns the exit status.
 pub fn run(manifest: &[u8], entry_points: *const *const u8) -> i32 {
-    let color = if std::io::stderr().is_terminal() {
-        ColorChoice::Auto
-    } else {
-        ColorChoice::Never
-    };
-    let mut stderr = StandardStream::stderr(color);
+    let mut stderr = session::stderr();
     let mut stdout = std::io::stdout().lock();
     let manifest: Manifest = match serde_json::from_slice(manifest) {
         Ok(manifest) => manifest,

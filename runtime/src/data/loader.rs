@@ -74,6 +74,21 @@ pub struct LoaderOptions {
     pub drop_last: bool,
 }
 
+impl LoaderOptions {
+    /// Every example once, in order, unaugmented, the last batch padded: for evaluation.
+    pub fn in_order(batch: usize) -> LoaderOptions {
+        LoaderOptions {
+            batch,
+            shuffle: false,
+            augment: Augment::default(),
+            seed: 0,
+            epoch: 0,
+            first_batch: 0,
+            drop_last: false,
+        }
+    }
+}
+
 /// The batches of one epoch, from `first_batch` on.
 pub struct Loader {
     /// Taken on drop, before joining, so that a worker blocked on a full channel wakes up.
