@@ -93,6 +93,11 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// The threads to run on when not told: every core.
+    pub fn default_threads() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
     /// A pool of `threads` threads (at least 1), each with `scratch_floats` floats of scratch.
     pub fn new(threads: usize, scratch_floats: usize) -> Pool {
         let threads = threads.max(1);

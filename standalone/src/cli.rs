@@ -8,6 +8,7 @@ use netc_grammar::diagnostic::SourceFile;
 use netc_runtime::bench::{time_steps, BenchReport};
 use netc_runtime::linked::{EntryPoints, LinkedModel, Manifest};
 use netc_runtime::microkernel::MicrokernelKind;
+use netc_runtime::pool::Pool;
 use netc_runtime::program::{InputKind, Layout, StepFn};
 use netc_runtime::session::{self, read_source, Outcome, RecipeFlags, TrainRequest};
 use std::io::Write;
@@ -90,10 +91,7 @@ struct Machine {
 
 impl Machine {
     fn threads(&self) -> usize {
-        self.threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, |n| n.get()),
-            usize::from,
-        )
+        self.threads.map_or_else(Pool::default_threads, usize::from)
     }
 }
 
@@ -251,7 +249,7 @@ fn execute(
             let step_times = time_steps(&mut program, 3, steps as usize);
             let report = BenchReport {
                 network: name,
-                batch: batch_of(&program.layout().clone()),
+                batch: batch_of(program.layout()),
                 threads: program.threads(),
                 microkernel: MicrokernelKind::best().name(),
                 compile_time: None,

@@ -52,7 +52,7 @@ pub struct CodegenOptions {
 impl Default for CodegenOptions {
     fn default() -> Self {
         CodegenOptions {
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: netc_runtime::pool::Pool::default_threads(),
             microkernel: MicrokernelKind::best(),
             seed: EvalContext::default().seed,
         }
