@@ -6,6 +6,7 @@ use crate::golden::{files, netc, Golden};
 use crate::training::network;
 use netc::ir::{parse::parse, print::print, verify::verify};
 use netc::optim::{Optimizer, OptimizerKind};
+use netc::passes::Pass;
 use netc::pipeline::{self, TrainingOptions};
 
 #[test]
@@ -81,6 +82,35 @@ fn stage_snapshots() {
             golden.fail(format!("netc {}: {stderr}", args.join(" ")));
         }
         golden.check(format!("snapshots/{name}.ir").as_ref(), &stdout);
+    }
+    golden.finish();
+}
+
+/// The IR after each pass (and those before it), for `mnist_cnn`'s training step and inference
+/// pass, an inception block's and a residual block's training step.
+#[test]
+fn pass_snapshots() {
+    let mut golden = Golden::default();
+    let cases: [(&str, &str, &[&str]); 4] = [
+        ("mnist_cnn.training", "../models/mnist_cnn.net", &["--stage", "training", "--optimizer", "momentum"]),
+        ("mnist_cnn.inference", "../models/mnist_cnn.net", &["--stage", "inference"]),
+        ("inception.training", "ir/inception.net", &["--stage", "training"]),
+        ("residual.training", "ir/residual.net", &["--stage", "training", "--optimizer", "adam"]),
+    ];
+    for (name, path, stage) in cases {
+        for (index, pass) in Pass::ALL.iter().enumerate() {
+            let mut args = vec!["ir", path, "--batch", "2", "--optimized"];
+            args.extend_from_slice(stage);
+            for later in &Pass::ALL[index + 1..] {
+                args.extend(["--disable-pass", later.name()]);
+            }
+            let (status, stdout, stderr) = netc(&args);
+            if status != 0 {
+                golden.fail(format!("netc {}: {stderr}", args.join(" ")));
+            }
+            let file = format!("snapshots/passes/{name}.{}.ir", pass.name());
+            golden.check(file.as_ref(), &stdout);
+        }
     }
     golden.finish();
 }

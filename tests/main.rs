@@ -10,6 +10,7 @@ mod golden;
 mod gradcheck;
 mod invalid;
 mod ir;
+mod passes;
 mod train;
 mod training;
 mod zoo;

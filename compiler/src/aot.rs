@@ -11,6 +11,7 @@ use crate::codegen::{self, generate};
 use crate::front::Network;
 use crate::init::tensor_inits;
 use crate::ir::OpKind;
+use crate::passes::PassOptions;
 use crate::pipeline::{self, Compiled, TrainingOptions};
 use crate::summary;
 use crate::train::{model_shape, optimizer};
@@ -82,6 +83,7 @@ pub fn compile_object(
             tensor_inits(compiled),
             &mut module,
             recipe.seed,
+            &PassOptions::default(),
         );
         entry_points.push((generated.step, generated.microkernel));
         LinkedProgram {

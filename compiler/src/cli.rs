@@ -8,6 +8,7 @@ use crate::codegen::CodegenOptions;
 use crate::front::layers::LayerKind;
 use crate::front::value::Value;
 use crate::optim::{Optimizer, OptimizerKind};
+use crate::passes::{self, Pass, PassOptions};
 use crate::train::JitModel;
 use crate::{front, ir, link, pipeline, summary};
 use clap::{Parser, Subcommand};
@@ -73,6 +74,12 @@ enum Command {
         /// Freeze a layer (or every layer in a block) by name; repeatable.
         #[arg(long, value_name = "LAYER")]
         freeze: Vec<String>,
+        /// Print the graph after the passes (fusion, batch-norm folding) that code generation
+        /// runs; `--unfused` and `--disable-pass` choose which.
+        #[arg(long)]
+        optimized: bool,
+        #[command(flatten)]
+        passes: PassFlags,
         #[command(flatten)]
         settings: Settings,
     },
@@ -164,11 +171,33 @@ struct Machine {
     /// The contraction microkernel: the best this CPU has, unless forced.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["avx512", "avx2", "generic"]))]
     microkernel: Option<String>,
+    #[command(flatten)]
+    passes: PassFlags,
+}
+
+/// Which of the compiler's passes run.
+#[derive(clap::Args)]
+struct PassFlags {
+    /// Run with every fusion pass off (to compare with the fused code).
+    #[arg(long)]
+    unfused: bool,
+    /// Switch a pass off by name; repeatable (`netc ir --help` lists them with `--optimized`).
+    #[arg(long, value_name = "PASS", value_parser = Pass::parse)]
+    disable_pass: Vec<Pass>,
+}
+
+impl PassFlags {
+    fn options(&self) -> PassOptions {
+        PassOptions::new(self.unfused, &self.disable_pass)
+    }
 }
 
 impl Machine {
     fn options(&self) -> CodegenOptions {
-        let mut options = CodegenOptions::default();
+        let mut options = CodegenOptions {
+            passes: self.passes.options(),
+            ..CodegenOptions::default()
+        };
         if let Some(threads) = self.threads {
             options.threads = threads as usize;
         }
@@ -338,6 +367,8 @@ fn execute(
             batch,
             optimizer,
             freeze,
+            optimized,
+            passes: pass_flags,
             settings,
         } => {
             let Some(network) = load_with(&file, &settings, stderr)? else {
@@ -357,7 +388,12 @@ fn execute(
                 ),
             }
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-            write!(stdout, "{}", ir::print::print(&compiled.graph))?;
+            let graph = if optimized {
+                passes::run(&compiled.graph, &pass_flags.options())
+            } else {
+                compiled.graph
+            };
+            write!(stdout, "{}", ir::print::print(&graph))?;
             Ok(Outcome::Ok)
         }
         Command::Bench {

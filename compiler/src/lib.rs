@@ -14,6 +14,7 @@ pub mod ir;
 pub mod link;
 pub mod lower;
 pub mod optim;
+pub mod passes;
 pub mod pipeline;
 pub mod summary;
 pub mod train;

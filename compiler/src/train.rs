@@ -97,7 +97,7 @@ impl Model for JitModel {
         batch: Option<usize>,
         weights: BTreeMap<String, Vec<f32>>,
     ) -> JitBackend {
-        let mut codegen = self.codegen;
+        let mut codegen = self.codegen.clone();
         codegen.seed = recipe.seed;
         JitBackend {
             network: self.network.clone().expect("a configured model"),

@@ -12,6 +12,7 @@ mod models;
 mod pool;
 mod softmax_loss;
 
+use netc::passes::PassOptions;
 use netc::codegen::{compile, CodegenOptions};
 use netc::interp::{EvalContext, Tensor};
 use netc::ir::{Graph, InputKind, OpKind, OutputRole, ValueId};
@@ -72,6 +73,7 @@ pub fn check_graph(graph: &Graph, inputs: &HashMap<String, Tensor>, tolerance: f
                 threads,
                 microkernel,
                 seed: context.seed,
+                passes: PassOptions::none(),
             };
             let mut program = compile(graph, &options).expect("compiles");
             for (name, tensor) in inputs {

@@ -7,6 +7,7 @@
 use super::{check_graph, check_ops, microkernels};
 use crate::golden::files;
 use crate::training::{feed, network, small};
+use netc::passes::PassOptions;
 use netc::codegen::{compile, CodegenOptions};
 use netc::interp::{run, EvalContext, Tensor};
 use netc::ir::{InputKind, OutputRole, ValueId};
@@ -72,6 +73,7 @@ fn check_model(path: &Path) {
             threads: 2,
             microkernel,
             seed: EvalContext::default().seed,
+            passes: PassOptions::none(),
         };
         let mut program = compile(&training.graph, &codegen).expect("compiles");
         for (name, tensor) in &values {

@@ -2,8 +2,9 @@
 //! `compile`) or into an object file for a standalone executable (`generate` into any
 //! Cranelift module, as `aot` does), and run on the runtime's thread pool.
 //!
-//! Every value gets its own buffer, allocated once when the program is built (memory planning
-//! and buffer reuse are a later pass); a reshape shares its input's buffer. Each op becomes one
+//! Every value has a buffer the memory plan (`passes::memory`) chose, allocated once when the
+//! program is built: values whose lives do not overlap share one, and a reshape shares its
+//! input's. Each op becomes one
 //! or more kernels, built by its primitive's code-generation rule (`OpKind::emit`), each split
 //! into tasks the pool runs in parallel. A generated `step` function launches the kernels in
 //! graph order through `netc_parallel_for`, so the host calls one function per training step.
@@ -20,7 +21,8 @@ pub mod strided;
 
 use crate::init::tensor_inits;
 use crate::interp::EvalContext;
-use crate::ir::{Definition, Graph, OpKind, Shape, ValueId};
+use crate::ir::{Graph, OpKind, Shape, ValueId};
+use crate::passes::{self, memory, Pass, PassOptions};
 use crate::pipeline::Compiled;
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, Signature, UserFuncName};
 use cranelift_codegen::isa::TargetIsa;
@@ -40,13 +42,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How to build a program.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CodegenOptions {
     /// Threads in the pool, the caller's included.
     pub threads: usize,
     pub microkernel: MicrokernelKind,
     /// Seeds dropout masks, as `EvalContext::seed` does in the interpreter.
     pub seed: u64,
+    /// The passes run on the graph before its code is generated.
+    pub passes: PassOptions,
 }
 
 impl Default for CodegenOptions {
@@ -55,6 +59,7 @@ impl Default for CodegenOptions {
             threads: netc_runtime::pool::Pool::default_threads(),
             microkernel: MicrokernelKind::best(),
             seed: EvalContext::default().seed,
+            passes: PassOptions::default(),
         }
     }
 }
@@ -86,6 +91,11 @@ pub struct KernelSink<'m> {
     /// Floats of extra buffers asked for, in slot order after the values' slots.
     workspaces: Vec<usize>,
     first_workspace_slot: usize,
+    /// Whether ops share workspaces (the first one each op asks for is the same buffer, and
+    /// so on), which they may since none outlives its op.
+    share_workspaces: bool,
+    /// Workspaces the op being built has asked for.
+    op_workspaces: usize,
     /// The most scratch any kernel asked for, per thread.
     scratch_floats: usize,
     seed: u64,
@@ -100,8 +110,17 @@ impl KernelSink<'_> {
     /// A buffer of `floats` floats for the op's kernels (packed weights, partial sums). Its
     /// contents do not survive from one op to the next.
     pub fn workspace(&mut self, floats: usize) -> Slot {
-        self.workspaces.push(floats);
-        Slot(self.first_workspace_slot + self.workspaces.len() - 1)
+        let index = if self.share_workspaces {
+            self.op_workspaces
+        } else {
+            self.workspaces.len()
+        };
+        self.op_workspaces += 1;
+        match self.workspaces.get_mut(index) {
+            Some(size) => *size = (*size).max(floats),
+            None => self.workspaces.push(floats),
+        }
+        Slot(self.first_workspace_slot + index)
     }
 
     /// Builds a kernel of `tasks` tasks, each thread needing `scratch_floats` of scratch, and
@@ -184,34 +203,33 @@ pub struct Generated {
     pub step: FuncId,
     /// The Cranelift-generated microkernel, for CPUs without a native one.
     pub microkernel: FuncId,
+    /// The graph the code computes: the one given, after the passes.
+    pub graph: Graph,
     /// Each value's slot.
     pub slots: Vec<Slot>,
 }
 
-/// Defines `graph`'s kernels and step function in `module`. `initial` describes its parameters
-/// and state (empty for a bare graph); `seed` keys dropout's masks.
+/// Defines `graph`'s kernels and step function in `module`, after the passes `passes`
+/// enables. `initial` describes its parameters and state (empty for a bare graph); `seed` keys
+/// dropout's masks.
 pub fn generate(
     graph: &Graph,
     initial: Vec<TensorInit>,
     module: &mut dyn Module,
     seed: u64,
+    passes: &PassOptions,
 ) -> Generated {
-    // Slot 0 is the microkernel; then one slot per value that owns memory; then workspaces.
-    let mut slots = Vec::with_capacity(graph.values.len());
+    let graph = passes::run(graph, passes);
+    let graph = &graph;
+    let plan = memory::plan(
+        graph,
+        passes.enabled(Pass::ReuseBuffers),
+        passes.enabled(Pass::UpdateInPlace),
+    );
+    // Slot 0 is the microkernel; then the plan's buffers; then workspaces.
+    let slots: Vec<Slot> = plan.buffer_of.iter().map(|&b| Slot(b + 1)).collect();
     let mut sizes = vec![0usize];
-    for value in &graph.values {
-        let alias = match &value.definition {
-            Definition::Op(op) => match graph.ops[*op].kind {
-                OpKind::Reshape(_) => Some(slots[graph.ops[*op].inputs[0].0]),
-                _ => None,
-            },
-            Definition::Input(_) => None,
-        };
-        slots.push(alias.unwrap_or_else(|| {
-            sizes.push(value.shape.iter().product());
-            Slot(sizes.len() - 1)
-        }));
-    }
+    sizes.extend(&plan.buffer_floats);
 
     let mut libcalls = HashMap::new();
     for call in Libcall::ALL {
@@ -231,6 +249,8 @@ pub fn generate(
         kernels: Vec::new(),
         workspaces: Vec::new(),
         first_workspace_slot: sizes.len(),
+        share_workspaces: passes.enabled(Pass::ReuseBuffers),
+        op_workspaces: 0,
         scratch_floats: 0,
         seed,
     };
@@ -238,6 +258,7 @@ pub fn generate(
         if matches!(op.kind, OpKind::Reshape(_)) {
             continue;
         }
+        sink.op_workspaces = 0;
         let inputs: Vec<Operand> = op
             .inputs
             .iter()
@@ -266,6 +287,7 @@ pub fn generate(
             shape: graph.shape(value).clone(),
         }
     }
+    let intact = memory::intact_at_end(graph, &plan);
     let layout = Layout {
         buffer_floats: sizes,
         inputs: graph
@@ -280,6 +302,7 @@ pub fn generate(
         op_outputs: graph
             .ops
             .iter()
+            .filter(|op| intact[op.output.0])
             .map(|op| OpOutput {
                 layer: op
                     .layer
@@ -297,6 +320,7 @@ pub fn generate(
         layout,
         step,
         microkernel,
+        graph: graph.clone(),
         slots,
     }
 }
@@ -312,7 +336,7 @@ pub struct Program {
     pub microkernel: MicrokernelKind,
 }
 
-/// Compiles `graph` into a runnable program.
+/// Compiles `graph`, after the passes `options` enables, into a runnable program.
 pub fn compile(graph: &Graph, options: &CodegenOptions) -> Result<Program, CodegenError> {
     compile_with(graph, Vec::new(), options)
 }
@@ -335,6 +359,7 @@ fn compile_with(
     if !options.microkernel.available() {
         return Err(CodegenError::MicrokernelUnavailable(options.microkernel));
     }
+
     let mut jit = JITBuilder::with_isa(host_isa(), cranelift_module::default_libcall_names());
     for call in Libcall::ALL {
         jit.symbol(call.symbol(), libcall_address(call));
@@ -347,7 +372,7 @@ fn compile_with(
         jit.symbol(name, address);
     }
     let mut module = JITModule::new(jit);
-    let generated = generate(graph, initial, &mut module, options.seed);
+    let generated = generate(graph, initial, &mut module, options.seed, &options.passes);
     module
         .finalize_definitions()
         .unwrap_or_else(|e| panic!("internal error: linking generated code: {e}"));
@@ -372,7 +397,7 @@ fn compile_with(
     };
     Ok(Program {
         host,
-        graph: graph.clone(),
+        graph: generated.graph,
         slots: generated.slots,
         compile_time: started.elapsed(),
         microkernel: options.microkernel,

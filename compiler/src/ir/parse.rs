@@ -9,6 +9,7 @@
 //! integers are bounded (`MAX_INTEGER`) and shapes' element counts fit in a `usize`, so the
 //! shape rules' arithmetic cannot overflow.
 
+use super::ops::fused::{is_elementwise, Arg, Chain, Step};
 use super::ops::{ConvAttrs, MapFn, OpKind, PoolAttrs};
 use super::print::{attributes, Attribute, ShapeText};
 use super::verify::{check_input, check_output};
@@ -106,6 +107,9 @@ fn describe(rule: Rule) -> &'static str {
         Rule::uint => "a whole number",
         Rule::word => "a word such as an op or attribute name",
         Rule::name | Rule::name_char => "a dotted name like `conv1.weight`",
+        Rule::chain | Rule::chain_step => "steps like `{mul(x0, x1); relu(t0)}`",
+        Rule::chain_arg => "a step argument like `x0` (an input) or `t1` (a step)",
+        Rule::step_attribute => "a step attribute like `value=0.5`",
     }
 }
 
@@ -320,6 +324,7 @@ fn blank_ops() -> Vec<OpKind> {
             value: 0.0,
             shape: vec![],
         },
+        OpKind::Fused(Chain::default()),
     ];
     kinds.into_iter().chain(maps.map(OpKind::Map)).collect()
 }
@@ -381,9 +386,44 @@ fn fill(attribute: &str, slot: Attribute, value: &Pair<Rule>) -> Result<(), Pars
         (Attribute::Pair(pair), Rule::pair) => *pair = read_integers(value)?,
         (Attribute::Sides(sides), Rule::sides) => *sides = read_integers(value)?,
         (Attribute::Shape(shape), Rule::shape) => *shape = read_shape(value)?,
+        (Attribute::Chain(chain), Rule::chain) => *chain = read_chain(value)?,
         _ => return Err(wrong_form()),
     }
     Ok(())
+}
+
+/// A fused op's steps. Whether the arguments exist is the shape rule's to say.
+fn read_chain(pair: &Pair<Rule>) -> Result<Chain, ParseError> {
+    let mut steps = Vec::new();
+    for step in pair.clone().into_inner() {
+        let mut parts = step.into_inner();
+        let word = parts.next().expect("a step has a name");
+        let mut args = Vec::new();
+        let mut attribute_pairs = Vec::new();
+        for part in parts {
+            match part.as_rule() {
+                Rule::chain_arg => {
+                    let index = read_integer(&part.clone().into_inner().next().expect("a number"))?;
+                    args.push(match &part.as_str()[..1] {
+                        "x" => Arg::Input(index),
+                        _ => Arg::Step(index),
+                    });
+                }
+                Rule::step_attribute => attribute_pairs.push(part),
+                Rule::arguments_end => {}
+                rule => unreachable!("the grammar puts no {rule:?} in a step"),
+            }
+        }
+        let kind = read_kind(&word, attribute_pairs)?;
+        if !is_elementwise(&kind) {
+            return Err(error_at(
+                &word,
+                format!("`{}` is not elementwise, so it cannot be a step", kind.name()),
+            ));
+        }
+        steps.push(Step { kind, args });
+    }
+    Ok(Chain { steps })
 }
 
 /// A whole number (digits only), which must be at most `MAX_INTEGER`.

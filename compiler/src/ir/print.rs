@@ -26,6 +26,7 @@
 //! `true`/`false`, and reals in Rust's shortest form that reads back to the same f64 (`0.1`,
 //! `1e-8`, `-0.0`, `inf`, `NaN`), so they round-trip exactly.
 
+use super::ops::fused::{Arg, Chain};
 use super::ops::{ConvAttrs, MapFn, OpKind, PoolAttrs};
 use super::{Definition, Graph};
 use std::fmt;
@@ -97,6 +98,8 @@ pub(crate) enum Attribute<'a> {
     /// A 64-bit key (a dropout stream), which may use all 64 bits.
     Key(&'a mut u64),
     Shape(&'a mut Vec<usize>),
+    /// A fused op's steps.
+    Chain(&'a mut Chain),
 }
 
 impl Attribute<'_> {
@@ -110,6 +113,7 @@ impl Attribute<'_> {
             Attribute::Real(_) => "a number like `0.5`",
             Attribute::Key(_) => "a whole number below 2^64",
             Attribute::Shape(_) => "a shape like `[2,3]`",
+            Attribute::Chain(_) => "steps like `{mul(x0, x1); relu(t0)}`",
         }
     }
 }
@@ -128,7 +132,35 @@ impl fmt::Display for Attribute<'_> {
             Attribute::Real(x) => write!(f, "{x:?}"),
             Attribute::Key(k) => write!(f, "{k}"),
             Attribute::Shape(s) => write!(f, "{}", ShapeText(s)),
+            Attribute::Chain(chain) => write!(f, "{}", ChainText(chain)),
         }
+    }
+}
+
+/// A chain as the text form writes it: `{mul(x0, x1); add_const(t0) value=0.5; relu(t1)}`.
+struct ChainText<'a>(&'a Chain);
+
+impl fmt::Display for ChainText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{{")?;
+        for (index, step) in self.0.steps.iter().enumerate() {
+            if index > 0 {
+                write!(f, "; ")?;
+            }
+            let args: Vec<String> = step
+                .args
+                .iter()
+                .map(|arg| match arg {
+                    Arg::Input(i) => format!("x{i}"),
+                    Arg::Step(s) => format!("t{s}"),
+                })
+                .collect();
+            write!(f, "{}({})", step.kind.name(), args.join(", "))?;
+            for (name, attribute) in attributes(&mut step.kind.clone()) {
+                write!(f, " {name}={attribute}")?;
+            }
+        }
+        write!(f, "}}")
     }
 }
 
@@ -197,6 +229,7 @@ pub(crate) fn attributes(kind: &mut OpKind) -> Vec<(&'static str, Attribute<'_>)
             ("shape", Shape(shape)),
         ],
         OpKind::Fill { value, shape } => vec![("value", Real(value)), ("shape", Shape(shape))],
+        OpKind::Fused(chain) => vec![("chain", Attribute::Chain(chain))],
         OpKind::Add
         | OpKind::Sub
         | OpKind::Mul
@@ -233,6 +266,7 @@ fn pool_attributes(a: &mut PoolAttrs) -> Vec<(&'static str, Attribute<'_>)> {
 pub(crate) mod examples {
     //! Hand-built graphs for the tests of the text form and the verifier.
 
+    use crate::ir::ops::fused::{Arg, Chain, Step};
     use crate::ir::ops::{ConvAttrs, MapFn, OpKind, PoolAttrs};
     use crate::ir::{Graph, InputKind, OutputRole};
 
@@ -261,7 +295,7 @@ pub(crate) mod examples {
     }
 
     /// How many variants `variant_number` numbers.
-    pub(crate) const VARIANTS: usize = 26 + 14;
+    pub(crate) const VARIANTS: usize = 27 + 14;
 
     /// A number in `0..VARIANTS` for each variant of `OpKind`, and of `MapFn` within `Map`. The
     /// matches are exhaustive: a new variant does not compile until it is numbered here, and
@@ -295,8 +329,9 @@ pub(crate) mod examples {
             OpKind::BinaryCrossEntropyGrad => 23,
             OpKind::DropoutMask { .. } => 24,
             OpKind::Fill { .. } => 25,
+            OpKind::Fused(_) => 26,
             OpKind::Map(f) => {
-                26 + match f {
+                27 + match f {
                     MapFn::Neg => 0,
                     MapFn::Exp => 1,
                     MapFn::Log => 2,
@@ -420,6 +455,23 @@ pub(crate) mod examples {
         for f in maps {
             g.op(OpKind::Map(f), &[logits], None);
         }
+        let chain = Chain {
+            steps: vec![
+                Step {
+                    kind: OpKind::Mul,
+                    args: vec![Arg::Input(0), Arg::Input(1)],
+                },
+                Step {
+                    kind: OpKind::Map(MapFn::AddConst(0.5)),
+                    args: vec![Arg::Step(0)],
+                },
+                Step {
+                    kind: OpKind::Map(MapFn::Relu),
+                    args: vec![Arg::Step(1)],
+                },
+            ],
+        };
+        g.op(OpKind::Fused(chain), &[y, per_channel], Some("bn"));
 
         let new_w = g.op(OpKind::Mul, &[dw, lr], None);
         g.output(OutputRole::Loss, "loss", loss);

@@ -212,8 +212,10 @@ pub fn vjp_map(f: MapFn, op: &Op, graph: &mut Graph, grad: ValueId) -> Vec<Optio
             let one_minus_y2 = one_minus(graph, y2);
             mul(graph, grad, one_minus_y2)
         }
+        // From the output (y > 0 exactly where x > 0), so that the input has no reader but
+        // the relu and fusion can join the relu to what computes its input.
         MapFn::Relu => {
-            let step = map(graph, MapFn::Step, x);
+            let step = map(graph, MapFn::Step, y);
             mul(graph, grad, step)
         }
         MapFn::LeakyRelu(slope) => {
@@ -239,18 +241,23 @@ pub fn emit_binary(kind: &OpKind, sink: &mut KernelSink, inputs: &[Operand], out
         .collect();
     let out = Strided::dense(output.slot, &output.shape);
     for_each_element(sink, &output.shape, &operands, &out, |e, v, _| {
-        let ins = e.b.ins();
-        match kind {
-            OpKind::Add => ins.fadd(v[0], v[1]),
-            OpKind::Sub => ins.fsub(v[0], v[1]),
-            OpKind::Mul => ins.fmul(v[0], v[1]),
-            OpKind::Div => ins.fdiv(v[0], v[1]),
-            _ => unreachable!(
-                "internal error: `{}` is not a binary elementwise op",
-                kind.name()
-            ),
-        }
+        emit_binary_value(e, kind, v[0], v[1])
     });
+}
+
+/// A binary elementwise op on two values of the same type (f32 or f32x4).
+pub fn emit_binary_value(e: &mut Emitter, kind: &OpKind, a: Value, b: Value) -> Value {
+    let ins = e.b.ins();
+    match kind {
+        OpKind::Add => ins.fadd(a, b),
+        OpKind::Sub => ins.fsub(a, b),
+        OpKind::Mul => ins.fmul(a, b),
+        OpKind::Div => ins.fdiv(a, b),
+        _ => unreachable!(
+            "internal error: `{}` is not a binary elementwise op",
+            kind.name()
+        ),
+    }
 }
 
 pub fn emit_map(f: MapFn, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {

@@ -3,11 +3,13 @@
 //! in its own file and is dispatched here by exhaustive `match`, so a new primitive that lacks a
 //! rule does not compile.
 //!
-//! Ops whose names end in `_grad` exist to express backward passes; they are not themselves
-//! differentiated (netc needs no second derivatives), and asking for their VJP is a compiler bug.
+//! Ops whose names end in `_grad` exist to express backward passes, and `fused` exists only
+//! after differentiation (the passes make it); they are not themselves differentiated (netc
+//! needs no second derivatives), and asking for their VJP is a compiler bug.
 
 pub mod conv;
 pub mod elementwise;
+pub mod fused;
 pub mod layout;
 pub mod loss;
 pub mod matmul;
@@ -139,6 +141,8 @@ pub enum OpKind {
         value: f64,
         shape: Shape,
     },
+    /// `(inputs...) -> y`: elementwise ops in one pass, built by fusion (`fused::Chain`).
+    Fused(fused::Chain),
 }
 
 impl OpKind {
@@ -172,6 +176,7 @@ impl OpKind {
             OpKind::BinaryCrossEntropyGrad => "binary_cross_entropy_grad",
             OpKind::DropoutMask { .. } => "dropout_mask",
             OpKind::Fill { .. } => "fill",
+            OpKind::Fused(_) => "fused",
         }
     }
 
@@ -206,6 +211,7 @@ impl OpKind {
             OpKind::BinaryCrossEntropyGrad => loss::binary_cross_entropy_grad_shape(inputs),
             OpKind::DropoutMask { shape, .. } => source::dropout_mask_shape(shape, inputs),
             OpKind::Fill { shape, .. } => source::fill_shape(shape, inputs),
+            OpKind::Fused(chain) => fused::shape(chain, inputs),
         }
     }
 
@@ -245,6 +251,7 @@ impl OpKind {
                 shape,
             } => source::eval_dropout_mask(*rate, *stream, shape, inputs, context),
             OpKind::Fill { value, shape } => source::eval_fill(*value, shape),
+            OpKind::Fused(chain) => fused::eval(chain, inputs),
         }
     }
 
@@ -280,7 +287,8 @@ impl OpKind {
             | OpKind::AvgPoolGrad(..)
             | OpKind::SoftmaxGrad
             | OpKind::SoftmaxCrossEntropyGrad
-            | OpKind::BinaryCrossEntropyGrad => {
+            | OpKind::BinaryCrossEntropyGrad
+            | OpKind::Fused(_) => {
                 panic!("internal error: `{}` is not differentiated", self.name())
             }
         }
@@ -330,6 +338,7 @@ impl OpKind {
                 source::emit_dropout_mask(*rate, *stream, sink, inputs, output)
             }
             OpKind::Fill { value, .. } => source::emit_fill(*value, sink, inputs, output),
+            OpKind::Fused(chain) => fused::emit(chain, sink, inputs, output),
         }
     }
 }

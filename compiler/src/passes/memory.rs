@@ -1,0 +1,314 @@
+//! Memory planning: which buffer holds each value, decided from the whole step before it runs.
+//!
+//! - **Buffer reuse** (`reuse_buffers`): an op's result takes a buffer that no value still
+//!   live needs (the smallest that fits, else a new one); a value dies after its last reader.
+//!   Inputs and the graph's outputs keep their own buffers (the host writes and reads them
+//!   between steps), an op never writes into a buffer it reads, and a reshape shares its
+//!   input's buffer, which lives as long as either. Ops' workspaces (packed operands) share
+//!   buffers too, since none outlives its op.
+//! - **In-place updates** (`update_in_place`): an update of a parameter or state tensor is
+//!   computed straight into its buffer when the op computing it is elementwise, reads the old
+//!   value at the same positions, and is its last reader: no copy after the step, and no
+//!   second buffer.
+//!
+//! The plan also says what the memory is for (`MemoryReport`), which `netc summary --memory`
+//! prints before anything runs.
+
+use crate::ir::ops::fused::is_elementwise;
+use crate::ir::{Definition, Graph, InputKind, OpKind, OutputRole, ValueId};
+use std::collections::HashSet;
+
+/// Each value's buffer and each buffer's size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryPlan {
+    /// The buffer of each value.
+    pub buffer_of: Vec<usize>,
+    /// Floats per buffer.
+    pub buffer_floats: Vec<usize>,
+}
+
+/// What a buffer holds, for the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Purpose {
+    /// Examples, targets, the learning rate and step.
+    Inputs,
+    Weights,
+    /// Optimizer moments and batch-norm running statistics.
+    State,
+    /// Forward results that the backward pass reads.
+    SavedActivations,
+    /// Everything else the step computes: other activations, gradients, updates.
+    Temporaries,
+}
+
+impl Purpose {
+    pub const ALL: [Purpose; 5] = [
+        Purpose::Inputs,
+        Purpose::Weights,
+        Purpose::State,
+        Purpose::SavedActivations,
+        Purpose::Temporaries,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Purpose::Inputs => "inputs (batch, targets, scalars)",
+            Purpose::Weights => "weights",
+            Purpose::State => "optimizer and running state",
+            Purpose::SavedActivations => "activations kept for backward",
+            Purpose::Temporaries => "other activations and gradients",
+        }
+    }
+}
+
+/// One buffer per value (a reshape shares its input's), as code generation does without
+/// planning.
+pub fn one_per_value(graph: &Graph) -> MemoryPlan {
+    let mut plan = MemoryPlan {
+        buffer_of: Vec::with_capacity(graph.values.len()),
+        buffer_floats: Vec::new(),
+    };
+    for (index, value) in graph.values.iter().enumerate() {
+        let buffer = match alias_of(graph, ValueId(index)) {
+            Some(source) => plan.buffer_of[source.0],
+            None => {
+                plan.buffer_floats.push(value.shape.iter().product());
+                plan.buffer_floats.len() - 1
+            }
+        };
+        plan.buffer_of.push(buffer);
+    }
+    plan
+}
+
+/// The value whose buffer `value` shares: a reshape's input.
+fn alias_of(graph: &Graph, value: ValueId) -> Option<ValueId> {
+    match graph.values[value.0].definition {
+        Definition::Op(op) if matches!(graph.ops[op].kind, OpKind::Reshape(_)) => {
+            Some(graph.ops[op].inputs[0])
+        }
+        _ => None,
+    }
+}
+
+/// The plan with reuse and in-place updates as asked.
+pub fn plan(graph: &Graph, reuse: bool, in_place: bool) -> MemoryPlan {
+    let mut plan = one_per_value(graph);
+    if !reuse && !in_place {
+        return plan;
+    }
+    let values = graph.values.len();
+    // Each value's storage: the value that owns its buffer (through reshapes).
+    let mut owner: Vec<usize> = (0..values).collect();
+    for index in 0..values {
+        if let Some(source) = alias_of(graph, ValueId(index)) {
+            owner[index] = owner[source.0];
+        }
+    }
+    let in_place_of = if in_place {
+        in_place_updates(graph)
+    } else {
+        Vec::new()
+    };
+    let mut pinned = vec![false; values];
+    for (index, value) in graph.values.iter().enumerate() {
+        if matches!(value.definition, Definition::Input(_)) {
+            pinned[owner[index]] = true;
+        }
+    }
+    for output in &graph.outputs {
+        pinned[owner[output.value.0]] = true;
+    }
+    // The last op that reads each storage, through any of its names.
+    let mut last_read: Vec<Option<usize>> = vec![None; values];
+    for (op_index, op) in graph.ops.iter().enumerate() {
+        for input in &op.inputs {
+            last_read[owner[input.0]] = Some(op_index);
+        }
+    }
+
+    let mut buffer_of: Vec<Option<usize>> = vec![None; values];
+    let mut buffer_floats: Vec<usize> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let new_buffer = |floats: usize, buffer_floats: &mut Vec<usize>| {
+        buffer_floats.push(floats);
+        buffer_floats.len() - 1
+    };
+    for (index, value) in graph.values.iter().enumerate() {
+        if matches!(value.definition, Definition::Input(_)) {
+            buffer_of[index] = Some(new_buffer(value.shape.iter().product(), &mut buffer_floats));
+        }
+    }
+    let updated_in_place: HashSet<usize> = in_place_of.iter().map(|&(u, _)| u).collect();
+    for (op_index, op) in graph.ops.iter().enumerate() {
+        let out = op.output.0;
+        if owner[out] != out {
+            buffer_of[out] = buffer_of[owner[out]];
+        } else if updated_in_place.contains(&out) {
+            let (_, target) = in_place_of.iter().find(|(u, _)| *u == out).expect("listed");
+            buffer_of[out] = buffer_of[*target];
+        } else {
+            let floats: usize = graph.values[out].shape.iter().product();
+            let reusable = if reuse {
+                free.iter()
+                    .enumerate()
+                    .filter(|(_, &b)| buffer_floats[b] >= floats)
+                    .min_by_key(|(_, &b)| buffer_floats[b])
+                    .map(|(at, _)| at)
+            } else {
+                None
+            };
+            buffer_of[out] = Some(match reusable {
+                Some(at) => free.swap_remove(at),
+                None => new_buffer(floats, &mut buffer_floats),
+            });
+        }
+        // Storage whose last reader is this op is free for the ops after it (not for this
+        // op's own result, which was placed above).
+        if reuse {
+            let mut released: Vec<usize> = op
+                .inputs
+                .iter()
+                .map(|v| owner[v.0])
+                .filter(|&s| !pinned[s] && last_read[s] == Some(op_index))
+                .collect();
+            // A result nothing reads is free at once.
+            if !pinned[owner[out]] && last_read[owner[out]].is_none() && owner[out] == out {
+                released.push(out);
+            }
+            released.sort_unstable();
+            released.dedup();
+            for storage in released {
+                free.push(buffer_of[storage].expect("placed before it is read"));
+            }
+        }
+    }
+    plan.buffer_of = buffer_of
+        .into_iter()
+        .map(|b| b.expect("every value placed"))
+        .collect();
+    plan.buffer_floats = buffer_floats;
+    plan
+}
+
+/// Whether each value is still in its buffer when the step ends (no later value took it),
+/// so the host may read it: for locating the first non-finite result.
+pub fn intact_at_end(graph: &Graph, plan: &MemoryPlan) -> Vec<bool> {
+    let storage = |v: usize| {
+        let mut v = ValueId(v);
+        while let Some(source) = alias_of(graph, v) {
+            v = source;
+        }
+        v.0
+    };
+    let mut last_holder = vec![usize::MAX; plan.buffer_floats.len()];
+    for index in 0..graph.values.len() {
+        last_holder[plan.buffer_of[index]] = storage(index);
+    }
+    (0..graph.values.len())
+        .map(|index| last_holder[plan.buffer_of[index]] == storage(index))
+        .collect()
+}
+
+/// The updates that can be computed into their old value's buffer: `(update, input)` pairs.
+fn in_place_updates(graph: &Graph) -> Vec<(usize, usize)> {
+    let mut pairs = Vec::new();
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); graph.values.len()];
+    for (index, op) in graph.ops.iter().enumerate() {
+        for input in &op.inputs {
+            readers[input.0].push(index);
+        }
+    }
+    let outputs_of = |value: usize| graph.outputs.iter().filter(move |o| o.value.0 == value);
+    for output in graph.outputs.iter().filter(|o| o.role == OutputRole::Update) {
+        let Some(old) = graph.find_input(&output.name) else {
+            continue;
+        };
+        let Definition::Op(producer) = graph.values[output.value.0].definition else {
+            continue;
+        };
+        let op = &graph.ops[producer];
+        let kind_fits = is_elementwise(&op.kind) || matches!(op.kind, OpKind::Fused(_));
+        let legal = kind_fits
+            && matches!(
+                graph.values[old.0].definition,
+                Definition::Input(ref i) if matches!(i.kind, InputKind::Param | InputKind::State)
+            )
+            && op.inputs.contains(&old)
+            && graph.shape(old) == graph.shape(output.value)
+            && readers[old.0].iter().all(|&r| r <= producer)
+            // The update's value is only this output (not also a gradient the host reads
+            // as distinct memory).
+            && outputs_of(output.value.0).count() == 1
+            && outputs_of(old.0).count() == 0;
+        if legal {
+            pairs.push((output.value.0, old.0));
+        }
+    }
+    pairs
+}
+
+/// Bytes by purpose, and in all.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryReport {
+    pub by_purpose: Vec<(Purpose, u64)>,
+    /// Packed operands of contractions (shared by every op).
+    pub workspace_bytes: u64,
+    /// Per-thread scratch, for one thread.
+    pub scratch_bytes_per_thread: u64,
+    /// Every buffer of the plan and the workspaces: allocated once, this is the peak.
+    pub total_bytes: u64,
+    /// What one buffer per value would take, for comparison.
+    pub unplanned_bytes: u64,
+}
+
+/// What each buffer of `plan` is for: a buffer is counted under the first purpose (in
+/// `Purpose::ALL`'s order) of the values it holds.
+pub fn purposes(graph: &Graph, plan: &MemoryPlan) -> Vec<Purpose> {
+    let forward = forward_ops(graph);
+    let mut read_by_backward = vec![false; graph.values.len()];
+    for (index, op) in graph.ops.iter().enumerate() {
+        if !forward[index] {
+            for input in &op.inputs {
+                read_by_backward[input.0] = true;
+            }
+        }
+    }
+    let mut purpose = vec![Purpose::Temporaries; plan.buffer_floats.len()];
+    for (index, value) in graph.values.iter().enumerate() {
+        let this = match &value.definition {
+            Definition::Input(input) => match input.kind {
+                InputKind::Param => Purpose::Weights,
+                InputKind::State => Purpose::State,
+                InputKind::Data | InputKind::Target | InputKind::Scalar => Purpose::Inputs,
+            },
+            Definition::Op(op) if forward[*op] && read_by_backward[index] => {
+                Purpose::SavedActivations
+            }
+            Definition::Op(_) => Purpose::Temporaries,
+        };
+        let buffer = plan.buffer_of[index];
+        purpose[buffer] = purpose[buffer].min(this);
+    }
+    purpose
+}
+
+/// The ops the loss and prediction depend on: the forward pass.
+fn forward_ops(graph: &Graph) -> Vec<bool> {
+    let mut needed = vec![false; graph.values.len()];
+    for output in &graph.outputs {
+        if matches!(output.role, OutputRole::Loss | OutputRole::Prediction) {
+            needed[output.value.0] = true;
+        }
+    }
+    let mut forward = vec![false; graph.ops.len()];
+    for (index, op) in graph.ops.iter().enumerate().rev() {
+        if needed[op.output.0] {
+            forward[index] = true;
+            for input in &op.inputs {
+                needed[input.0] = true;
+            }
+        }
+    }
+    forward
+}

@@ -1,0 +1,153 @@
+//! The passes keep meaning: on every zoo model, the interpreter computes the same outputs (loss,
+//! prediction, gradients, updates) from the graph before and after each pass and after all of
+//! them; every fused op computes in generated code what the interpreter says it does; and the
+//! program built with every pass computes what the one built with none does. Snapshots of the
+//! IR after the passes are in `ir.rs`.
+
+use crate::codegen::check_graph;
+use crate::golden::files;
+use crate::training::{feed, network, small};
+use netc::codegen::{compile, CodegenOptions};
+use netc::interp::{run, EvalContext, Tensor};
+use netc::ir::parse::parse;
+use netc::ir::print::print;
+use netc::ir::verify::verify;
+use netc::ir::Graph;
+use netc::optim::{Optimizer, OptimizerKind};
+use netc::passes::{self, Pass, PassOptions};
+use netc::pipeline::{self, Compiled, TrainingOptions};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Generated code against the interpreter, relative to the largest magnitude (as the codegen
+/// tests).
+const OP_TOLERANCE: f64 = 1e-4;
+
+/// A zoo model at the test's small sizes: its training step (momentum) and inference pass.
+fn stages(path: &Path) -> (String, [Compiled; 2]) {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("UTF-8 name")
+        .to_string();
+    let net = network(path.to_str().expect("UTF-8 path"), &small(&stem));
+    let options = TrainingOptions {
+        batch: 2,
+        optimizer: Optimizer::new(OptimizerKind::Momentum { momentum: 0.9 }),
+        frozen: Vec::new(),
+    };
+    let training = pipeline::training(&net, &options).expect("lowers");
+    let inference = pipeline::inference(&net, 2).expect("lowers");
+    (stem, [training, inference])
+}
+
+/// Each model on its own thread pair: the interpreter is single-threaded.
+fn for_each_model(check: fn(&Path)) {
+    let paths = files("../models", "net");
+    let (even, odd): (Vec<_>, Vec<_>) = paths.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    std::thread::scope(|scope| {
+        for half in [even, odd] {
+            scope.spawn(move || {
+                for (_, path) in half {
+                    check(path);
+                }
+            });
+        }
+    });
+}
+
+fn outputs(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Vec<(String, Tensor)> {
+    let result = run(graph, inputs, &EvalContext::default()).expect("fits");
+    graph
+        .outputs
+        .iter()
+        .map(|o| {
+            (
+                format!("{} {}", o.role.keyword(), o.name),
+                result.value(o.value).clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_pass_keeps_the_meaning_of_every_model() {
+    for_each_model(|path| {
+        let (stem, stages) = stages(path);
+        for compiled in &stages {
+            let graph = &compiled.graph;
+            let inputs = feed(compiled, 5, 1e-3);
+            let expected = outputs(graph, &inputs);
+            let mut cases: Vec<(String, Graph)> = Pass::ALL
+                .iter()
+                .map(|&pass| (pass.name().to_string(), passes::apply(pass, graph)))
+                .collect();
+            cases.push(("every pass".into(), passes::run(graph, &PassOptions::default())));
+            for (label, after) in cases {
+                let at = format!("{stem} {} after {label}", graph.name);
+                if let Err(problems) = verify(&after) {
+                    panic!("{at}: {}", problems.join("\n"));
+                }
+                let parsed = parse(&print(&after)).unwrap_or_else(|e| panic!("{at}: {e}"));
+                assert!(parsed == after, "{at}: parse(print(graph)) differs");
+                for ((name, want), (_, got)) in expected.iter().zip(outputs(&after, &inputs)) {
+                    assert_eq!(want.shape, got.shape, "{at}: {name}");
+                    let scale = want.data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                    for (i, (w, g)) in want.data.iter().zip(&got.data).enumerate() {
+                        assert!(
+                            (w - g).abs() <= 1e-9 * (scale + 1.0),
+                            "{at}: {name} element {i}: {g}, not {w}"
+                        );
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn fused_code_agrees_with_the_interpreter_and_with_unfused_code() {
+    for_each_model(|path| {
+        let (stem, [training, _]) = stages(path);
+        let inputs = feed(&training, 5, 1e-3);
+        let fused = passes::run(&training.graph, &PassOptions::default());
+        // Every op of the fused graph, fused ones included, in context against the
+        // interpreter.
+        check_graph(&fused, &inputs, OP_TOLERANCE);
+        // The whole step with every pass against none, output by output.
+        let step = |passes: PassOptions| {
+            let options = CodegenOptions {
+                threads: 2,
+                passes,
+                ..CodegenOptions::default()
+            };
+            let mut program = compile(&training.graph, &options).expect("compiles");
+            for (name, tensor) in &inputs {
+                let slot = program.input_mut(name).expect("an input");
+                for (to, from) in slot.iter_mut().zip(&tensor.data) {
+                    *to = *from as f32;
+                }
+            }
+            program.run();
+            training
+                .graph
+                .outputs
+                .iter()
+                .map(|o| {
+                    let values = program.output(o.role, &o.name).expect("an output");
+                    (o.name.clone(), values.to_vec())
+                })
+                .collect::<Vec<_>>()
+        };
+        let (unfused, all) = (step(PassOptions::none()), step(PassOptions::default()));
+        for ((name, want), (_, got)) in unfused.iter().zip(&all) {
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (i, (w, g)) in want.iter().zip(got).enumerate() {
+                assert!(
+                    (w - g).abs() <= 1e-5 * (scale + 1e-3),
+                    "{stem}: `{name}` element {i}: {g} with every pass, {w} with none"
+                );
+            }
+        }
+    });
+}
