@@ -55,6 +55,16 @@ enum Command {
         /// Print JSON, with a `totals` object.
         #[arg(long)]
         json: bool,
+        /// Also print the memory plan of the training step (SGD with momentum): weights,
+        /// optimizer state, activations kept for backward, other activations and gradients,
+        /// workspace, and the peak. Compiles the step; runs nothing.
+        #[arg(long)]
+        memory: bool,
+        /// Examples per batch, for `--memory`.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[command(flatten)]
+        passes: PassFlags,
     },
     /// Print a file in canonical form: what the parser understood.
     Fmt { file: PathBuf },
@@ -337,6 +347,9 @@ fn execute(
             settings,
             expand,
             json,
+            memory,
+            batch,
+            passes: pass_flags,
         } => {
             let Some(network) = load_with(&file, &settings, stderr)? else {
                 return Ok(Outcome::UserError);
@@ -345,6 +358,20 @@ fn execute(
                 writeln!(stdout, "{:#}", summary::json(&network, expand))?;
             } else {
                 write!(stdout, "{}", summary::table(&network, expand))?;
+            }
+            if memory {
+                let codegen = CodegenOptions {
+                    passes: pass_flags.options(),
+                    ..CodegenOptions::default()
+                };
+                let report =
+                    summary::memory(&network, batch, &codegen).map_err(|e| anyhow::anyhow!("{e}"))?;
+                writeln!(
+                    stdout,
+                    "\nmemory of the training step (batch {batch}, SGD with momentum, {} threads):",
+                    codegen.threads
+                )?;
+                write!(stdout, "{}", report.text())?;
             }
             Ok(Outcome::Ok)
         }

@@ -1,7 +1,13 @@
 //! `netc summary`: one row per layer — the columns of the GoogLeNet paper's table — as text or
-//! JSON. Blocks and combinators are one row unless expanded.
+//! JSON. Blocks and combinators are one row unless expanded. With `--memory`, the memory plan
+//! of the training step.
 
+use crate::codegen::{compile_network, CodegenOptions};
 use crate::front::{Network, Node};
+use crate::ir::ValueId;
+use crate::optim::{Optimizer, OptimizerKind};
+use crate::passes::memory::{one_per_value, purposes, MemoryPlan, MemoryReport, Purpose};
+use crate::pipeline::{self, TrainingOptions};
 use serde_json::{json, Value as Json};
 
 struct Row {
@@ -178,5 +184,54 @@ pub fn json(network: &Network, expand: bool) -> Json {
             "weights": total.weights,
             "macs": total.macs,
         },
+    })
+}
+
+/// The memory plan of the training step (SGD with momentum, as `netc bench`), from the code
+/// generated for it, before anything runs: `netc summary --memory`.
+pub fn memory(network: &Network, batch: usize, codegen: &CodegenOptions) -> Result<MemoryReport, String> {
+    let training = pipeline::training(
+        network,
+        &TrainingOptions {
+            batch,
+            optimizer: Optimizer::new(OptimizerKind::Momentum { momentum: 0.9 }),
+            frozen: Vec::new(),
+        },
+    )?;
+    let program = compile_network(&training, codegen).map_err(|e| e.to_string())?;
+    let graph = program.graph();
+    let layout = program.layout();
+    let bytes = |floats: usize| 4 * floats as u64;
+    // Which buffer (slot) each value is in, and so what each slot is for.
+    let plan = MemoryPlan {
+        buffer_of: (0..graph.values.len())
+            .map(|v| program.slot_of(ValueId(v)))
+            .collect(),
+        buffer_floats: layout.buffer_floats.clone(),
+    };
+    let slot_purposes = purposes(graph, &plan);
+    let values_end = plan.buffer_of.iter().max().map_or(1, |m| m + 1);
+    let mut by_purpose: Vec<(Purpose, u64)> = Purpose::ALL.iter().map(|&p| (p, 0)).collect();
+    for slot in 1..values_end {
+        let purpose = slot_purposes[slot];
+        let entry = by_purpose
+            .iter_mut()
+            .find(|(p, _)| *p == purpose)
+            .expect("every purpose listed");
+        entry.1 += bytes(layout.buffer_floats[slot]);
+    }
+    let workspace_bytes = layout.buffer_floats[values_end..]
+        .iter()
+        .map(|&f| bytes(f))
+        .sum();
+    let scratch_bytes = bytes(layout.scratch_floats) * program.threads() as u64;
+    let total_bytes = by_purpose.iter().map(|(_, b)| b).sum::<u64>() + workspace_bytes + scratch_bytes;
+    let unplanned_bytes = one_per_value(graph).buffer_floats.iter().map(|&f| bytes(f)).sum();
+    Ok(MemoryReport {
+        by_purpose,
+        workspace_bytes,
+        scratch_bytes,
+        total_bytes,
+        unplanned_bytes,
     })
 }

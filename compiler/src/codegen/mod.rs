@@ -531,6 +531,11 @@ impl Program {
         self.host
     }
 
+    /// The table slot of a value's buffer.
+    pub fn slot_of(&self, value: ValueId) -> usize {
+        self.slots[value.0].0
+    }
+
     /// The memory of a value.
     pub fn value(&self, value: ValueId) -> &[f32] {
         self.host.slot(

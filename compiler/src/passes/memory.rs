@@ -248,18 +248,37 @@ fn in_place_updates(graph: &Graph) -> Vec<(usize, usize)> {
     pairs
 }
 
-/// Bytes by purpose, and in all.
+/// Bytes by purpose, and in all: `netc summary --memory`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryReport {
     pub by_purpose: Vec<(Purpose, u64)>,
-    /// Packed operands of contractions (shared by every op).
+    /// Packed operands of contractions, shared by every op.
     pub workspace_bytes: u64,
-    /// Per-thread scratch, for one thread.
-    pub scratch_bytes_per_thread: u64,
-    /// Every buffer of the plan and the workspaces: allocated once, this is the peak.
+    /// Scratch of every thread together.
+    pub scratch_bytes: u64,
+    /// Everything above: allocated once before the first step, this is the step's peak.
     pub total_bytes: u64,
-    /// What one buffer per value would take, for comparison.
+    /// What one buffer per value would take instead of the planned buffers.
     pub unplanned_bytes: u64,
+}
+
+impl MemoryReport {
+    pub fn text(&self) -> String {
+        let mib = |bytes: u64| format!("{:>10.2} MiB", bytes as f64 / (1 << 20) as f64);
+        let mut text = String::new();
+        for (purpose, bytes) in &self.by_purpose {
+            text += &format!("  {:<36}{}\n", purpose.label(), mib(*bytes));
+        }
+        text += &format!("  {:<36}{}\n", "workspace (packed operands)", mib(self.workspace_bytes));
+        text += &format!("  {:<36}{}\n", "scratch (all threads)", mib(self.scratch_bytes));
+        text += &format!("  {:<36}{}\n", "peak (all of it, allocated once)", mib(self.total_bytes));
+        text += &format!(
+            "  {:<36}{}\n",
+            "values, one buffer each (unplanned)",
+            mib(self.unplanned_bytes)
+        );
+        text
+    }
 }
 
 /// What each buffer of `plan` is for: a buffer is counted under the first purpose (in

@@ -4,6 +4,7 @@
 //! how the code uses memory; each can be switched off by name (`--disable-pass NAME`), and
 //! `--unfused` switches off every fusion pass, so what each buys can be measured.
 
+pub mod fold_batch_norm;
 pub mod fuse_elementwise;
 pub mod memory;
 
@@ -13,6 +14,7 @@ use std::fmt;
 /// A pass, by what it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Pass {
+    FoldBatchNorm,
     FuseElementwise,
     ReuseBuffers,
     UpdateInPlace,
@@ -20,10 +22,16 @@ pub enum Pass {
 
 impl Pass {
     /// Every pass, in the order `run` applies them.
-    pub const ALL: [Pass; 3] = [Pass::FuseElementwise, Pass::ReuseBuffers, Pass::UpdateInPlace];
+    pub const ALL: [Pass; 4] = [
+        Pass::FoldBatchNorm,
+        Pass::FuseElementwise,
+        Pass::ReuseBuffers,
+        Pass::UpdateInPlace,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
+            Pass::FoldBatchNorm => "fold_batch_norm",
             Pass::FuseElementwise => "fuse_elementwise",
             Pass::ReuseBuffers => "reuse_buffers",
             Pass::UpdateInPlace => "update_in_place",
@@ -48,7 +56,7 @@ impl Pass {
     /// Whether the pass fuses ops (what `--unfused` turns off).
     pub fn is_fusion(self) -> bool {
         match self {
-            Pass::FuseElementwise => true,
+            Pass::FoldBatchNorm | Pass::FuseElementwise => true,
             Pass::ReuseBuffers | Pass::UpdateInPlace => false,
         }
     }
@@ -56,6 +64,7 @@ impl Pass {
     /// What the pass is for, for `--help` and errors.
     pub fn doc(self) -> &'static str {
         match self {
+            Pass::FoldBatchNorm => "inference batch norm folded into the convolution before it",
             Pass::FuseElementwise => "chains of elementwise ops as one loop, forward and backward",
             Pass::ReuseBuffers => "values whose lives do not overlap share a buffer",
             Pass::UpdateInPlace => "parameters and state updated in their own buffers",
@@ -125,6 +134,7 @@ pub fn run(graph: &Graph, options: &PassOptions) -> Graph {
 /// `memory::plan` for the buffers, with them on or off.
 pub fn apply(pass: Pass, graph: &Graph) -> Graph {
     match pass {
+        Pass::FoldBatchNorm => fold_batch_norm::run(graph),
         Pass::FuseElementwise => fuse_elementwise::run(graph),
         Pass::ReuseBuffers | Pass::UpdateInPlace => graph.clone(),
     }

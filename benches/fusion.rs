@@ -1,0 +1,151 @@
+//! Fused against unfused code (every fusion pass on, or off: `--unfused`), per pattern and for
+//! the whole training step of each zoo model:
+//!
+//! - `conv_bn_relu`: a 3x3 convolution, batch norm and ReLU, forward and backward (the training
+//!   step of a network of just that, 8 images of 32 channels on 32x32);
+//! - `elementwise_chain`: `relu(x * scale + shift)` on 8x64x56x56 with per-channel scale and
+//!   shift, batch norm's apply and activation;
+//! - `optimizer_update`: Adam's update of one million parameters;
+//! - `step/MODEL`: each zoo model's training step (SGD with momentum) at batch 8 (`mlp` and
+//!   `mnist_cnn` at 64).
+//!
+//! Both sides plan memory the same way; only fusion differs.
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use netc::codegen::{compile, compile_network, CodegenOptions};
+use netc::ir::ops::MapFn;
+use netc::ir::{Graph, InputKind, OpKind, OutputRole};
+use netc::lower::Param;
+use netc::optim::{apply, Optimizer, OptimizerKind};
+use netc::passes::PassOptions;
+use netc::pipeline::{self, TrainingOptions};
+use netc_grammar::diagnostic::SourceFile;
+use netc_runtime::init::{InitKind, ParamRole};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const SIDES: [(&str, bool); 2] = [("fused", false), ("unfused", true)];
+
+fn options(unfused: bool) -> CodegenOptions {
+    CodegenOptions {
+        passes: PassOptions::new(unfused, &[]),
+        ..CodegenOptions::default()
+    }
+}
+
+fn network(name: &str, text: &str, settings: &[(String, netc::front::value::Value)]) -> netc::front::Network {
+    netc::front::run(&SourceFile::new(name, text.to_string()), settings).expect("the network checks")
+}
+
+fn training_step(net: &netc::front::Network, batch: usize) -> pipeline::Compiled {
+    pipeline::training(
+        net,
+        &TrainingOptions {
+            batch,
+            optimizer: Optimizer::new(OptimizerKind::Momentum { momentum: 0.9 }),
+            frozen: Vec::new(),
+        },
+    )
+    .expect("lowers")
+}
+
+/// Fills every input with small deterministic values.
+fn fill(program: &mut netc::codegen::Program, graph: &Graph) {
+    for (i, (_, input)) in graph.inputs().enumerate() {
+        let data = program.input_mut(&input.name).expect("an input");
+        for (j, v) in data.iter_mut().enumerate() {
+            *v = ((j * 7 + i * 3) % 13) as f32 / 13.0 - 0.5;
+        }
+    }
+}
+
+fn elementwise_chain() -> Graph {
+    let mut g = Graph::new("chain");
+    let x = g.input(InputKind::Data, "x", vec![8, 64, 56, 56]);
+    let scale = g.input(InputKind::Param, "scale", vec![1, 64, 1, 1]);
+    let shift = g.input(InputKind::Param, "shift", vec![1, 64, 1, 1]);
+    let scaled = g.op(OpKind::Mul, &[x, scale], None);
+    let shifted = g.op(OpKind::Add, &[scaled, shift], None);
+    let y = g.op(OpKind::Map(MapFn::Relu), &[shifted], None);
+    g.output(OutputRole::Prediction, "y", y);
+    g
+}
+
+fn optimizer_update() -> Graph {
+    let mut g = Graph::new("adam");
+    let w = g.input(InputKind::Param, "w", vec![1000, 1000]);
+    let grad = g.input(InputKind::Data, "grad", vec![1000, 1000]);
+    let param = Param {
+        name: "w".into(),
+        role: ParamRole::Weight,
+        layer: "dense".into(),
+        fan_in: 1000,
+    };
+    let adam = OptimizerKind::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    apply(&mut g, &Optimizer::new(adam), &[(&param, grad)], &mut Vec::new());
+    debug_assert!(g.find_output(OutputRole::Update, "w").is_some_and(|u| u != w));
+    netc::autodiff::prune(&g)
+}
+
+fn patterns(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fusion");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    let conv_bn_relu = network(
+        "conv_bn_relu",
+        "network conv_bn_relu {\n  input 32x32x32\n  conv 3x3 32 pad=1 bias=false; batchnorm; relu\n  avgpool global; dense 10\n  loss softmax_cross_entropy\n}\n",
+        &[],
+    );
+    let graphs = [
+        ("conv_bn_relu", training_step(&conv_bn_relu, 8).graph),
+        ("elementwise_chain", elementwise_chain()),
+        ("optimizer_update", optimizer_update()),
+    ];
+    for (name, graph) in &graphs {
+        for (side, unfused) in SIDES {
+            let mut program = compile(graph, &options(unfused)).expect("compiles");
+            fill(&mut program, graph);
+            group.bench_function(format!("{name}/{side}"), |b| b.iter(|| program.run()));
+        }
+    }
+    group.finish();
+}
+
+fn zoo(c: &mut Criterion) {
+    let mut group = c.benchmark_group("step");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
+    let mut paths: Vec<_> = std::fs::read_dir(root)
+        .expect("the zoo")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "net"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let name = path.file_stem().and_then(|s| s.to_str()).expect("UTF-8").to_string();
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let net = network(&name, &text, &[]);
+        let batch = if matches!(name.as_str(), "mlp" | "mnist_cnn") { 64 } else { 8 };
+        let training = training_step(&net, batch);
+        for (side, unfused) in SIDES {
+            let mut program = compile_network(&training, &options(unfused)).expect("compiles");
+            program.initialize(InitKind::PyTorch, 0, &BTreeMap::new());
+            group.bench_function(format!("{name}/{side}"), |b| b.iter(|| program.run()));
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, patterns, zoo);
+criterion_main!(benches);
