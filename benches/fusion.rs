@@ -33,8 +33,13 @@ fn options(unfused: bool) -> CodegenOptions {
     }
 }
 
-fn network(name: &str, text: &str, settings: &[(String, netc::front::value::Value)]) -> netc::front::Network {
-    netc::front::run(&SourceFile::new(name, text.to_string()), settings).expect("the network checks")
+fn network(
+    name: &str,
+    text: &str,
+    settings: &[(String, netc::front::value::Value)],
+) -> netc::front::Network {
+    netc::front::run(&SourceFile::new(name, text.to_string()), settings)
+        .expect("the network checks")
 }
 
 fn training_step(net: &netc::front::Network, batch: usize) -> pipeline::Compiled {
@@ -86,8 +91,15 @@ fn optimizer_update() -> Graph {
         beta2: 0.999,
         eps: 1e-8,
     };
-    apply(&mut g, &Optimizer::new(adam), &[(&param, grad)], &mut Vec::new());
-    debug_assert!(g.find_output(OutputRole::Update, "w").is_some_and(|u| u != w));
+    apply(
+        &mut g,
+        &Optimizer::new(adam),
+        &[(&param, grad)],
+        &mut Vec::new(),
+    );
+    debug_assert!(g
+        .find_output(OutputRole::Update, "w")
+        .is_some_and(|u| u != w));
     netc::autodiff::prune(&g)
 }
 
@@ -133,10 +145,18 @@ fn zoo(c: &mut Criterion) {
         .collect();
     paths.sort();
     for path in paths {
-        let name = path.file_stem().and_then(|s| s.to_str()).expect("UTF-8").to_string();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("UTF-8")
+            .to_string();
         let text = std::fs::read_to_string(&path).expect("readable");
         let net = network(&name, &text, &[]);
-        let batch = if matches!(name.as_str(), "mlp" | "mnist_cnn") { 64 } else { 8 };
+        let batch = if matches!(name.as_str(), "mlp" | "mnist_cnn") {
+            64
+        } else {
+            8
+        };
         let training = training_step(&net, batch);
         for (side, unfused) in SIDES {
             let mut program = compile_network(&training, &options(unfused)).expect("compiles");

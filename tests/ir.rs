@@ -92,13 +92,30 @@ fn stage_snapshots() {
 fn pass_snapshots() {
     let mut golden = Golden::default();
     let cases: [(&str, &str, &[&str]); 4] = [
-        ("mnist_cnn.training", "../models/mnist_cnn.net", &["--stage", "training", "--optimizer", "momentum"]),
-        ("mnist_cnn.inference", "../models/mnist_cnn.net", &["--stage", "inference"]),
-        ("inception.training", "ir/inception.net", &["--stage", "training"]),
-        ("residual.training", "ir/residual.net", &["--stage", "training", "--optimizer", "adam"]),
+        (
+            "mnist_cnn.training",
+            "../models/mnist_cnn.net",
+            &["--stage", "training", "--optimizer", "momentum"],
+        ),
+        (
+            "mnist_cnn.inference",
+            "../models/mnist_cnn.net",
+            &["--stage", "inference"],
+        ),
+        (
+            "inception.training",
+            "ir/inception.net",
+            &["--stage", "training"],
+        ),
+        (
+            "residual.training",
+            "ir/residual.net",
+            &["--stage", "training", "--optimizer", "adam"],
+        ),
     ];
     for (name, path, stage) in cases {
-        for (index, pass) in Pass::ALL.iter().enumerate() {
+        // The memory passes plan buffers and leave the graph as it is: no snapshot of theirs.
+        for (index, pass) in Pass::ALL.iter().enumerate().filter(|(_, p)| p.is_fusion()) {
             let mut args = vec!["ir", path, "--batch", "2", "--optimized"];
             args.extend_from_slice(stage);
             for later in &Pass::ALL[index + 1..] {

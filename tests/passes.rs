@@ -82,7 +82,10 @@ fn every_pass_keeps_the_meaning_of_every_model() {
                 .iter()
                 .map(|&pass| (pass.name().to_string(), passes::apply(pass, graph)))
                 .collect();
-            cases.push(("every pass".into(), passes::run(graph, &PassOptions::default())));
+            cases.push((
+                "every pass".into(),
+                passes::run(graph, &PassOptions::default()),
+            ));
             for (label, after) in cases {
                 let at = format!("{stem} {} after {label}", graph.name);
                 if let Err(problems) = verify(&after) {

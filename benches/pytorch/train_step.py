@@ -42,7 +42,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     shape, classes = INPUTS[args.model]
-    model = getattr(reference, args.model)()
+    model, _ = getattr(reference, args.model)()
     model.train()
     if args.compile:
         model = torch.compile(model)

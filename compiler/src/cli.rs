@@ -364,8 +364,8 @@ fn execute(
                     passes: pass_flags.options(),
                     ..CodegenOptions::default()
                 };
-                let report =
-                    summary::memory(&network, batch, &codegen).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let report = summary::memory(&network, batch, &codegen)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 writeln!(
                     stdout,
                     "\nmemory of the training step (batch {batch}, SGD with momentum, {} threads):",

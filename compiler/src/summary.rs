@@ -189,7 +189,11 @@ pub fn json(network: &Network, expand: bool) -> Json {
 
 /// The memory plan of the training step (SGD with momentum, as `netc bench`), from the code
 /// generated for it, before anything runs: `netc summary --memory`.
-pub fn memory(network: &Network, batch: usize, codegen: &CodegenOptions) -> Result<MemoryReport, String> {
+pub fn memory(
+    network: &Network,
+    batch: usize,
+    codegen: &CodegenOptions,
+) -> Result<MemoryReport, String> {
     let training = pipeline::training(
         network,
         &TrainingOptions {
@@ -212,21 +216,30 @@ pub fn memory(network: &Network, batch: usize, codegen: &CodegenOptions) -> Resu
     let slot_purposes = purposes(graph, &plan);
     let values_end = plan.buffer_of.iter().max().map_or(1, |m| m + 1);
     let mut by_purpose: Vec<(Purpose, u64)> = Purpose::ALL.iter().map(|&p| (p, 0)).collect();
-    for slot in 1..values_end {
-        let purpose = slot_purposes[slot];
+    for (purpose, &floats) in slot_purposes
+        .iter()
+        .zip(&layout.buffer_floats)
+        .take(values_end)
+        .skip(1)
+    {
         let entry = by_purpose
             .iter_mut()
-            .find(|(p, _)| *p == purpose)
+            .find(|(p, _)| p == purpose)
             .expect("every purpose listed");
-        entry.1 += bytes(layout.buffer_floats[slot]);
+        entry.1 += bytes(floats);
     }
     let workspace_bytes = layout.buffer_floats[values_end..]
         .iter()
         .map(|&f| bytes(f))
         .sum();
     let scratch_bytes = bytes(layout.scratch_floats) * program.threads() as u64;
-    let total_bytes = by_purpose.iter().map(|(_, b)| b).sum::<u64>() + workspace_bytes + scratch_bytes;
-    let unplanned_bytes = one_per_value(graph).buffer_floats.iter().map(|&f| bytes(f)).sum();
+    let total_bytes =
+        by_purpose.iter().map(|(_, b)| b).sum::<u64>() + workspace_bytes + scratch_bytes;
+    let unplanned_bytes = one_per_value(graph)
+        .buffer_floats
+        .iter()
+        .map(|&f| bytes(f))
+        .sum();
     Ok(MemoryReport {
         by_purpose,
         workspace_bytes,

@@ -12,10 +12,10 @@ mod models;
 mod pool;
 mod softmax_loss;
 
-use netc::passes::PassOptions;
 use netc::codegen::{compile, CodegenOptions};
 use netc::interp::{EvalContext, Tensor};
 use netc::ir::{Graph, InputKind, OpKind, OutputRole, ValueId};
+use netc::passes::PassOptions;
 use netc_runtime::microkernel::MicrokernelKind;
 use std::collections::HashMap;
 

@@ -7,11 +7,11 @@
 use super::{check_graph, check_ops, microkernels};
 use crate::golden::files;
 use crate::training::{feed, network, small};
-use netc::passes::PassOptions;
 use netc::codegen::{compile, CodegenOptions};
 use netc::interp::{run, EvalContext, Tensor};
 use netc::ir::{InputKind, OutputRole, ValueId};
 use netc::optim::{Optimizer, OptimizerKind};
+use netc::passes::PassOptions;
 use netc::pipeline::{self, TrainingOptions};
 use netc_runtime::microkernel::MicrokernelKind;
 use std::path::Path;

@@ -418,7 +418,10 @@ fn read_chain(pair: &Pair<Rule>) -> Result<Chain, ParseError> {
         if !is_elementwise(&kind) {
             return Err(error_at(
                 &word,
-                format!("`{}` is not elementwise, so it cannot be a step", kind.name()),
+                format!(
+                    "`{}` is not elementwise, so it cannot be a step",
+                    kind.name()
+                ),
             ));
         }
         steps.push(Step { kind, args });
@@ -556,7 +559,7 @@ mod tests {
             (graph("  %1 = data y : [2147483647,2147483647,2147483647]"), "3:17: [2147483647,2147483647,2147483647] has too many elements"),
             (graph("  %1 = relu(%1) : [2,3]"), "3:13: %1 is not defined before this line"),
             (graph("  %1 = relux(%0) : [2,3]"), "3:8: unknown op `relux`; did you mean `relu`?"),
-            (graph("  %1 = frobnicate(%0) : [2,3]"), "3:8: unknown op `frobnicate` (one of conv2d, conv2d_input_grad, conv2d_weight_grad, matmul, maxpool, maxpool_grad, avgpool, avgpool_grad, channel_window_sum, add, sub, mul, div, reshape, sum_to, broadcast, concat, slice, softmax, softmax_grad, softmax_cross_entropy, softmax_cross_entropy_grad, binary_cross_entropy, binary_cross_entropy_grad, dropout_mask, fill, neg, exp, log, sqrt, abs, sign, step, sigmoid, tanh, relu, leaky_relu, scale, add_const, pow_const)"),
+            (graph("  %1 = frobnicate(%0) : [2,3]"), "3:8: unknown op `frobnicate` (one of conv2d, conv2d_input_grad, conv2d_weight_grad, matmul, maxpool, maxpool_grad, avgpool, avgpool_grad, channel_window_sum, add, sub, mul, div, reshape, sum_to, broadcast, concat, slice, softmax, softmax_grad, softmax_cross_entropy, softmax_cross_entropy_grad, binary_cross_entropy, binary_cross_entropy_grad, dropout_mask, fill, fused, neg, exp, log, sqrt, abs, sign, step, sigmoid, tanh, relu, leaky_relu, scale, add_const, pow_const)"),
             (graph("  %1 = relu(%0) : [3,2]"), "3:19: `relu` gives [2,3] here, not [3,2]"),
             (graph("  %1 = add(%0) : [2,3]"), "3:8: `add` on [2,3]: expected 2 inputs, found 1"),
             (graph("  %1 = leaky_relu(%0) : [2,3]"), "3:8: `leaky_relu` takes the attributes slope, in this order"),
@@ -576,7 +579,7 @@ mod tests {
             (graph("  %1 = relu(%0) : (2,3)"), "3:19: expected a shape like `[2,3]`"),
             (graph("  %1 = relu %0 : [2,3]"), "3:13: expected arguments like `(%1, %2)` or a dotted name like `conv1.weight`"),
             (graph("  %1 = relu(%0) : [2,3"), "3:19: expected a shape like `[2,3]`"),
-            (graph("  %1 = matmul(%0, %0) transpose_a=false transpose_b= : [2,2]"), "3:54: expected a shape like `[2,3]`, `true` or `false`, a number, or a whole number"),
+            (graph("  %1 = matmul(%0, %0) transpose_a=false transpose_b= : [2,2]"), "3:54: expected steps like `{mul(x0, x1); relu(t0)}`, a shape like `[2,3]`, `true` or `false`, a number, or a whole number"),
             (graph("  %1 = maxpool(%0) kernel=2 x 2 : [2,2]"), "3:29: expected an attribute like `axis=1`"),
             (graph("  output los loss = %0"), "3:10: unknown output role `los`; did you mean `loss`?"),
             (graph("  output loss loss = %1"), "3:22: %1 is not defined before this line"),

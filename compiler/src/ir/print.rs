@@ -579,11 +579,12 @@ graph every_op.training {
   %47 = scale(%27) factor=-inf : [2,5]
   %48 = add_const(%27) value=-0.0 : [2,5]
   %49 = pow_const(%27) exponent=-0.5 : [2,5]
-  %50 = mul(%10, %6) : [4,3,3,3]
+  %50 = fused(%8, %16) chain={mul(x0, x1); add_const(t0) value=0.5; relu(t1)} : [2,4,6,4] @bn
+  %51 = mul(%10, %6) : [4,3,3,3]
   output loss loss = %30
   output prediction prediction = %28
   output gradient conv.weight = %10
-  output update conv.weight = %50
+  output update conv.weight = %51
   output update bn.running_mean = %22
 }
 ";

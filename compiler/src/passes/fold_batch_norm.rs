@@ -10,8 +10,8 @@
 //! `mean`, `inv_std`, `gamma` and `beta` per-channel values that do not depend on the input. In
 //! training the statistics come from the batch, so nothing matches.
 
-use crate::ir::{Definition, Graph, Op, OpKind, ValueId};
 use crate::ir::ops::MapFn;
+use crate::ir::{Definition, Graph, Op, OpKind, ValueId};
 use std::collections::{HashMap, HashSet};
 
 /// One batch norm to fold, by value.
@@ -57,26 +57,38 @@ pub fn run(graph: &Graph) -> Graph {
             if add.kind != OpKind::Add {
                 return None;
             }
-            let [scaled, beta] = add.inputs[..] else { return None };
+            let [scaled, beta] = add.inputs[..] else {
+                return None;
+            };
             let (scale_op, scale) = single(scaled, root)?;
-            let [normalised, gamma] = scale.inputs[..] else { return None };
+            let [normalised, gamma] = scale.inputs[..] else {
+                return None;
+            };
             (scale.kind == OpKind::Mul).then_some(())?;
             let (norm_op, norm) = single(normalised, scale_op)?;
-            let [centred, inv_std] = norm.inputs[..] else { return None };
+            let [centred, inv_std] = norm.inputs[..] else {
+                return None;
+            };
             (norm.kind == OpKind::Mul).then_some(())?;
             let (sub_op, sub) = single(centred, norm_op)?;
-            let [z, mean] = sub.inputs[..] else { return None };
+            let [z, mean] = sub.inputs[..] else {
+                return None;
+            };
             (sub.kind == OpKind::Sub).then_some(())?;
             let (mut conv_op, mut conv) = single(z, sub_op)?;
             let mut replaced = vec![sub_op, norm_op, scale_op, root];
             let mut bias = None;
             if conv.kind == OpKind::Add {
-                let [convolved, b] = conv.inputs[..] else { return None };
+                let [convolved, b] = conv.inputs[..] else {
+                    return None;
+                };
                 bias = Some(b);
                 replaced.push(conv_op);
                 (conv_op, conv) = single(convolved, conv_op)?;
             }
-            let OpKind::Conv2d(_) = conv.kind else { return None };
+            let OpKind::Conv2d(_) = conv.kind else {
+                return None;
+            };
             replaced.push(conv_op);
             let channels = graph.shape(conv.output)[1];
             let constants = [Some(mean), Some(inv_std), Some(gamma), Some(beta), bias];
@@ -119,7 +131,11 @@ pub fn run(graph: &Graph) -> Graph {
             let v = |value: ValueId| renumber[&value];
             let scale = folded.op(OpKind::Mul, &[v(fold.inv_std), v(fold.gamma)], bn_layer);
             let out_channels = graph.shape(fold.weight)[0];
-            let per_filter = folded.op(OpKind::Reshape(vec![out_channels, 1, 1, 1]), &[scale], layer);
+            let per_filter = folded.op(
+                OpKind::Reshape(vec![out_channels, 1, 1, 1]),
+                &[scale],
+                layer,
+            );
             let weight = folded.op(OpKind::Mul, &[v(fold.weight), per_filter], layer);
             let convolved = folded.op(OpKind::Conv2d(attrs), &[v(fold.x), weight], layer);
             let offset = match fold.bias {

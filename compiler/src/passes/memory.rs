@@ -220,7 +220,11 @@ fn in_place_updates(graph: &Graph) -> Vec<(usize, usize)> {
         }
     }
     let outputs_of = |value: usize| graph.outputs.iter().filter(move |o| o.value.0 == value);
-    for output in graph.outputs.iter().filter(|o| o.role == OutputRole::Update) {
+    for output in graph
+        .outputs
+        .iter()
+        .filter(|o| o.role == OutputRole::Update)
+    {
         let Some(old) = graph.find_input(&output.name) else {
             continue;
         };
@@ -269,9 +273,21 @@ impl MemoryReport {
         for (purpose, bytes) in &self.by_purpose {
             text += &format!("  {:<36}{}\n", purpose.label(), mib(*bytes));
         }
-        text += &format!("  {:<36}{}\n", "workspace (packed operands)", mib(self.workspace_bytes));
-        text += &format!("  {:<36}{}\n", "scratch (all threads)", mib(self.scratch_bytes));
-        text += &format!("  {:<36}{}\n", "peak (all of it, allocated once)", mib(self.total_bytes));
+        text += &format!(
+            "  {:<36}{}\n",
+            "workspace (packed operands)",
+            mib(self.workspace_bytes)
+        );
+        text += &format!(
+            "  {:<36}{}\n",
+            "scratch (all threads)",
+            mib(self.scratch_bytes)
+        );
+        text += &format!(
+            "  {:<36}{}\n",
+            "peak (all of it, allocated once)",
+            mib(self.total_bytes)
+        );
         text += &format!(
             "  {:<36}{}\n",
             "values, one buffer each (unplanned)",

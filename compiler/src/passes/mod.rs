@@ -50,7 +50,10 @@ impl Pass {
             .iter()
             .map(|p| format!("{} ({})", p.name(), p.doc()))
             .collect();
-        Err(format!("no such pass; {hint}the passes are: {}", list.join(", ")))
+        Err(format!(
+            "no such pass; {hint}the passes are: {}",
+            list.join(", ")
+        ))
     }
 
     /// Whether the pass fuses ops (what `--unfused` turns off).

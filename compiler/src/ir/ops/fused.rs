@@ -64,9 +64,13 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
                     arg_shapes.push(inputs[i]);
                 }
                 Arg::Step(s) if s < index => arg_shapes.push(&shapes[s]),
-                Arg::Input(i) => return Err(format!("step {index} reads input {i}, which is missing")),
+                Arg::Input(i) => {
+                    return Err(format!("step {index} reads input {i}, which is missing"))
+                }
                 Arg::Step(s) => {
-                    return Err(format!("step {index} reads step {s}, which does not come before it"))
+                    return Err(format!(
+                        "step {index} reads step {s}, which does not come before it"
+                    ))
                 }
             }
         }
