@@ -11,7 +11,8 @@
 //!
 //! Both sides plan memory the same way; only fusion differs.
 
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
 use netc::codegen::{compile, compile_network, CodegenOptions};
 use netc::ir::ops::MapFn;
 use netc::ir::{Graph, InputKind, OpKind, OutputRole};
@@ -64,6 +65,22 @@ fn fill(program: &mut netc::codegen::Program, graph: &Graph) {
     }
 }
 
+/// Ten equal samples per benchmark: whole training steps are too slow for criterion's
+/// defaults.
+fn group<'c>(
+    c: &'c mut Criterion,
+    name: &str,
+    measurement: Duration,
+) -> BenchmarkGroup<'c, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(measurement);
+    group
+}
+
 fn elementwise_chain() -> Graph {
     let mut g = Graph::new("chain");
     let x = g.input(InputKind::Data, "x", vec![8, 64, 56, 56]);
@@ -78,7 +95,7 @@ fn elementwise_chain() -> Graph {
 
 fn optimizer_update() -> Graph {
     let mut g = Graph::new("adam");
-    let w = g.input(InputKind::Param, "w", vec![1000, 1000]);
+    g.input(InputKind::Param, "w", vec![1000, 1000]);
     let grad = g.input(InputKind::Data, "grad", vec![1000, 1000]);
     let param = Param {
         name: "w".into(),
@@ -104,12 +121,7 @@ fn optimizer_update() -> Graph {
 }
 
 fn patterns(c: &mut Criterion) {
-    let mut group = c.benchmark_group("fusion");
-    group
-        .sample_size(10)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1));
+    let mut group = group(c, "fusion", Duration::from_secs(1));
     let conv_bn_relu = network(
         "conv_bn_relu",
         "network conv_bn_relu {\n  input 32x32x32\n  conv 3x3 32 pad=1 bias=false; batchnorm; relu\n  avgpool global; dense 10\n  loss softmax_cross_entropy\n}\n",
@@ -131,12 +143,7 @@ fn patterns(c: &mut Criterion) {
 }
 
 fn zoo(c: &mut Criterion) {
-    let mut group = c.benchmark_group("step");
-    group
-        .sample_size(10)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
+    let mut group = group(c, "step", Duration::from_secs(2));
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
     let mut paths: Vec<_> = std::fs::read_dir(root)
         .expect("the zoo")

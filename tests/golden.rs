@@ -72,3 +72,19 @@ impl Golden {
         assert!(self.failures.is_empty(), "{}", self.failures.join("\n\n"));
     }
 }
+
+/// Runs `check` on every zoo model, the models shared out between two threads (the
+/// interpreter the checks use is single-threaded).
+pub fn for_each_model(check: fn(&Path)) {
+    let paths = files("../models", "net");
+    let (even, odd): (Vec<_>, Vec<_>) = paths.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    std::thread::scope(|scope| {
+        for half in [even, odd] {
+            scope.spawn(move || {
+                for (_, path) in half {
+                    check(path);
+                }
+            });
+        }
+    });
+}

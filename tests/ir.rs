@@ -77,11 +77,7 @@ fn stage_snapshots() {
     for (name, path, stage) in cases {
         let mut args = vec!["ir", path, "--batch", "2"];
         args.extend_from_slice(stage);
-        let (status, stdout, stderr) = netc(&args);
-        if status != 0 {
-            golden.fail(format!("netc {}: {stderr}", args.join(" ")));
-        }
-        golden.check(format!("snapshots/{name}.ir").as_ref(), &stdout);
+        snapshot(&mut golden, &format!("snapshots/{name}.ir"), &args);
     }
     golden.finish();
 }
@@ -121,13 +117,18 @@ fn pass_snapshots() {
             for later in &Pass::ALL[index + 1..] {
                 args.extend(["--disable-pass", later.name()]);
             }
-            let (status, stdout, stderr) = netc(&args);
-            if status != 0 {
-                golden.fail(format!("netc {}: {stderr}", args.join(" ")));
-            }
             let file = format!("snapshots/passes/{name}.{}.ir", pass.name());
-            golden.check(file.as_ref(), &stdout);
+            snapshot(&mut golden, &file, &args);
         }
     }
     golden.finish();
+}
+
+/// `netc ARGS`'s output against the snapshot `file`.
+fn snapshot(golden: &mut Golden, file: &str, args: &[&str]) {
+    let (status, stdout, stderr) = netc(args);
+    if status != 0 {
+        golden.fail(format!("netc {}: {stderr}", args.join(" ")));
+    }
+    golden.check(file.as_ref(), &stdout);
 }

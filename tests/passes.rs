@@ -5,7 +5,7 @@
 //! IR after the passes are in `ir.rs`.
 
 use crate::codegen::check_graph;
-use crate::golden::files;
+use crate::golden::for_each_model;
 use crate::training::{feed, network, small};
 use netc::codegen::{compile, CodegenOptions};
 use netc::interp::{run, EvalContext, Tensor};
@@ -39,21 +39,6 @@ fn stages(path: &Path) -> (String, [Compiled; 2]) {
     let training = pipeline::training(&net, &options).expect("lowers");
     let inference = pipeline::inference(&net, 2).expect("lowers");
     (stem, [training, inference])
-}
-
-/// Each model on its own thread pair: the interpreter is single-threaded.
-fn for_each_model(check: fn(&Path)) {
-    let paths = files("../models", "net");
-    let (even, odd): (Vec<_>, Vec<_>) = paths.iter().enumerate().partition(|(i, _)| i % 2 == 0);
-    std::thread::scope(|scope| {
-        for half in [even, odd] {
-            scope.spawn(move || {
-                for (_, path) in half {
-                    check(path);
-                }
-            });
-        }
-    });
 }
 
 fn outputs(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Vec<(String, Tensor)> {

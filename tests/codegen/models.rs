@@ -5,7 +5,7 @@
 //! of the interpreter.
 
 use super::{check_graph, check_ops, microkernels};
-use crate::golden::files;
+use crate::golden::for_each_model;
 use crate::training::{feed, network, small};
 use netc::codegen::{compile, CodegenOptions};
 use netc::interp::{run, EvalContext, Tensor};
@@ -23,20 +23,9 @@ const OP_TOLERANCE: f64 = 1e-4;
 /// compounds through the network and three updates.
 const STEP_TOLERANCE: f64 = 1e-3;
 
-/// The models, shared out between two threads (the interpreter is single-threaded).
 #[test]
 fn every_model_trains_like_the_interpreter() {
-    let paths = files("../models", "net");
-    let (even, odd): (Vec<_>, Vec<_>) = paths.iter().enumerate().partition(|(i, _)| i % 2 == 0);
-    std::thread::scope(|scope| {
-        for half in [even, odd] {
-            scope.spawn(move || {
-                for (_, path) in half {
-                    check_model(path);
-                }
-            });
-        }
-    });
+    for_each_model(check_model);
 }
 
 fn check_model(path: &Path) {

@@ -10,6 +10,7 @@
 //! `mean`, `inv_std`, `gamma` and `beta` per-channel values that do not depend on the input. In
 //! training the statistics come from the batch, so nothing matches.
 
+use super::{rewrite, Rewrite, Uses};
 use crate::ir::ops::MapFn;
 use crate::ir::{Definition, Graph, Op, OpKind, ValueId};
 use std::collections::{HashMap, HashSet};
@@ -28,21 +29,14 @@ struct Fold {
 }
 
 pub fn run(graph: &Graph) -> Graph {
-    let readers = super::fuse_elementwise::readers(graph);
-    let outputs: Vec<bool> = {
-        let mut outputs = vec![false; graph.values.len()];
-        for output in &graph.outputs {
-            outputs[output.value.0] = true;
-        }
-        outputs
-    };
+    let uses = Uses::of(graph);
     let depends_on_data = depends_on_data(graph);
     // The op defining `value` if it is of this kind and only `reader` reads the value.
     let single = |value: ValueId, reader: usize| -> Option<(usize, &Op)> {
         let Definition::Op(op) = graph.values[value.0].definition else {
             return None;
         };
-        (readers[value.0] == [reader] && !outputs[value.0]).then_some((op, &graph.ops[op]))
+        uses.only(value, reader).then_some((op, &graph.ops[op]))
     };
     let per_channel = |value: ValueId, channels: usize| {
         let shape = graph.shape(value);
@@ -114,49 +108,38 @@ pub fn run(graph: &Graph) -> Graph {
     }
     let replaced: HashSet<usize> = folds.values().flat_map(|f| f.replaced.clone()).collect();
 
-    let mut folded = Graph::new(graph.name.clone());
-    let mut renumber: HashMap<ValueId, ValueId> = HashMap::new();
-    for (old, input) in graph.inputs() {
-        let new = folded.input(input.kind, input.name.clone(), graph.shape(old).clone());
-        renumber.insert(old, new);
-    }
-    for (index, op) in graph.ops.iter().enumerate() {
-        let new = if let Some(fold) = folds.get(&index) {
-            let conv_op = *fold.replaced.last().expect("the convolution");
-            let OpKind::Conv2d(attrs) = graph.ops[conv_op].kind else {
-                unreachable!("matched a convolution")
+    rewrite(graph, |folded, index, renumber| {
+        let Some(fold) = folds.get(&index) else {
+            return if replaced.contains(&index) {
+                Rewrite::Drop
+            } else {
+                Rewrite::Keep
             };
-            let layer = graph.ops[conv_op].layer.as_deref();
-            let bn_layer = op.layer.as_deref();
-            let v = |value: ValueId| renumber[&value];
-            let scale = folded.op(OpKind::Mul, &[v(fold.inv_std), v(fold.gamma)], bn_layer);
-            let out_channels = graph.shape(fold.weight)[0];
-            let per_filter = folded.op(
-                OpKind::Reshape(vec![out_channels, 1, 1, 1]),
-                &[scale],
-                layer,
-            );
-            let weight = folded.op(OpKind::Mul, &[v(fold.weight), per_filter], layer);
-            let convolved = folded.op(OpKind::Conv2d(attrs), &[v(fold.x), weight], layer);
-            let offset = match fold.bias {
-                Some(bias) => folded.op(OpKind::Sub, &[v(bias), v(fold.mean)], bn_layer),
-                None => folded.op(OpKind::Map(MapFn::Neg), &[v(fold.mean)], bn_layer),
-            };
-            let scaled_offset = folded.op(OpKind::Mul, &[offset, scale], bn_layer);
-            let shift = folded.op(OpKind::Add, &[scaled_offset, v(fold.beta)], bn_layer);
-            folded.op(OpKind::Add, &[convolved, shift], bn_layer)
-        } else if replaced.contains(&index) {
-            continue;
-        } else {
-            let inputs: Vec<ValueId> = op.inputs.iter().map(|v| renumber[v]).collect();
-            folded.op(op.kind.clone(), &inputs, op.layer.as_deref())
         };
-        renumber.insert(op.output, new);
-    }
-    for output in &graph.outputs {
-        folded.output(output.role, output.name.clone(), renumber[&output.value]);
-    }
-    folded
+        let conv_op = *fold.replaced.last().expect("the convolution");
+        let OpKind::Conv2d(attrs) = graph.ops[conv_op].kind else {
+            unreachable!("matched a convolution")
+        };
+        let layer = graph.ops[conv_op].layer.as_deref();
+        let bn_layer = graph.ops[index].layer.as_deref();
+        let v = |value: ValueId| renumber[&value];
+        let scale = folded.op(OpKind::Mul, &[v(fold.inv_std), v(fold.gamma)], bn_layer);
+        let out_channels = graph.shape(fold.weight)[0];
+        let per_filter = folded.op(
+            OpKind::Reshape(vec![out_channels, 1, 1, 1]),
+            &[scale],
+            layer,
+        );
+        let weight = folded.op(OpKind::Mul, &[v(fold.weight), per_filter], layer);
+        let convolved = folded.op(OpKind::Conv2d(attrs), &[v(fold.x), weight], layer);
+        let offset = match fold.bias {
+            Some(bias) => folded.op(OpKind::Sub, &[v(bias), v(fold.mean)], bn_layer),
+            None => folded.op(OpKind::Map(MapFn::Neg), &[v(fold.mean)], bn_layer),
+        };
+        let scaled_offset = folded.op(OpKind::Mul, &[offset, scale], bn_layer);
+        let shift = folded.op(OpKind::Add, &[scaled_offset, v(fold.beta)], bn_layer);
+        Rewrite::Replace(folded.op(OpKind::Add, &[convolved, shift], bn_layer))
+    })
 }
 
 /// Whether each value depends on the data or targets (rather than only on parameters, state

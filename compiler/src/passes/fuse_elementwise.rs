@@ -8,19 +8,13 @@
 //! reader, it is not a graph output, and it has the chain's shape (a narrower producer, like a
 //! per-channel scale, would be recomputed at every position; it stays a tensor of its own).
 
+use super::{rewrite, Rewrite, Uses};
 use crate::ir::ops::fused::{is_elementwise, Arg, Chain, Step};
-use crate::ir::{Definition, Graph, Op, OpKind, ValueId};
+use crate::ir::{Definition, Graph, OpKind, ValueId};
 use std::collections::HashMap;
 
 pub fn run(graph: &Graph) -> Graph {
-    let readers = readers(graph);
-    let outputs: Vec<bool> = {
-        let mut outputs = vec![false; graph.values.len()];
-        for output in &graph.outputs {
-            outputs[output.value.0] = true;
-        }
-        outputs
-    };
+    let uses = Uses::of(graph);
     let producer = |value: ValueId| match graph.values[value.0].definition {
         Definition::Op(op) => Some(op),
         Definition::Input(_) => None,
@@ -43,8 +37,7 @@ pub fn run(graph: &Graph) -> Graph {
                 let joins = root_of[op].is_none()
                     && (is_elementwise(&graph.ops[op].kind)
                         || matches!(graph.ops[op].kind, OpKind::Broadcast(_)))
-                    && !outputs[value.0]
-                    && readers[value.0] == [reader]
+                    && uses.only(value, reader)
                     && graph.shape(value) == shape;
                 if joins {
                     root_of[op] = Some(root);
@@ -69,49 +62,18 @@ pub fn run(graph: &Graph) -> Graph {
         members[*root] += 1;
     }
 
-    let mut fused = Graph::new(graph.name.clone());
-    let mut renumber: HashMap<ValueId, ValueId> = HashMap::new();
-    for (old, input) in graph.inputs() {
-        let new = fused.input(input.kind, input.name.clone(), graph.shape(old).clone());
-        renumber.insert(old, new);
-    }
-    for (index, op) in graph.ops.iter().enumerate() {
-        let new = match root_of[index] {
-            Some(root) if root != index => continue,
-            Some(root) if members[root] > 1 => {
-                let (inputs, Some(chain)) = chain(graph, root, &root_of) else {
-                    panic!("internal error: the chain ending in op {root} changes its shape")
-                };
-                let inputs: Vec<ValueId> = inputs.iter().map(|v| renumber[v]).collect();
-                fused.op(OpKind::Fused(chain), &inputs, op.layer.as_deref())
-            }
-            Some(_) => copy(&mut fused, op, &renumber),
-            None => copy(&mut fused, op, &renumber),
-        };
-        renumber.insert(op.output, new);
-    }
-    for output in &graph.outputs {
-        fused.output(output.role, output.name.clone(), renumber[&output.value]);
-    }
-    fused
-}
-
-fn copy(fused: &mut Graph, op: &Op, renumber: &HashMap<ValueId, ValueId>) -> ValueId {
-    let inputs: Vec<ValueId> = op.inputs.iter().map(|v| renumber[v]).collect();
-    fused.op(op.kind.clone(), &inputs, op.layer.as_deref())
-}
-
-/// For each value, the ops that read it (once each, in order).
-pub(crate) fn readers(graph: &Graph) -> Vec<Vec<usize>> {
-    let mut readers = vec![Vec::new(); graph.values.len()];
-    for (index, op) in graph.ops.iter().enumerate() {
-        for value in &op.inputs {
-            if readers[value.0].last() != Some(&index) {
-                readers[value.0].push(index);
-            }
+    rewrite(graph, |fused, index, renumber| match root_of[index] {
+        Some(root) if root != index => Rewrite::Drop,
+        Some(root) if members[root] > 1 => {
+            let (inputs, Some(chain)) = chain(graph, root, &root_of) else {
+                panic!("internal error: the chain ending in op {root} changes its shape")
+            };
+            let inputs: Vec<ValueId> = inputs.iter().map(|v| renumber[v]).collect();
+            let layer = graph.ops[index].layer.as_deref();
+            Rewrite::Replace(fused.op(OpKind::Fused(chain), &inputs, layer))
         }
-    }
-    readers
+        _ => Rewrite::Keep,
+    })
 }
 
 /// The chain rooted at `root` over the ops `root_of` puts in it: its inputs (values outside

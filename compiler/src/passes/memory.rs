@@ -14,6 +14,7 @@
 //! The plan also says what the memory is for (`MemoryReport`), which `netc summary --memory`
 //! prints before anything runs.
 
+use super::Uses;
 use crate::ir::ops::fused::is_elementwise;
 use crate::ir::{Definition, Graph, InputKind, OpKind, OutputRole, ValueId};
 use std::collections::HashSet;
@@ -213,12 +214,7 @@ pub fn intact_at_end(graph: &Graph, plan: &MemoryPlan) -> Vec<bool> {
 /// The updates that can be computed into their old value's buffer: `(update, input)` pairs.
 fn in_place_updates(graph: &Graph) -> Vec<(usize, usize)> {
     let mut pairs = Vec::new();
-    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); graph.values.len()];
-    for (index, op) in graph.ops.iter().enumerate() {
-        for input in &op.inputs {
-            readers[input.0].push(index);
-        }
-    }
+    let readers = Uses::of(graph).readers;
     let outputs_of = |value: usize| graph.outputs.iter().filter(move |o| o.value.0 == value);
     for output in graph
         .outputs

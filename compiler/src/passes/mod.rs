@@ -8,7 +8,8 @@ pub mod fold_batch_norm;
 pub mod fuse_elementwise;
 pub mod memory;
 
-use crate::ir::Graph;
+use crate::ir::{Graph, Op, ValueId};
+use std::collections::HashMap;
 use std::fmt;
 
 /// A pass, by what it does.
@@ -126,7 +127,7 @@ impl PassOptions {
 pub fn run(graph: &Graph, options: &PassOptions) -> Graph {
     let mut graph = graph.clone();
     for pass in Pass::ALL {
-        if options.enabled(pass) {
+        if options.enabled(pass) && pass.is_fusion() {
             graph = apply(pass, &graph);
         }
     }
@@ -141,4 +142,74 @@ pub fn apply(pass: Pass, graph: &Graph) -> Graph {
         Pass::FuseElementwise => fuse_elementwise::run(graph),
         Pass::ReuseBuffers | Pass::UpdateInPlace => graph.clone(),
     }
+}
+
+/// Who reads each value: the ops (once each, in order), and whether the graph outputs it.
+pub(crate) struct Uses {
+    pub readers: Vec<Vec<usize>>,
+    pub is_output: Vec<bool>,
+}
+
+impl Uses {
+    pub fn of(graph: &Graph) -> Uses {
+        let mut readers = vec![Vec::new(); graph.values.len()];
+        for (index, op) in graph.ops.iter().enumerate() {
+            for value in &op.inputs {
+                if readers[value.0].last() != Some(&index) {
+                    readers[value.0].push(index);
+                }
+            }
+        }
+        let mut is_output = vec![false; graph.values.len()];
+        for output in &graph.outputs {
+            is_output[output.value.0] = true;
+        }
+        Uses { readers, is_output }
+    }
+
+    /// Whether op `reader` is all that uses `value`, so a rewrite may absorb the value into it.
+    pub fn only(&self, value: ValueId, reader: usize) -> bool {
+        self.readers[value.0] == [reader] && !self.is_output[value.0]
+    }
+}
+
+/// What a rewrite makes of one op of the graph it copies.
+pub(crate) enum Rewrite {
+    /// The op as it is.
+    Keep,
+    /// Nothing: another op's replacement computes what it did.
+    Drop,
+    /// This value of the new graph stands for the op's output.
+    Replace(ValueId),
+}
+
+/// `graph` copied op by op, inputs and outputs renumbered, with `each` deciding every op's
+/// fate: it gets the new graph to add ops to and the map from old values to new ones.
+pub(crate) fn rewrite(
+    graph: &Graph,
+    mut each: impl FnMut(&mut Graph, usize, &HashMap<ValueId, ValueId>) -> Rewrite,
+) -> Graph {
+    let mut new = Graph::new(graph.name.clone());
+    let mut renumber: HashMap<ValueId, ValueId> = HashMap::new();
+    for (old, input) in graph.inputs() {
+        let value = new.input(input.kind, input.name.clone(), graph.shape(old).clone());
+        renumber.insert(old, value);
+    }
+    for (index, op) in graph.ops.iter().enumerate() {
+        let value = match each(&mut new, index, &renumber) {
+            Rewrite::Keep => copy(&mut new, op, &renumber),
+            Rewrite::Drop => continue,
+            Rewrite::Replace(value) => value,
+        };
+        renumber.insert(op.output, value);
+    }
+    for output in &graph.outputs {
+        new.output(output.role, output.name.clone(), renumber[&output.value]);
+    }
+    new
+}
+
+fn copy(new: &mut Graph, op: &Op, renumber: &HashMap<ValueId, ValueId>) -> ValueId {
+    let inputs: Vec<ValueId> = op.inputs.iter().map(|v| renumber[v]).collect();
+    new.op(op.kind.clone(), &inputs, op.layer.as_deref())
 }
