@@ -5,7 +5,7 @@ use crate::codegen::{compile_network, CodegenOptions};
 use crate::front::Network;
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::pipeline::{self, TrainingOptions};
-use netc_runtime::bench::{time_steps, BenchReport};
+use netc_runtime::bench::{profile_steps, time_steps, BenchReport};
 use std::time::Instant;
 
 /// What to measure.
@@ -16,6 +16,8 @@ pub struct BenchOptions {
     pub steps: usize,
     /// Untimed steps first: the first touches every page of every buffer.
     pub warmup: usize,
+    /// Also profile as many steps again, kernel by kernel.
+    pub profile: bool,
     pub codegen: CodegenOptions,
 }
 
@@ -36,14 +38,18 @@ pub fn bench(network: &Network, options: &BenchOptions) -> Result<BenchReport, S
     let mut program = compile_network(&training, &options.codegen).map_err(|e| e.to_string())?;
     let compile_time = started.elapsed();
     let step_times = time_steps(&mut program, options.warmup, options.steps);
+    let profile = options
+        .profile
+        .then(|| profile_steps(&mut program, options.warmup + options.steps, options.steps));
     Ok(BenchReport {
         network: network.name.clone(),
         batch: options.batch,
         threads: program.threads(),
         microkernel: program.microkernel.name(),
         compile_time: Some(compile_time),
-        kernels: program.layout().kernels,
+        kernels: program.layout().kernels.len(),
         step_times,
         macs_per_example: network.cost().macs,
+        profile,
     })
 }

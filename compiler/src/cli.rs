@@ -106,6 +106,10 @@ enum Command {
         /// Print JSON, with every step's time.
         #[arg(long)]
         json: bool,
+        /// Then time every kernel of as many more steps, and show where the time goes, by
+        /// primitive and by layer.
+        #[arg(long)]
+        profile: bool,
         #[command(flatten)]
         machine: Machine,
         #[command(flatten)]
@@ -429,6 +433,7 @@ fn execute(
             batch,
             steps,
             json,
+            profile,
             machine,
             settings,
         } => {
@@ -439,6 +444,7 @@ fn execute(
                 batch,
                 steps,
                 warmup: 3,
+                profile,
                 codegen: machine.options(),
             };
             let report = bench::bench(&network, &options).map_err(|e| anyhow::anyhow!("{e}"))?;

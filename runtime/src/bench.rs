@@ -7,9 +7,13 @@
 //! (forward, input gradient, weight gradient; the summary's count), two flops each. It leaves
 //! out elementwise work, and counts the first layer's input gradient that netc never computes,
 //! so it is the conventional figure rather than an exact one.
+//!
+//! A profile (`--profile`) times every kernel launch of further steps and charges each to its
+//! op: the median per kernel over those steps, summed by primitive and by layer. Timing a
+//! launch waits for its threads, as the step does anyway, so the figures add up to the step.
 
 use crate::init::InitKind;
-use crate::program::{InputKind, OutputRole, Program};
+use crate::program::{InputKind, KernelOrigin, OutputRole, Program};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -30,6 +34,106 @@ pub struct BenchReport {
     pub step_times: Vec<Duration>,
     /// Forward multiply-accumulates per example.
     pub macs_per_example: u64,
+    pub profile: Option<Profile>,
+}
+
+/// Where a step's time goes.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// Profiled steps.
+    pub steps: usize,
+    /// Per primitive, slowest first.
+    pub by_op: Vec<ProfileRow>,
+    /// Per layer and primitive, slowest first.
+    pub by_layer: Vec<ProfileRow>,
+}
+
+/// Time charged to one group of kernels.
+#[derive(Clone, Debug)]
+pub struct ProfileRow {
+    pub name: String,
+    /// The sum of its kernels' median launch times.
+    pub time: Duration,
+    /// Kernels launched per step.
+    pub launches: usize,
+}
+
+/// Layers a profile's text lists.
+const PROFILE_LAYERS: usize = 12;
+
+impl Profile {
+    /// Groups per-kernel medians by op and by layer.
+    fn new(steps: usize, origins: &[KernelOrigin], medians: &[Duration]) -> Profile {
+        let group = |key: &dyn Fn(&KernelOrigin) -> String| {
+            let mut rows: Vec<ProfileRow> = Vec::new();
+            for (origin, &time) in origins.iter().zip(medians) {
+                let name = key(origin);
+                match rows.iter_mut().find(|r| r.name == name) {
+                    Some(row) => {
+                        row.time += time;
+                        row.launches += 1;
+                    }
+                    None => rows.push(ProfileRow {
+                        name,
+                        time,
+                        launches: 1,
+                    }),
+                }
+            }
+            rows.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.name.cmp(&b.name)));
+            rows
+        };
+        Profile {
+            steps,
+            by_op: group(&|o| o.op.clone()),
+            by_layer: group(&|o| match o.layer.as_str() {
+                "" => o.op.clone(),
+                layer => format!("{layer} ({})", o.op),
+            }),
+        }
+    }
+
+    fn total(&self) -> Duration {
+        self.by_op.iter().map(|r| r.time).sum()
+    }
+
+    pub fn text(&self) -> String {
+        let total = self.total().as_secs_f64().max(f64::MIN_POSITIVE);
+        let rows = |title: &str, rows: &[ProfileRow]| {
+            let mut text = format!("{title:<44} {:>9} {:>6} {:>8}\n", "ms", "share", "kernels");
+            for row in rows {
+                let time = row.time.as_secs_f64();
+                text += &format!(
+                    "  {:<42} {:>9.3} {:>5.1}% {:>8}\n",
+                    row.name,
+                    time * 1e3,
+                    100.0 * time / total,
+                    row.launches
+                );
+            }
+            text
+        };
+        let layers = self.by_layer.len().min(PROFILE_LAYERS);
+        format!(
+            "profile: the median of {} steps per kernel, {:.3} ms in all\n{}{}",
+            self.steps,
+            total * 1e3,
+            rows("by primitive", &self.by_op),
+            rows(
+                &format!("slowest {layers} of {} layers", self.by_layer.len()),
+                &self.by_layer[..layers]
+            ),
+        )
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let rows = |rows: &[ProfileRow]| {
+            rows.iter()
+                .map(|r| json!({"name": r.name, "ms": r.time.as_secs_f64() * 1e3, "kernels": r.launches}))
+                .collect::<Vec<_>>()
+        };
+        json!({"steps": self.steps, "by_op": rows(&self.by_op), "by_layer": rows(&self.by_layer)})
+    }
 }
 
 impl BenchReport {
@@ -54,7 +158,8 @@ impl BenchReport {
              {}\
              step        {:>10.3} ms (median of {} steps)\n\
              throughput  {:>10.1} images/s\n\
-             arithmetic  {:>10.1} GFLOP/s\n",
+             arithmetic  {:>10.1} GFLOP/s\n\
+             {}",
             self.network,
             self.batch,
             self.threads,
@@ -71,6 +176,9 @@ impl BenchReport {
             self.step_times.len(),
             self.images_per_second(),
             self.gflops(),
+            self.profile
+                .as_ref()
+                .map_or_else(String::new, Profile::text),
         )
     }
 
@@ -86,6 +194,7 @@ impl BenchReport {
             "step_ms": self.step_times.iter().map(|t| t.as_secs_f64() * 1e3).collect::<Vec<_>>(),
             "images_per_s": self.images_per_second(),
             "gflops": self.gflops(),
+            "profile": self.profile.as_ref().map(Profile::json),
         })
     }
 }
@@ -118,15 +227,44 @@ pub fn time_steps(program: &mut Program, warmup: usize, steps: usize) -> Vec<Dur
     }
     let mut times = Vec::with_capacity(steps);
     for step in 0..warmup + steps {
-        if let Some(slot) = program.input_mut("step") {
-            slot[0] = (step + 1) as f32;
-        }
         let started = Instant::now();
-        program.run();
-        program.apply_updates();
+        run_step(program, step);
         if step >= warmup {
             times.push(started.elapsed());
         }
     }
     times
+}
+
+/// Runs step `index` (counting from 0) of a training program.
+fn run_step(program: &mut Program, index: usize) {
+    if let Some(slot) = program.input_mut("step") {
+        slot[0] = (index + 1) as f32;
+    }
+    program.run();
+    program.apply_updates();
+}
+
+/// Runs steps `first..first + steps` of a program [`time_steps`] prepared, timing every kernel
+/// launch.
+pub fn profile_steps(program: &mut Program, first: usize, steps: usize) -> Profile {
+    let origins = program.layout().kernels.clone();
+    let mut per_kernel = vec![Vec::with_capacity(steps); origins.len()];
+    program.set_profiling(true);
+    for index in first..first + steps {
+        run_step(program, index);
+        let launches = program.take_launch_times();
+        for (times, launch) in per_kernel.iter_mut().zip(launches) {
+            times.push(launch);
+        }
+    }
+    program.set_profiling(false);
+    let medians: Vec<Duration> = per_kernel
+        .iter_mut()
+        .map(|times| {
+            times.sort();
+            times.get(times.len() / 2).copied().unwrap_or_default()
+        })
+        .collect();
+    Profile::new(steps, &origins, &medians)
 }

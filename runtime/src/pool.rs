@@ -17,6 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Spins before a worker sleeps; a few tens of microseconds on this machine.
 const SPINS: usize = 20_000;
@@ -90,6 +91,8 @@ impl ScratchBuffer {
 pub struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    /// When profiling, the wall time of each launch since the last [`Pool::take_launch_times`].
+    launch_times: Option<Mutex<Vec<Duration>>>,
 }
 
 impl Pool {
@@ -121,7 +124,23 @@ impl Pool {
                     .expect("the operating system refused to start a thread")
             })
             .collect();
-        Pool { shared, workers }
+        Pool {
+            shared,
+            workers,
+            launch_times: None,
+        }
+    }
+
+    /// Starts or stops recording how long each launch takes.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.launch_times = on.then(|| Mutex::new(Vec::new()));
+    }
+
+    /// The wall time of each launch, in order, since profiling started or this was last called.
+    pub fn take_launch_times(&self) -> Vec<Duration> {
+        self.launch_times.as_ref().map_or_else(Vec::new, |times| {
+            std::mem::take(&mut *times.lock().unwrap_or_else(|e| e.into_inner()))
+        })
     }
 
     pub fn threads(&self) -> usize {
@@ -134,6 +153,22 @@ impl Pool {
     /// `kernel` must be safe to call with `table` on any disjoint split of `0..tasks`, from any
     /// thread, concurrently.
     pub unsafe fn run(&self, kernel: Kernel, table: *const *mut f32, tasks: i64) {
+        match &self.launch_times {
+            None => self.launch(kernel, table, tasks),
+            Some(times) => {
+                let started = Instant::now();
+                self.launch(kernel, table, tasks);
+                let elapsed = started.elapsed();
+                times
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(elapsed);
+            }
+        }
+    }
+
+    /// [`Pool::run`], untimed.
+    unsafe fn launch(&self, kernel: Kernel, table: *const *mut f32, tasks: i64) {
         let shared = &*self.shared;
         if tasks <= 0 {
             return;

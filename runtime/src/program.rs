@@ -108,6 +108,15 @@ pub struct OpOutput {
     pub len: usize,
 }
 
+/// The op a kernel belongs to, for profiles.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KernelOrigin {
+    /// The op's primitive (`conv2d`, `fused`, ...).
+    pub op: String,
+    /// The dotted name of the op's layer, empty for ops of no layer (the optimizer's).
+    pub layer: String,
+}
+
 /// The memory a program's code expects, and what lives where.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Layout {
@@ -121,8 +130,8 @@ pub struct Layout {
     pub initial: Vec<TensorInit>,
     /// The most scratch one kernel task needs, per thread.
     pub scratch_floats: usize,
-    /// Kernels launched per step.
-    pub kernels: usize,
+    /// The kernels a step launches, in order.
+    pub kernels: Vec<KernelOrigin>,
 }
 
 impl Layout {
@@ -217,6 +226,17 @@ impl Program {
 
     pub fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// Starts or stops timing each kernel launch (see [`Program::take_launch_times`]).
+    pub fn set_profiling(&mut self, on: bool) {
+        self.pool.set_profiling(on);
+    }
+
+    /// The wall time of each kernel launch since profiling started or this was last called:
+    /// a step's launches are `layout().kernels`, in order.
+    pub fn take_launch_times(&self) -> Vec<std::time::Duration> {
+        self.pool.take_launch_times()
     }
 
     /// The floats of table slot `slot`.

@@ -5,7 +5,7 @@
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use codespan_reporting::term::termcolor::WriteColor;
 use netc_grammar::diagnostic::SourceFile;
-use netc_runtime::bench::{time_steps, BenchReport};
+use netc_runtime::bench::{profile_steps, time_steps, BenchReport};
 use netc_runtime::linked::{EntryPoints, LinkedModel, Manifest};
 use netc_runtime::microkernel::MicrokernelKind;
 use netc_runtime::pool::Pool;
@@ -74,6 +74,10 @@ enum Command {
         /// Print JSON, with every step's time.
         #[arg(long)]
         json: bool,
+        /// Then time every kernel of as many more steps, and show where the time goes, by
+        /// primitive and by layer.
+        #[arg(long)]
+        profile: bool,
         #[command(flatten)]
         machine: Machine,
     },
@@ -236,6 +240,7 @@ fn execute(
         Command::Bench {
             steps,
             json,
+            profile,
             machine,
         } => {
             let model = model(machine.threads());
@@ -247,15 +252,18 @@ fn execute(
                 .unwrap_or(0);
             let mut program = model.program(index);
             let step_times = time_steps(&mut program, 3, steps as usize);
+            let profile =
+                profile.then(|| profile_steps(&mut program, 3 + steps as usize, steps as usize));
             let report = BenchReport {
                 network: name,
                 batch: batch_of(program.layout()),
                 threads: program.threads(),
                 microkernel: MicrokernelKind::best().name(),
                 compile_time: None,
-                kernels: program.layout().kernels,
+                kernels: program.layout().kernels.len(),
                 step_times,
                 macs_per_example: manifest.macs_per_example,
+                profile,
             };
             if json {
                 writeln!(stdout, "{}", report.json())?;

@@ -14,6 +14,7 @@ mod softmax_loss;
 
 use netc::codegen::{compile, CodegenOptions};
 use netc::interp::{EvalContext, Tensor};
+use netc::ir::ops::fused::{Arg, Chain};
 use netc::ir::{Graph, InputKind, OpKind, OutputRole, ValueId};
 use netc::passes::PassOptions;
 use netc_runtime::microkernel::MicrokernelKind;
@@ -146,8 +147,40 @@ pub fn check_ops(graph: &Graph, generated: &[Vec<f32>], tolerance: f64, label: &
 
 /// For ops whose elements are sums of products of their inputs, the sum of the terms'
 /// magnitudes (the op applied to the inputs' absolute values): a sum that cancels to nearly
-/// nothing (a channel mean of a normalised map) still carries rounding of this size.
+/// nothing (a channel mean of a normalised map) still carries rounding of this size. A fused
+/// chain that ends in a sum carries its terms' (the steps before it, each rounded); one that
+/// begins with a contraction, the contraction's, which its elementwise epilogue passes on.
 fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -> Option<Vec<f64>> {
+    let absolute = |tensors: &[&Tensor]| -> Vec<Tensor> {
+        tensors
+            .iter()
+            .map(|t| Tensor::new(t.shape.clone(), t.data.iter().map(|v| v.abs()).collect()))
+            .collect()
+    };
+    if let OpKind::Fused(chain) = kind {
+        if let Some((_, steps)) = chain.reduction() {
+            let (last, _) = chain.steps.split_last().expect("a step");
+            let terms = match steps {
+                [] => arguments[0].clone(),
+                steps => OpKind::Fused(Chain {
+                    steps: steps.to_vec(),
+                })
+                .eval(arguments, context),
+            };
+            return sum_magnitudes(&last.kind, &[&terms], context);
+        }
+        if let Some((contraction, _)) = chain.contraction() {
+            let operands: Vec<&Tensor> = contraction
+                .args
+                .iter()
+                .map(|arg| match *arg {
+                    Arg::Input(i) => arguments[i],
+                    Arg::Step(_) => unreachable!("a chain's first step reads inputs"),
+                })
+                .collect();
+            return sum_magnitudes(&contraction.kind, &operands, context);
+        }
+    }
     let linear = matches!(
         kind,
         OpKind::SumTo(_)
@@ -160,10 +193,7 @@ fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -
             | OpKind::ChannelWindowSum { .. }
     );
     linear.then(|| {
-        let absolute: Vec<Tensor> = arguments
-            .iter()
-            .map(|t| Tensor::new(t.shape.clone(), t.data.iter().map(|v| v.abs()).collect()))
-            .collect();
+        let absolute = absolute(arguments);
         let absolute: Vec<&Tensor> = absolute.iter().collect();
         kind.eval(&absolute, context).data
     })

@@ -15,6 +15,7 @@
 
 use super::emit::{Emitter, Slot, F32, F32X4};
 use super::KernelSink;
+use crate::ir::ops::fused::{emit_steps, Step};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I8X16;
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
@@ -483,24 +484,102 @@ pub fn multiply(e: &mut Emitter, block: &Block, c: Value, ldc: i64, first: Value
     });
 }
 
-/// Copies `rows x cols` floats from `src` (row stride `src_ld`; scratch the kernel wrote) to
-/// `dst` (row stride `dst_ld`).
+/// What a contraction computes from each element of its result as it writes it out (a fused
+/// chain's steps after the contraction): elementwise `steps` over the result (input 0) and
+/// `inputs` (1 on), each read with strides along the result's axes, its trailing column axes
+/// merged into one (positions of a convolution) along which they are 1 or 0.
+pub struct Epilogue {
+    pub steps: Vec<Step>,
+    pub inputs: Vec<(Slot, Vec<i64>)>,
+}
+
+impl Epilogue {
+    /// The result as it is.
+    pub fn none() -> Epilogue {
+        Epilogue {
+            steps: Vec::new(),
+            inputs: Vec::new(),
+        }
+    }
+
+    /// The epilogue's inputs where a block starts at `coordinates` (along the result's axes,
+    /// columns merged), its rows along axis `row_axis`.
+    pub fn block_inputs(
+        &self,
+        e: &mut Emitter,
+        coordinates: &[Value],
+        row_axis: usize,
+    ) -> Vec<BlockInput> {
+        self.inputs
+            .iter()
+            .map(|(slot, strides)| {
+                let mut start = e.buffer(*slot);
+                for (&coordinate, &stride) in coordinates.iter().zip(strides) {
+                    start = e.at_scaled(start, coordinate, stride);
+                }
+                BlockInput {
+                    start,
+                    row_stride: strides[row_axis],
+                    col_stride: *strides.last().expect("a column axis"),
+                }
+            })
+            .collect()
+    }
+}
+
+/// An epilogue input over one block: the address of its element at the block's first, and
+/// its strides along the block's rows and columns (1, or 0 where it is constant along them).
+pub struct BlockInput {
+    start: Value,
+    row_stride: i64,
+    col_stride: i64,
+}
+
+/// Writes `rows x cols` floats from `src` (row stride `src_ld`; scratch the kernel wrote) to
+/// `dst` (row stride `dst_ld`), through `epilogue`, whose inputs over this block are `inputs`.
+#[allow(clippy::too_many_arguments)]
 pub fn copy_block(
     e: &mut Emitter,
-    src: Value,
-    src_ld: i64,
-    dst: Value,
-    dst_ld: i64,
-    rows: Value,
-    cols: Value,
+    [src, dst]: [Value; 2],
+    [src_ld, dst_ld]: [i64; 2],
+    [rows, cols]: [Value; 2],
+    epilogue: &Epilogue,
+    inputs: &[BlockInput],
 ) {
     let start = e.int(0);
     e.for_loop(start, rows, 1, |e, r| {
         let from = e.at_scaled(src, r, src_ld);
         let to = e.at_scaled(dst, r, dst_ld);
+        // Per input: its row, and for one constant along the row, that value as a float and
+        // as a vector.
+        let rows: Vec<(Value, Option<[Value; 2]>)> = inputs
+            .iter()
+            .map(|input| {
+                let row = e.at_scaled(input.start, r, input.row_stride);
+                let constant = (input.col_stride == 0).then(|| {
+                    let zero = e.int(0);
+                    let value = e.load(F32, Emitter::frozen(), row, zero, 0);
+                    [value, e.splat(F32X4, value)]
+                });
+                (row, constant)
+            })
+            .collect();
         let zero = e.int(0);
         e.vector_loop(zero, cols, UNROLL, |e, i, ty| {
-            let value = e.load(ty, Emitter::mutable(), from, i, 0);
+            let mut loaded = vec![e.load(ty, Emitter::mutable(), from, i, 0)];
+            for &(row, constant) in &rows {
+                loaded.push(match constant {
+                    Some([scalar, vector]) => {
+                        if ty == F32 {
+                            scalar
+                        } else {
+                            vector
+                        }
+                    }
+                    None => e.load(ty, Emitter::frozen(), row, i, 0),
+                });
+            }
+            let value = emit_steps(e, &epilogue.steps, &loaded, ty);
             e.store(Emitter::mutable(), value, to, i, 0);
         });
     });

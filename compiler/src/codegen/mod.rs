@@ -34,7 +34,7 @@ use cranelift_module::{FuncId, Linkage, Module};
 use emit::{Emitter, Libcall, Slot, I64};
 use netc_runtime::init::TensorInit;
 use netc_runtime::microkernel::MicrokernelKind;
-use netc_runtime::program::{self, Binding, Layout, OpOutput, StepFn};
+use netc_runtime::program::{self, Binding, KernelOrigin, Layout, OpOutput, StepFn};
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -88,6 +88,10 @@ pub struct KernelSink<'m> {
     builder_context: FunctionBuilderContext,
     libcalls: HashMap<Libcall, (FuncId, Signature)>,
     kernels: Vec<(FuncId, i64)>,
+    /// The op each kernel belongs to.
+    kernel_origins: Vec<KernelOrigin>,
+    /// The op being built.
+    origin: KernelOrigin,
     /// Floats of extra buffers asked for, in slot order after the values' slots.
     workspaces: Vec<usize>,
     first_workspace_slot: usize,
@@ -133,6 +137,7 @@ impl KernelSink<'_> {
         let id = self.define(4, body);
         self.scratch_floats = self.scratch_floats.max(scratch_floats);
         self.kernels.push((id, tasks as i64));
+        self.kernel_origins.push(self.origin.clone());
     }
 
     /// Defines a function of `params` i64 parameters without scheduling it: kernels have four;
@@ -154,7 +159,18 @@ impl KernelSink<'_> {
         signature: Signature,
         build: impl FnOnce(FunctionBuilder, &HashMap<Libcall, (FuncId, Signature)>),
     ) -> FuncId {
-        let name = format!("f{}", self.module.declarations().get_functions().count());
+        // Named after the op, so that profilers (perf reads the JIT's map) show what runs.
+        let count = self.module.declarations().get_functions().count();
+        let name: String = format!("{}.{}.{count}", self.origin.op, self.origin.layer)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let id = self
             .module
             .declare_function(&name, Linkage::Local, &signature)
@@ -247,6 +263,11 @@ pub fn generate(
         builder_context: FunctionBuilderContext::new(),
         libcalls,
         kernels: Vec::new(),
+        kernel_origins: Vec::new(),
+        origin: KernelOrigin {
+            op: String::new(),
+            layer: String::new(),
+        },
         workspaces: Vec::new(),
         first_workspace_slot: sizes.len(),
         share_workspaces: passes.enabled(Pass::ReuseBuffers),
@@ -259,6 +280,10 @@ pub fn generate(
             continue;
         }
         sink.op_workspaces = 0;
+        sink.origin = KernelOrigin {
+            op: op.kind.name().to_string(),
+            layer: op.layer.clone().unwrap_or_default(),
+        };
         let inputs: Vec<Operand> = op
             .inputs
             .iter()
@@ -314,7 +339,7 @@ pub fn generate(
             .collect(),
         initial,
         scratch_floats,
-        kernels: kernels.len(),
+        kernels: std::mem::take(&mut sink.kernel_origins),
     };
     Generated {
         layout,

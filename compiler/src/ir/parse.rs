@@ -9,7 +9,7 @@
 //! integers are bounded (`MAX_INTEGER`) and shapes' element counts fit in a `usize`, so the
 //! shape rules' arithmetic cannot overflow.
 
-use super::ops::fused::{is_elementwise, Arg, Chain, Step};
+use super::ops::fused::{may_be_step, Arg, Chain, Step};
 use super::ops::{ConvAttrs, MapFn, OpKind, PoolAttrs};
 use super::print::{attributes, Attribute, ShapeText};
 use super::verify::{check_input, check_output};
@@ -109,7 +109,7 @@ fn describe(rule: Rule) -> &'static str {
         Rule::name | Rule::name_char => "a dotted name like `conv1.weight`",
         Rule::chain | Rule::chain_step => "steps like `{mul(x0, x1); relu(t0)}`",
         Rule::chain_arg => "a step argument like `x0` (an input) or `t1` (a step)",
-        Rule::step_attribute => "a step attribute like `value=0.5`",
+        Rule::step_attribute => "a step attribute like `value=0.5` or `shape=[1,8,1,1]`",
     }
 }
 
@@ -415,13 +415,10 @@ fn read_chain(pair: &Pair<Rule>) -> Result<Chain, ParseError> {
             }
         }
         let kind = read_kind(&word, attribute_pairs)?;
-        if !is_elementwise(&kind) {
+        if !may_be_step(&kind) {
             return Err(error_at(
                 &word,
-                format!(
-                    "`{}` is not elementwise, so it cannot be a step",
-                    kind.name()
-                ),
+                format!("`{}` cannot be a step of a chain", kind.name()),
             ));
         }
         steps.push(Step { kind, args });

@@ -472,6 +472,33 @@ pub(crate) mod examples {
             ],
         };
         g.op(OpKind::Fused(chain), &[y, per_channel], Some("bn"));
+        // A chain that begins with a contraction, and one that ends in a sum.
+        let step = |kind, args: &[Arg]| Step {
+            kind,
+            args: args.to_vec(),
+        };
+        let (x0, x1, x2, t0, t1) = (
+            Arg::Input(0),
+            Arg::Input(1),
+            Arg::Input(2),
+            Arg::Step(0),
+            Arg::Step(1),
+        );
+        let epilogue = Chain {
+            steps: vec![
+                step(OpKind::Conv2d(conv), &[x0, x1]),
+                step(OpKind::Add, &[t0, x2]),
+                step(OpKind::Map(MapFn::Relu), &[t1]),
+            ],
+        };
+        g.op(OpKind::Fused(epilogue), &[x, w, per_channel], layer);
+        let sum = Chain {
+            steps: vec![
+                step(OpKind::Mul, &[x0, x0]),
+                step(OpKind::SumTo(vec![1, 4, 1, 1]), &[t0]),
+            ],
+        };
+        g.op(OpKind::Fused(sum), &[y], Some("bn"));
 
         let new_w = g.op(OpKind::Mul, &[dw, lr], None);
         g.output(OutputRole::Loss, "loss", loss);
@@ -580,11 +607,13 @@ graph every_op.training {
   %48 = add_const(%27) value=-0.0 : [2,5]
   %49 = pow_const(%27) exponent=-0.5 : [2,5]
   %50 = fused(%8, %16) chain={mul(x0, x1); add_const(t0) value=0.5; relu(t1)} : [2,4,6,4] @bn
-  %51 = mul(%10, %6) : [4,3,3,3]
+  %51 = fused(%0, %3, %16) chain={conv2d(x0, x1) stride=1x2 pad=1,1,0,2 dilation=2x1 groups=1; add(t0, x2); relu(t1)} : [2,4,6,4] @block.0.conv
+  %52 = fused(%8) chain={mul(x0, x0); sum_to(t0) shape=[1,4,1,1]} : [1,4,1,1] @bn
+  %53 = mul(%10, %6) : [4,3,3,3]
   output loss loss = %30
   output prediction prediction = %28
   output gradient conv.weight = %10
-  output update conv.weight = %51
+  output update conv.weight = %53
   output update bn.running_mean = %22
 }
 ";

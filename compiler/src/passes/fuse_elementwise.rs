@@ -7,6 +7,10 @@
 //! which the chain does by reading its input where broadcasting puts it), that op is its only
 //! reader, it is not a graph output, and it has the chain's shape (a narrower producer, like a
 //! per-channel scale, would be recomputed at every position; it stays a tensor of its own).
+//!
+//! A `sum_to` takes in the chain that computes what it sums, made of ops that read only
+//! tensors of the summed shape (batch norm's `sum(dy · x̂)`, its variance's sum of squares):
+//! the product is summed as it is computed and never written.
 
 use super::{rewrite, Rewrite, Uses};
 use crate::ir::ops::fused::{is_elementwise, Arg, Chain, Step};
@@ -24,21 +28,31 @@ pub fn run(graph: &Graph) -> Graph {
     // so an op's only reader has been placed when the op is reached.
     let mut root_of: Vec<Option<usize>> = vec![None; graph.ops.len()];
     for root in (0..graph.ops.len()).rev() {
-        if root_of[root].is_some() || !is_elementwise(&graph.ops[root].kind) {
+        let sums = matches!(graph.ops[root].kind, OpKind::SumTo(_));
+        if root_of[root].is_some() || !(sums || is_elementwise(&graph.ops[root].kind)) {
             continue;
         }
         root_of[root] = Some(root);
-        let shape = graph.shape(graph.ops[root].output);
+        // The shape of what the chain computes element by element: a sum's is its input's.
+        let shape = match sums {
+            true => graph.shape(graph.ops[root].inputs[0]),
+            false => graph.shape(graph.ops[root].output),
+        };
         let mut members = vec![root];
         let mut pending = vec![root];
         while let Some(reader) = pending.pop() {
             for &value in &graph.ops[reader].inputs {
                 let Some(op) = producer(value) else { continue };
+                let kind = &graph.ops[op].kind;
                 let joins = root_of[op].is_none()
-                    && (is_elementwise(&graph.ops[op].kind)
-                        || matches!(graph.ops[op].kind, OpKind::Broadcast(_)))
+                    && (is_elementwise(kind) || matches!(kind, OpKind::Broadcast(_)))
                     && uses.only(value, reader)
-                    && graph.shape(value) == shape;
+                    && graph.shape(value) == shape
+                    && (!sums
+                        || graph.ops[op]
+                            .inputs
+                            .iter()
+                            .all(|&v| graph.shape(v) == shape));
                 if joins {
                     root_of[op] = Some(root);
                     members.push(op);

@@ -228,7 +228,10 @@ fn in_place_updates(graph: &Graph) -> Vec<(usize, usize)> {
             continue;
         };
         let op = &graph.ops[producer];
-        let kind_fits = is_elementwise(&op.kind) || matches!(op.kind, OpKind::Fused(_));
+        let kind_fits = match &op.kind {
+            OpKind::Fused(chain) => chain.is_elementwise(),
+            kind => is_elementwise(kind),
+        };
         let legal = kind_fits
             && matches!(
                 graph.values[old.0].definition,

@@ -6,6 +6,7 @@
 
 pub mod fold_batch_norm;
 pub mod fuse_elementwise;
+pub mod fuse_epilogue;
 pub mod memory;
 
 use crate::ir::{Graph, Op, ValueId};
@@ -17,15 +18,17 @@ use std::fmt;
 pub enum Pass {
     FoldBatchNorm,
     FuseElementwise,
+    FuseEpilogue,
     ReuseBuffers,
     UpdateInPlace,
 }
 
 impl Pass {
     /// Every pass, in the order `run` applies them.
-    pub const ALL: [Pass; 4] = [
+    pub const ALL: [Pass; 5] = [
         Pass::FoldBatchNorm,
         Pass::FuseElementwise,
+        Pass::FuseEpilogue,
         Pass::ReuseBuffers,
         Pass::UpdateInPlace,
     ];
@@ -34,6 +37,7 @@ impl Pass {
         match self {
             Pass::FoldBatchNorm => "fold_batch_norm",
             Pass::FuseElementwise => "fuse_elementwise",
+            Pass::FuseEpilogue => "fuse_epilogue",
             Pass::ReuseBuffers => "reuse_buffers",
             Pass::UpdateInPlace => "update_in_place",
         }
@@ -60,7 +64,7 @@ impl Pass {
     /// Whether the pass fuses ops (what `--unfused` turns off).
     pub fn is_fusion(self) -> bool {
         match self {
-            Pass::FoldBatchNorm | Pass::FuseElementwise => true,
+            Pass::FoldBatchNorm | Pass::FuseElementwise | Pass::FuseEpilogue => true,
             Pass::ReuseBuffers | Pass::UpdateInPlace => false,
         }
     }
@@ -69,7 +73,14 @@ impl Pass {
     pub fn doc(self) -> &'static str {
         match self {
             Pass::FoldBatchNorm => "inference batch norm folded into the convolution before it",
-            Pass::FuseElementwise => "chains of elementwise ops as one loop, forward and backward",
+            Pass::FuseElementwise => {
+                "chains of elementwise ops as one loop, forward and backward, and into the sums \
+                 that read them"
+            }
+            Pass::FuseEpilogue => {
+                "a convolution's or matrix product's elementwise reader applied to its tiles as \
+                 they are written"
+            }
             Pass::ReuseBuffers => "values whose lives do not overlap share a buffer",
             Pass::UpdateInPlace => "parameters and state updated in their own buffers",
         }
@@ -140,6 +151,7 @@ pub fn apply(pass: Pass, graph: &Graph) -> Graph {
     match pass {
         Pass::FoldBatchNorm => fold_batch_norm::run(graph),
         Pass::FuseElementwise => fuse_elementwise::run(graph),
+        Pass::FuseEpilogue => fuse_epilogue::run(graph),
         Pass::ReuseBuffers | Pass::UpdateInPlace => graph.clone(),
     }
 }

@@ -1,10 +1,10 @@
 //! 2-D convolution (cross-correlation, NCHW x OIHW) and its two backward ops: the gradient with
 //! respect to the input and with respect to the weight.
 
-use super::{arity, ConvAttrs, OpKind};
+use super::{arity, layout, ConvAttrs, OpKind};
 use crate::codegen::depthwise;
 use crate::codegen::emit::{Emitter, F32};
-use crate::codegen::gemm::{self, Block, IndexMath, Matrices, ScratchLayout, Tile, KC};
+use crate::codegen::gemm::{self, Block, Epilogue, IndexMath, Matrices, ScratchLayout, Tile, KC};
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::{Graph, Op, Shape, ValueId};
@@ -510,7 +510,14 @@ const MOST_ROWS: usize = 256;
 /// The most columns (positions, or im2col rows) one task of a convolution covers, in panels.
 const MOST_PANELS: usize = 8;
 
-pub fn emit(a: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+/// The convolution, its output written through `epilogue`.
+pub fn emit(
+    a: &ConvAttrs,
+    sink: &mut KernelSink,
+    inputs: &[Operand],
+    output: &Operand,
+    epilogue: &Epilogue,
+) {
     let (x, w) = (&inputs[0], &inputs[1]);
     if depthwise::is_depthwise(a, &x.shape, &w.shape) {
         return depthwise::emit_forward(a, sink, inputs, output);
@@ -577,14 +584,16 @@ pub fn emit(a: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand], output: &O
             });
             // y[image, group * O/g + row, position]
             let first_row = e.mul_imm(tile.first_panel[0], MR as i64);
-            let images = e.mul_imm(image, g.groups as i64);
-            let channel = e.add(images, group);
-            let channel = e.mul_imm(channel, g.group_out as i64);
-            let channel = e.add(channel, first_row);
-            let rows = e.at_scaled(y, channel, g.positions as i64);
+            let group_channels = e.mul_imm(group, g.group_out as i64);
+            let channel = e.add(group_channels, first_row);
+            let image_channels = e.mul_imm(image, (g.groups * g.group_out) as i64);
+            let plane = e.add(image_channels, channel);
+            let rows = e.at_scaled(y, plane, g.positions as i64);
             let to = e.at(rows, first_position);
             let (rows, cols) = tile.extent(e, [g.group_out, g.positions]);
-            gemm::copy_block(e, c_tiles, ldc as i64, to, g.positions as i64, rows, cols);
+            let inputs = epilogue.block_inputs(e, &[image, channel, first_position], 1);
+            let (lds, extent) = ([ldc as i64, g.positions as i64], [rows, cols]);
+            gemm::copy_block(e, [c_tiles, to], lds, extent, epilogue, &inputs);
         });
     });
 }
@@ -804,40 +813,54 @@ pub fn emit_weight_grad(
             col_stride: 1,
         },
     );
-    // Tasks: tiles of `[O/g x Kc]` per group, each summing over every image and position.
+    // Tasks: tiles of `[O/g x Kc]` per group and block of images, each tile as many rows as
+    // fit (so the im2col matrix is packed once per image), summing its images' positions. The
+    // blocks' partial sums then add up in block order: the split depends on the shape only, so
+    // the result does not depend on the thread count.
     let (m_panels, n_panels) = (gemm::row_panels(g.group_out), gemm::col_panels(depth));
-    let (mt, nt) = gemm::tiles(
-        g.groups,
-        m_panels,
-        n_panels,
-        [gemm::row_panels(MOST_ROWS), MOST_PANELS / 2],
-    );
+    let mt = m_panels.min(gemm::row_panels(MOST_ROWS));
+    let nt = n_panels.min(MOST_PANELS / 2);
     let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
+    let tiles = g.groups * m_tiles * n_tiles;
+    let image_blocks = gemm::TASKS.div_ceil(tiles).clamp(1, g.batch);
+    let block_images = g.batch.div_ceil(image_blocks);
+    let image_blocks = g.batch.div_ceil(block_images);
+    let partials = (image_blocks > 1).then(|| sink.workspace(image_blocks * output.len()));
     let p_blocks = gemm::balanced_blocks(positions, KC);
     let ldc = nt * NR;
-    let scratch = ScratchLayout::new(&[nt * NR * p_blocks.1, mt * MR * ldc]);
-    sink.kernel(g.groups * m_tiles * n_tiles, scratch.floats(), |e| {
-        let (xs, packed, dw) = (e.buffer(x.slot), e.buffer(grads), e.buffer(output.slot));
+    let scratch = ScratchLayout::new(&[nt * NR * p_blocks.1, mt * MR * ldc, NR * KC]);
+    sink.kernel(image_blocks * tiles, scratch.floats(), |e| {
+        let (xs, packed) = (e.buffer(x.slot), e.buffer(grads));
+        let dw = e.buffer(partials.unwrap_or(output.slot));
         let (b_panels, c_tiles) = (scratch.region(e, 0), scratch.region(e, 1));
+        let rows_scratch = scratch.region(e, 2);
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, task| {
-            let [group, mi, ni] = e.decode(task, &[g.groups, m_tiles, n_tiles])[..] else {
+            let [block, group, mi, ni] =
+                e.decode(task, &[image_blocks, g.groups, m_tiles, n_tiles])[..]
+            else {
                 unreachable!()
             };
             let tile = Tile::new(e, [mi, ni], [mt, nt], [m_panels, n_panels]);
             let (rows, cols) = tile.extent(e, [g.group_out, depth]);
             let first_col = e.mul_imm(tile.first_panel[1], NR as i64);
-            e.for_range(0, g.batch as i64, |e, image| {
+            let first_image = e.mul_imm(block, block_images as i64);
+            let images_left = e.int(g.batch as i64);
+            let images_left = e.sub(images_left, first_image);
+            let images = e.min_imm(images_left, block_images as i64);
+            let last_image = e.add(first_image, images);
+            e.for_loop(first_image, last_image, 1, |e, image| {
                 let planes = g.group_planes(e, xs, image, group);
                 let images = e.mul_imm(image, g.groups as i64);
                 let matrix = e.add(images, group);
                 let matrix = e.mul_imm(matrix, m_panels as i64);
                 let panel = e.add(matrix, tile.first_panel[0]);
                 let a_panels = e.at_scaled(packed, panel, (positions * MR) as i64);
-                let first_image = e.b.ins().icmp_imm_s(IntCC::Equal, image, 0);
+                let is_first_image = e.b.ins().icmp(IntCC::Equal, image, first_image);
                 gemm::for_each_k_block(e, p_blocks, positions, |e, p0, kc, first_block| {
-                    let rows = [first_col, cols, tile.panels[1]];
-                    pack_im2col_transposed(e, &g, planes, rows, [p0, kc], b_panels);
+                    let columns = [first_col, cols, tile.panels[1]];
+                    let staging = [rows_scratch, b_panels];
+                    pack_im2col_transposed(e, &g, planes, columns, [p0, kc], staging);
                     let a = e.at_scaled(a_panels, p0, MR as i64);
                     let block = Block {
                         kc,
@@ -848,7 +871,7 @@ pub fn emit_weight_grad(
                         b_stride: e.mul_imm(kc, NR as i64),
                         n_panels: tile.panels[1],
                     };
-                    let first = e.b.ins().band(first_image, first_block);
+                    let first = e.b.ins().band(is_first_image, first_block);
                     gemm::multiply(e, &block, c_tiles, ldc as i64, first);
                 });
             });
@@ -856,65 +879,70 @@ pub fn emit_weight_grad(
             let group_rows = e.int((g.group_out) as i64);
             let group_row = e.mul(group, group_rows);
             let row = e.add(group_row, first_row);
-            let weights = e.at_scaled(dw, row, depth as i64);
+            let blocks_before = e.mul_imm(block, output.len() as i64);
+            let weights = e.at(dw, blocks_before);
+            let weights = e.at_scaled(weights, row, depth as i64);
             let to = e.at(weights, first_col);
-            gemm::copy_block(e, c_tiles, ldc as i64, to, depth as i64, rows, cols);
+            let lds = [ldc as i64, depth as i64];
+            gemm::copy_block(e, [c_tiles, to], lds, [rows, cols], &Epilogue::none(), &[]);
         });
     });
+    if let Some(partials) = partials {
+        let shape: Shape = [image_blocks]
+            .iter()
+            .chain(&output.shape)
+            .copied()
+            .collect();
+        let summands = Operand {
+            slot: partials,
+            shape,
+        };
+        layout::emit_sum_to(sink, &[summands], output);
+    }
 }
 
 /// Packs im2col columns `p0 .. p0 + kc` of rows `first ..` (`cols` of them) as B panels of
 /// the transposed matrix at `dst` (`dst[p*NR + j]`, panel after panel), zeros in the `panels`
-/// panels' columns past `cols`.
+/// panels' columns past `cols`. `rows` is scratch for `NR` rows of `KC` floats.
 fn pack_im2col_transposed(
     e: &mut Emitter,
     g: &Geometry,
     planes: Value,
     [first, cols, panels]: [Value; 3],
     [p0, kc]: [Value; 2],
-    dst: Value,
+    [rows, dst]: [Value; 2],
 ) {
     let panel_floats = e.mul_imm(kc, NR as i64);
-    if g.is_pointwise() {
-        // The im2col matrix is x itself: its transpose, panel by panel.
-        let start = e.int(0);
-        e.for_loop(start, panels, 1, |e, j| {
-            let offset = e.mul_imm(j, NR as i64);
-            let row = e.add(first, offset);
-            let rows = e.at_scaled(planes, row, g.plane() as i64);
-            let from = e.at(rows, p0);
-            let left = e.sub(cols, offset);
-            let width = e.min_imm(left, NR as i64);
-            let panel_index = e.mul(j, panel_floats);
-            let to = e.at(dst, panel_index);
-            gemm::pack_b_panel(e, from, [1, g.plane()], width, kc, to);
-        });
-        return;
-    }
     let hi = e.add(p0, kc);
-    let at_column = |e: &mut Emitter, j: Value| {
-        let panel = e.div_imm(j, NR as i64);
-        let panel_index = e.mul(panel, panel_floats);
-        let lane = e.rem_imm(j, NR as i64);
-        let index = e.add(panel_index, lane);
-        e.at(dst, index)
-    };
     let start = e.int(0);
-    e.for_loop(start, cols, 1, |e, j| {
-        let row = e.add(first, j);
-        let [c, r, q] = e.decode(row, &[g.group_in, g.kernel[0], g.kernel[1]])[..] else {
-            unreachable!()
+    e.for_loop(start, panels, 1, |e, j| {
+        let offset = e.mul_imm(j, NR as i64);
+        let left = e.sub(cols, offset);
+        let width = e.min_imm(left, NR as i64);
+        let panel_first = e.add(first, offset);
+        let (source, row_stride) = if g.is_pointwise() {
+            // The im2col matrix is x itself.
+            let source = e.at_scaled(planes, panel_first, g.plane() as i64);
+            (e.at(source, p0), g.plane())
+        } else {
+            // The panel's im2col rows, gathered along positions (contiguous, as x is).
+            let panel_end = e.add(panel_first, width);
+            e.for_loop(panel_first, panel_end, 1, |e, row| {
+                let [c, r, q] = e.decode(row, &[g.group_in, g.kernel[0], g.kernel[1]])[..] else {
+                    unreachable!()
+                };
+                let plane = e.at_scaled(planes, c, g.plane() as i64);
+                let lane = e.sub(row, panel_first);
+                let to = e.at_scaled(rows, lane, KC as i64);
+                for_each_run(e, g, [r, q], [p0, hi], |e, run| {
+                    gather_run(e, g, run, plane, to, 1)
+                });
+            });
+            (rows, KC)
         };
-        let plane = e.at_scaled(planes, c, g.plane() as i64);
-        let to = at_column(e, j);
-        for_each_run(e, g, [r, q], [p0, hi], |e, run| {
-            gather_run(e, g, run, plane, to, NR as i64)
-        });
-    });
-    let width = e.mul_imm(panels, NR as i64);
-    e.for_loop(cols, width, 1, |e, j| {
-        let to = at_column(e, j);
-        let zero = e.int(0);
-        gemm::zero_run(e, to, NR as i64, zero, kc);
+        // Transposed into the panel, four rows by four positions at a time.
+        let panel_index = e.mul(j, panel_floats);
+        let to = e.at(dst, panel_index);
+        gemm::pack_b_panel(e, source, [1, row_stride], width, kc, to);
     });
 }

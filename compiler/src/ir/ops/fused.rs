@@ -4,15 +4,29 @@
 //! `div` and the one-tensor functions; its meaning is exactly theirs applied in order, which is
 //! how the interpreter computes it.
 //!
+//! A chain may begin with one contraction, a convolution or a matrix product (an epilogue):
+//! the steps after it are applied to each tile of its result as the tile is written out, while
+//! it is in cache, so its result is never written as it was computed. The tensors they read
+//! besides it are per-element or broadcast along whole rows or columns of the product (a
+//! bias, a residual), which is what the write-out can read in step with the tile.
+//!
+//! A chain may end in one reduction, a `sum_to` (batch norm's `sum(x̂ · dy)`, its variance's
+//! sum of squares): the elements are then summed as they are computed, and the summed tensor
+//! is never written. Such a chain reads only tensors of the shape it sums, so that every step
+//! is computed once per element summed.
+//!
 //! Fusion runs after differentiation, so a chain has no backward rule.
 
 use super::elementwise::{emit_apply, emit_binary_value, eval_binary, eval_map};
-use super::OpKind;
+use super::{conv, layout, matmul, OpKind};
+use crate::codegen::depthwise;
+use crate::codegen::emit::Emitter;
+use crate::codegen::gemm::Epilogue;
 use crate::codegen::strided::{for_each_element, Strided};
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::Shape;
-use cranelift_codegen::ir::Value;
+use cranelift_codegen::ir::{Type, Value};
 
 /// The steps of a fused op, in order; the last one's value is the op's output.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -20,7 +34,8 @@ pub struct Chain {
     pub steps: Vec<Step>,
 }
 
-/// One elementwise op of a chain: `kind` is `add`, `sub`, `mul`, `div` or a `Map`.
+/// One op of a chain: `kind` is `add`, `sub`, `mul`, `div` or a `Map`; first, a `Conv2d` (not
+/// depthwise) or `MatMul`; last, a `SumTo`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
     pub kind: OpKind,
@@ -42,6 +57,71 @@ pub fn is_elementwise(kind: &OpKind) -> bool {
     )
 }
 
+/// Whether `kind` may be a step of a chain (somewhere).
+pub fn may_be_step(kind: &OpKind) -> bool {
+    is_elementwise(kind) || is_contraction(kind) || matches!(kind, OpKind::SumTo(_))
+}
+
+/// Whether `kind` may begin a chain.
+pub fn is_contraction(kind: &OpKind) -> bool {
+    matches!(kind, OpKind::Conv2d(_) | OpKind::MatMul { .. })
+}
+
+/// The trailing axes of a contraction's result that make a row of its product in memory:
+/// a convolution's positions `[H, W]`, a matrix product's columns.
+fn column_axes(kind: &OpKind) -> usize {
+    match kind {
+        OpKind::Conv2d(_) => 2,
+        _ => 1,
+    }
+}
+
+/// Whether an epilogue can read a tensor of `shape` in step with the tiles of a contraction's
+/// result of shape `output`: broadcast to it, it is either whole along the result's rows in
+/// memory or constant along them.
+pub fn epilogue_reads(kind: &OpKind, shape: &[usize], output: &[usize]) -> bool {
+    let columns = column_axes(kind);
+    let Some(lead) = output.len().checked_sub(shape.len()) else {
+        return false;
+    };
+    let padded: Vec<usize> = std::iter::repeat_n(1, lead)
+        .chain(shape.iter().copied())
+        .collect();
+    let trailing = output.len().saturating_sub(columns);
+    let (own, full) = (&padded[trailing..], &output[trailing..]);
+    own.iter().all(|&n| n == 1) || own == full
+}
+
+impl Chain {
+    /// The contraction a chain begins with, and the steps after it (its epilogue).
+    pub fn contraction(&self) -> Option<(&Step, &[Step])> {
+        match self.steps.split_first() {
+            Some((first, epilogue)) if is_contraction(&first.kind) => Some((first, epilogue)),
+            _ => None,
+        }
+    }
+
+    /// Whether every step is elementwise: each output element from the inputs' elements at
+    /// its position alone.
+    pub fn is_elementwise(&self) -> bool {
+        self.contraction().is_none() && self.reduction().is_none()
+    }
+
+    /// The shape a chain ending in a reduction sums to, and its elementwise steps before it.
+    pub fn reduction(&self) -> Option<(&Shape, &[Step])> {
+        match self.steps.split_last() {
+            Some((
+                Step {
+                    kind: OpKind::SumTo(shape),
+                    ..
+                },
+                elementwise,
+            )) => Some((shape, elementwise)),
+            _ => None,
+        }
+    }
+}
+
 /// The shape of every step, by the steps' own shape rules; the last is the output's.
 fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
     if chain.steps.is_empty() {
@@ -49,10 +129,22 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
     }
     let mut used = vec![false; inputs.len()];
     let mut shapes: Vec<Shape> = Vec::with_capacity(chain.steps.len());
+    let last = chain.steps.len() - 1;
     for (index, step) in chain.steps.iter().enumerate() {
-        if !is_elementwise(&step.kind) {
+        if matches!(step.kind, OpKind::SumTo(_)) && (index != last || index == 0) {
             return Err(format!(
-                "step {index} is `{}`, which is not elementwise",
+                "step {index} is `sum_to`, which only a chain's last step (not its first) may be"
+            ));
+        }
+        if is_contraction(&step.kind) && index != 0 {
+            return Err(format!(
+                "step {index} is `{}`, which only a chain's first step may be",
+                step.kind.name()
+            ));
+        }
+        if !may_be_step(&step.kind) {
+            return Err(format!(
+                "step {index} is `{}`, which cannot be a step of a chain",
                 step.kind.name()
             ));
         }
@@ -83,7 +175,68 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
     if let Some(unused) = used.iter().position(|u| !u) {
         return Err(format!("input {unused} is read by no step"));
     }
+    if let Some((contraction, epilogue)) = chain.contraction() {
+        check_epilogue(contraction, epilogue, inputs, &shapes)?;
+    }
+    if chain.reduction().is_some() {
+        let summed = match chain.steps[last].args[0] {
+            Arg::Input(i) => inputs[i],
+            Arg::Step(s) => &shapes[s],
+        };
+        if let Some(i) = inputs.iter().position(|shape| *shape != summed) {
+            return Err(format!(
+                "input {i} is {:?}, but a chain that sums {summed:?} reads only tensors of that shape",
+                inputs[i]
+            ));
+        }
+    }
     Ok(shapes)
+}
+
+/// What the write-out of a contraction's tiles can compute: steps that read its result (at
+/// the same position), each other and tensors [`epilogue_reads`] allows, and end with its shape.
+fn check_epilogue(
+    contraction: &Step,
+    epilogue: &[Step],
+    inputs: &[&Shape],
+    shapes: &[Shape],
+) -> Result<(), String> {
+    if let (OpKind::Conv2d(a), [Arg::Input(x), Arg::Input(w)]) =
+        (&contraction.kind, contraction.args.as_slice())
+    {
+        if depthwise::is_depthwise(a, inputs[*x], inputs[*w]) {
+            return Err("a depthwise convolution cannot begin a chain".to_string());
+        }
+    }
+    let output = &shapes[0];
+    if shapes.last() != Some(output) {
+        return Err(format!(
+            "a chain that begins with `{}` ends with its shape {output:?}",
+            contraction.kind.name()
+        ));
+    }
+    for (index, step) in epilogue.iter().enumerate() {
+        for arg in &step.args {
+            let Arg::Input(i) = *arg else { continue };
+            if contraction.args.contains(arg) {
+                return Err(format!(
+                    "step {} reads input {i}, an operand of `{}`",
+                    index + 1,
+                    contraction.kind.name()
+                ));
+            }
+            if !epilogue_reads(&contraction.kind, inputs[i], output) {
+                return Err(format!(
+                    "step {} reads input {i} of {:?}, which is neither whole nor constant along \
+                     the rows of `{}`'s {output:?}",
+                    index + 1,
+                    inputs[i],
+                    contraction.kind.name()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn shape(chain: &Chain, inputs: &[&Shape]) -> Result<Shape, String> {
@@ -102,9 +255,15 @@ pub fn eval(chain: &Chain, inputs: &[&Tensor]) -> Tensor {
                 Arg::Step(s) => &values[s],
             })
             .collect();
-        let value = match step.kind {
-            OpKind::Map(f) => eval_map(f, &args),
-            _ => eval_binary(&step.kind, &args),
+        let value = match &step.kind {
+            OpKind::Map(f) => eval_map(*f, &args),
+            OpKind::SumTo(shape) => layout::eval_sum_to(shape, &args),
+            OpKind::Conv2d(a) => conv::eval(a, &args),
+            OpKind::MatMul {
+                transpose_a,
+                transpose_b,
+            } => matmul::eval(*transpose_a, *transpose_b, &args),
+            kind => eval_binary(kind, &args),
         };
         values.push(value);
     }
@@ -113,34 +272,109 @@ pub fn eval(chain: &Chain, inputs: &[&Tensor]) -> Tensor {
 
 /// One kernel over the output: each input read where broadcasting puts it, every step computed
 /// in registers. A step narrower than the output (a per-channel scale) is computed at every
-/// position it is broadcast to, which gives the same values.
+/// position it is broadcast to, which gives the same values. A chain that ends in a reduction
+/// is the reduction's kernel, its terms computed as they are summed.
 pub fn emit(chain: &Chain, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    if let Some((_, steps)) = chain.reduction() {
+        return layout::emit_sum(sink, inputs, steps, output);
+    }
+    if let Some((contraction, steps)) = chain.contraction() {
+        return emit_contraction(contraction, steps, sink, inputs, output);
+    }
     let operands: Vec<Strided> = inputs
         .iter()
         .map(|x| Strided::broadcast(x.slot, &x.shape, &output.shape))
         .collect();
     let out = Strided::dense(output.slot, &output.shape);
     for_each_element(sink, &output.shape, &operands, &out, |e, loaded, ty| {
-        let mut values: Vec<Value> = Vec::with_capacity(chain.steps.len());
-        for step in &chain.steps {
-            let arg = |k: usize| match step.args[k] {
-                Arg::Input(i) => loaded[i],
-                Arg::Step(s) => values[s],
-            };
-            let value = match step.kind {
-                OpKind::Map(f) => emit_apply(e, f, arg(0), ty),
-                _ => emit_binary_value(e, &step.kind, arg(0), arg(1)),
-            };
-            values.push(value);
-        }
-        *values.last().expect("a chain has a step")
+        emit_steps(e, &chain.steps, loaded, ty)
     });
+}
+
+/// A contraction with the steps after it as its epilogue: its operands are the inputs it
+/// reads; the epilogue's inputs are its result (input 0) and the chain's other inputs.
+fn emit_contraction(
+    contraction: &Step,
+    steps: &[Step],
+    sink: &mut KernelSink,
+    inputs: &[Operand],
+    output: &Operand,
+) {
+    let operand = |arg: &Arg| match *arg {
+        Arg::Input(i) => i,
+        Arg::Step(_) => unreachable!("a chain's first step reads inputs"),
+    };
+    let operands: Vec<usize> = contraction.args.iter().map(operand).collect();
+    let others: Vec<usize> = (0..inputs.len())
+        .filter(|i| !operands.contains(i))
+        .collect();
+    let remap = |arg: &Arg| match *arg {
+        Arg::Step(0) => Arg::Input(0),
+        Arg::Step(s) => Arg::Step(s - 1),
+        Arg::Input(i) => Arg::Input(1 + others.iter().position(|&o| o == i).expect("an input")),
+    };
+    let epilogue = Epilogue {
+        steps: steps
+            .iter()
+            .map(|step| Step {
+                kind: step.kind.clone(),
+                args: step.args.iter().map(remap).collect(),
+            })
+            .collect(),
+        inputs: others
+            .iter()
+            .map(|&i| {
+                // The strides along the rows' axes, then along the merged column axes.
+                let strided = Strided::broadcast(inputs[i].slot, &inputs[i].shape, &output.shape);
+                let rows = strided.strides.len() - column_axes(&contraction.kind);
+                let mut strides = strided.strides[..rows].to_vec();
+                strides.extend(strided.strides.last());
+                (inputs[i].slot, strides)
+            })
+            .collect(),
+    };
+    let operands: Vec<Operand> = operands.iter().map(|&i| inputs[i].clone()).collect();
+    match &contraction.kind {
+        OpKind::Conv2d(a) => conv::emit(a, sink, &operands, output, &epilogue),
+        OpKind::MatMul {
+            transpose_a,
+            transpose_b,
+        } => matmul::emit(
+            *transpose_a,
+            *transpose_b,
+            sink,
+            &operands,
+            output,
+            &epilogue,
+        ),
+        kind => unreachable!("`{}` is not a contraction", kind.name()),
+    }
+}
+
+/// The value of elementwise `steps` over the `loaded` elements of a chain's inputs.
+pub fn emit_steps(e: &mut Emitter, steps: &[Step], loaded: &[Value], ty: Type) -> Value {
+    let mut values: Vec<Value> = Vec::with_capacity(steps.len());
+    for step in steps {
+        let arg = |k: usize| match step.args[k] {
+            Arg::Input(i) => loaded[i],
+            Arg::Step(s) => values[s],
+        };
+        let value = match step.kind {
+            OpKind::Map(f) => emit_apply(e, f, arg(0), ty),
+            _ => emit_binary_value(e, &step.kind, arg(0), arg(1)),
+        };
+        values.push(value);
+    }
+    match steps.last() {
+        Some(_) => *values.last().expect("a value per step"),
+        None => loaded[0],
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::ops::MapFn;
+    use crate::ir::ops::{ConvAttrs, MapFn};
 
     #[test]
     fn a_chain_means_its_steps_in_order() {
@@ -171,31 +405,111 @@ mod tests {
 
     #[test]
     fn malformed_chains_have_no_shape() {
-        let step = |kind, args| Step { kind, args };
-        let cases = [
-            (Chain::default(), "a chain has at least one step"),
+        let step = |kind, args: &[Arg]| Step {
+            kind,
+            args: args.to_vec(),
+        };
+        let chain = |steps| Chain { steps };
+        let (x0, x1, x2) = (Arg::Input(0), Arg::Input(1), Arg::Input(2));
+        let (t0, t1) = (Arg::Step(0), Arg::Step(1));
+        let matmul = OpKind::MatMul {
+            transpose_a: false,
+            transpose_b: false,
+        };
+        let conv = |groups| {
+            OpKind::Conv2d(ConvAttrs {
+                stride: [1, 1],
+                pad: [0; 4],
+                dilation: [1, 1],
+                groups,
+            })
+        };
+        let exp = OpKind::Map(MapFn::Exp);
+        let cases: Vec<(Chain, Vec<Shape>, &str)> = vec![
+            (Chain::default(), vec![], "a chain has at least one step"),
             (
-                Chain {
-                    steps: vec![step(OpKind::Add, vec![Arg::Input(0), Arg::Step(0)])],
-                },
+                chain(vec![step(OpKind::Add, &[x0, t0])]),
+                vec![vec![3]],
                 "step 0 reads step 0, which does not come before it",
             ),
             (
-                Chain {
-                    steps: vec![step(OpKind::Softmax, vec![Arg::Input(0)])],
-                },
-                "step 0 is `softmax`, which is not elementwise",
+                chain(vec![step(OpKind::Softmax, &[x0])]),
+                vec![vec![2, 3]],
+                "step 0 is `softmax`, which cannot be a step of a chain",
             ),
             (
-                Chain {
-                    steps: vec![step(OpKind::Map(MapFn::Exp), vec![Arg::Input(0)])],
-                },
+                chain(vec![step(exp.clone(), &[x0])]),
+                vec![vec![2, 3], vec![3]],
                 "input 1 is read by no step",
             ),
+            (
+                chain(vec![
+                    step(OpKind::SumTo(vec![3]), &[x0]),
+                    step(exp.clone(), &[t0]),
+                ]),
+                vec![vec![2, 3]],
+                "step 0 is `sum_to`, which only a chain's last step (not its first) may be",
+            ),
+            (
+                chain(vec![
+                    step(exp.clone(), &[x0]),
+                    step(matmul.clone(), &[t0, x1]),
+                ]),
+                vec![vec![2, 3], vec![3, 3]],
+                "step 1 is `matmul`, which only a chain's first step may be",
+            ),
+            (
+                chain(vec![
+                    step(OpKind::Mul, &[x0, x1]),
+                    step(OpKind::SumTo(vec![3]), &[t0]),
+                ]),
+                vec![vec![2, 3], vec![3]],
+                "input 1 is [3], but a chain that sums [2, 3] reads only tensors of that shape",
+            ),
+            (
+                chain(vec![
+                    step(matmul.clone(), &[x0, x1]),
+                    step(OpKind::Add, &[t0, x0]),
+                ]),
+                vec![vec![2, 3], vec![3, 3]],
+                "step 1 reads input 0, an operand of `matmul`",
+            ),
+            (
+                chain(vec![
+                    step(matmul.clone(), &[x0, x1]),
+                    step(OpKind::Add, &[t0, x2]),
+                ]),
+                vec![vec![2, 3], vec![3, 3], vec![4, 2, 3]],
+                "a chain that begins with `matmul` ends with its shape [2, 3]",
+            ),
+            (
+                chain(vec![step(conv(1), &[x0, x1]), step(OpKind::Add, &[t0, x2])]),
+                vec![vec![1, 2, 3, 3], vec![1, 2, 1, 1], vec![3, 1]],
+                "step 1 reads input 2 of [3, 1], which is neither whole nor constant along \
+                 the rows of `conv2d`'s [1, 1, 3, 3]",
+            ),
+            (
+                chain(vec![step(conv(2), &[x0, x1]), step(exp, &[t0])]),
+                vec![vec![1, 2, 3, 3], vec![2, 1, 3, 3]],
+                "a depthwise convolution cannot begin a chain",
+            ),
+            (
+                chain(vec![
+                    step(conv(1), &[x0, x1]),
+                    step(OpKind::Add, &[t0, x2]),
+                    step(OpKind::Mul, &[t1, x2]),
+                ]),
+                vec![vec![1, 2, 3, 3], vec![1, 2, 1, 1], vec![1, 3, 3]],
+                "",
+            ),
         ];
-        let (a, b) = (vec![2, 3], vec![3]);
-        for (chain, message) in cases {
-            assert_eq!(shape(&chain, &[&a, &b]), Err(message.to_string()));
+        for (chain, shapes, message) in cases {
+            let shapes: Vec<&Shape> = shapes.iter().collect();
+            let expected = match message {
+                "" => Ok(vec![1, 1, 3, 3]),
+                message => Err(message.to_string()),
+            };
+            assert_eq!(shape(&chain, &shapes), expected, "{chain:?}");
         }
     }
 }

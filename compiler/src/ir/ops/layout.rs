@@ -11,6 +11,7 @@
 //! contiguous range in f32x4 registers in a fixed order.
 
 use super::elementwise::{broadcast, broadcast_indices};
+use super::fused::{emit_steps, Step};
 use super::{arity, OpKind};
 use crate::codegen::emit::{Emitter, Slot, F32, F32X4, LANES};
 use crate::codegen::strided::{for_each_element, Strided};
@@ -469,17 +470,57 @@ fn for_each_strip(
 /// a contiguous run of one kind or the other, which decides the kernel (`sum_runs` or
 /// `sum_columns`); both add each output element's terms in one task, in a fixed order.
 pub fn emit_sum_to(sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    emit_sum(sink, inputs, &[], output);
+}
+
+/// The elements a sum adds up: one tensor's, or those of elementwise `steps` (a fused chain's)
+/// over tensors of the summed shape, computed as they are read.
+struct Terms<'a> {
+    slots: Vec<Slot>,
+    steps: &'a [Step],
+}
+
+impl Terms<'_> {
+    /// The terms' buffers, in a kernel.
+    fn buffers(&self, e: &mut Emitter) -> Vec<Value> {
+        self.slots.iter().map(|&slot| e.buffer(slot)).collect()
+    }
+
+    /// The `ty` of terms from element `index + offset` on.
+    fn load(
+        &self,
+        e: &mut Emitter,
+        buffers: &[Value],
+        index: Value,
+        offset: i64,
+        ty: Type,
+    ) -> Value {
+        let loaded: Vec<Value> = buffers
+            .iter()
+            .map(|&base| e.load(ty, Emitter::frozen(), base, index, offset))
+            .collect();
+        emit_steps(e, self.steps, &loaded, ty)
+    }
+}
+
+/// `sum_to` of `inputs`, or of elementwise `steps` over them (see [`Terms`]), which all have
+/// the first input's shape.
+pub fn emit_sum(sink: &mut KernelSink, inputs: &[Operand], steps: &[Step], output: &Operand) {
     let x = &inputs[0];
+    let terms = Terms {
+        slots: inputs.iter().map(|input| input.slot).collect(),
+        steps,
+    };
     let groups = reduction_groups(&x.shape, &output.shape);
     let kept: Vec<Group> = groups.iter().filter(|g| g.kept).copied().collect();
     let summed: Vec<Group> = groups.iter().filter(|g| !g.kept).copied().collect();
     let (innermost, _) = groups.split_last().expect("at least one group");
     if innermost.kept {
         let (columns, rows) = kept.split_last().expect("the innermost group is kept");
-        sum_columns(sink, x, output, rows, columns.extent, &summed);
+        sum_columns(sink, &terms, output, rows, columns.extent, &summed);
     } else {
         let (run, outer) = summed.split_last().expect("the innermost group is summed");
-        sum_runs(sink, x, output, &kept, outer, run.extent);
+        sum_runs(sink, &terms, x.len(), output, &kept, outer, run.extent);
     }
 }
 
@@ -491,15 +532,16 @@ pub fn emit_sum_to(sink: &mut KernelSink, inputs: &[Operand], output: &Operand) 
 /// terms are added in row-major order whatever the split. Tasks are output elements.
 fn sum_runs(
     sink: &mut KernelSink,
-    x: &Operand,
+    terms: &Terms,
+    summed: usize,
     output: &Operand,
     kept: &[Group],
     outer: &[Group],
     run: usize,
 ) {
-    let units = Units::new(output.len(), x.len() / output.len());
+    let units = Units::new(output.len(), summed / output.len());
     sink.kernel(units.tasks(), 0, |e| {
-        let (x, out) = (e.buffer(x.slot), e.buffer(output.slot));
+        let (x, out) = (terms.buffers(e), e.buffer(output.slot));
         let (lo, hi) = units.range(e);
         let zero = e.float(0.0);
         e.for_loop(lo, hi, 1, |e, o| {
@@ -512,7 +554,7 @@ fn sum_runs(
                 let start = e.b.ins().iadd(position, offset);
                 let end = e.b.ins().iadd_imm_s(start, run as i64);
                 let run_total = reduce_range(e, start, end, Reduce::Sum, |e, i, ty| {
-                    e.load(ty, Emitter::frozen(), x, i, 0)
+                    terms.load(e, &x, i, 0, ty)
                 });
                 let old = e.load(F32, Emitter::mutable(), out, o, 0);
                 let new = e.b.ins().fadd(old, run_total);
@@ -528,7 +570,7 @@ fn sum_runs(
 /// columns. Tasks are blocks of `COLUMNS` columns of a row.
 fn sum_columns(
     sink: &mut KernelSink,
-    x: &Operand,
+    terms: &Terms,
     output: &Operand,
     rows: &[Group],
     columns: usize,
@@ -540,7 +582,7 @@ fn sum_columns(
         columns.min(COLUMNS) * extent_product(summed),
     );
     sink.kernel(units.tasks(), 0, |e| {
-        let (x, out) = (e.buffer(x.slot), e.buffer(output.slot));
+        let (x, out) = (terms.buffers(e), e.buffer(output.slot));
         units.for_each(e, |e, unit| {
             let row = e.b.ins().udiv_imm_s(unit, blocks as i64);
             let block = e.b.ins().urem_imm_s(unit, blocks as i64);
@@ -556,7 +598,7 @@ fn sum_columns(
                 let start = e.b.ins().iadd(base, j);
                 for_each_position(e, summed, start, &mut |e, offset| {
                     for (k, &sum) in sums.iter().enumerate() {
-                        let v = e.load(ty, Emitter::frozen(), x, offset, k as i64 * LANES);
+                        let v = terms.load(e, &x, offset, k as i64 * LANES, ty);
                         let so_far = e.get(sum);
                         let new = e.b.ins().fadd(so_far, v);
                         e.set(sum, new);

@@ -2,7 +2,7 @@
 //! are `x · wᵀ`, their backward passes `dy · w` and `dyᵀ · x`.
 
 use super::{arity, OpKind};
-use crate::codegen::gemm::{self, Block, IndexMath, Matrices, ScratchLayout, Tile, KC};
+use crate::codegen::gemm::{self, Block, Epilogue, IndexMath, Matrices, ScratchLayout, Tile, KC};
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::{Graph, Op, Shape, ValueId};
@@ -91,13 +91,15 @@ pub fn vjp(
 /// The most rows and columns of C one task keeps in scratch, in panels.
 const MOST_PANELS: [usize; 2] = [16, 8];
 
-/// Both operands packed once, then tasks over tiles of the product, each summing every K block.
+/// Both operands packed once, then tasks over tiles of the product, each summing every K block
+/// and writing its tile through `epilogue`.
 pub fn emit(
     transpose_a: bool,
     transpose_b: bool,
     sink: &mut KernelSink,
     inputs: &[Operand],
     output: &Operand,
+    epilogue: &Epilogue,
 ) {
     let (a, b) = (&inputs[0], &inputs[1]);
     let (m, n) = (output.shape[0], output.shape[1]);
@@ -153,7 +155,9 @@ pub fn emit(
             let rows = e.at_scaled(y, first_row, n as i64);
             let to = e.at(rows, first_col);
             let (rows, cols) = tile.extent(e, [m, n]);
-            gemm::copy_block(e, c_tiles, ldc as i64, to, n as i64, rows, cols);
+            let inputs = epilogue.block_inputs(e, &[first_row, first_col], 0);
+            let (lds, extent) = ([ldc as i64, n as i64], [rows, cols]);
+            gemm::copy_block(e, [c_tiles, to], lds, extent, epilogue, &inputs);
         });
     });
 }

@@ -19,6 +19,7 @@ pub mod source;
 pub mod window;
 
 use super::{Graph, Op, Shape, ValueId};
+use crate::codegen::gemm::Epilogue;
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::{EvalContext, Tensor};
 
@@ -300,13 +301,20 @@ impl OpKind {
     /// from its `inputs` (shapes as the shape rule gives them).
     pub fn emit(&self, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
         match self {
-            OpKind::Conv2d(a) => conv::emit(a, sink, inputs, output),
+            OpKind::Conv2d(a) => conv::emit(a, sink, inputs, output, &Epilogue::none()),
             OpKind::Conv2dInputGrad(a, _) => conv::emit_input_grad(a, sink, inputs, output),
             OpKind::Conv2dWeightGrad(a, _) => conv::emit_weight_grad(a, sink, inputs, output),
             OpKind::MatMul {
                 transpose_a,
                 transpose_b,
-            } => matmul::emit(*transpose_a, *transpose_b, sink, inputs, output),
+            } => matmul::emit(
+                *transpose_a,
+                *transpose_b,
+                sink,
+                inputs,
+                output,
+                &Epilogue::none(),
+            ),
             OpKind::MaxPool(a) => pool::emit_max(a, sink, inputs, output),
             OpKind::MaxPoolGrad(a) => pool::emit_max_grad(a, sink, inputs, output),
             OpKind::AvgPool(a) => pool::emit_avg(a, sink, inputs, output),
