@@ -111,7 +111,11 @@ fn pass_snapshots() {
     ];
     for (name, path, stage) in cases {
         // The memory passes plan buffers and leave the graph as it is: no snapshot of theirs.
-        for (index, pass) in Pass::ALL.iter().enumerate().filter(|(_, p)| p.is_fusion()) {
+        for (index, pass) in Pass::ALL
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.rewrites_graph())
+        {
             let mut args = vec!["ir", path, "--batch", "2", "--optimized"];
             args.extend_from_slice(stage);
             for later in &Pass::ALL[index + 1..] {

@@ -1,16 +1,18 @@
-//! `fuse_epilogue`: a convolution or matrix product whose only reader is an elementwise chain
+//! `fuse_epilogue`: a convolution, a convolution's input gradient or a matrix product whose
+//! only reader is an elementwise chain
 //! (after `fuse_elementwise`) becomes that chain's first step, so the chain is computed on
 //! each tile of the product as the tile is written out, while it is in cache: bias, activation
 //! and residual addition cost no pass over memory of their own, and the raw product is never
-//! written. Training graphs get it where a contraction's output is not kept for the backward
-//! pass (a convolution with bias and ReLU, a dense layer); inference graphs almost everywhere,
-//! batch norm folded first.
+//! written. Training graphs get it forward where a contraction's output is not kept for the
+//! backward pass (a convolution with bias and ReLU, a dense layer), and backward where the
+//! gradient of a layer's input goes on through an activation's gradient or a residual sum;
+//! inference graphs almost everywhere, batch norm folded first. Depthwise convolutions, with
+//! kernels of their own, keep their readers (the shape rule says which contractions qualify).
 //!
 //! The chain may read, besides the product, only tensors that are whole or constant along the
 //! product's rows in memory (`fused::epilogue_reads`), and not the contraction's own operands.
 
 use super::{rewrite, Rewrite, Uses};
-use crate::codegen::depthwise;
 use crate::ir::ops::fused::{epilogue_reads, is_contraction, is_elementwise, Arg, Chain, Step};
 use crate::ir::{Definition, Graph, OpKind, ValueId};
 
@@ -61,16 +63,7 @@ fn takes_epilogue(kind: &OpKind) -> bool {
 fn fits(graph: &Graph, producer: usize, reader: usize, uses: &Uses) -> bool {
     let (contraction, op) = (&graph.ops[producer], &graph.ops[reader]);
     let output = graph.shape(contraction.output);
-    let depthwise = match &contraction.kind {
-        OpKind::Conv2d(a) => depthwise::is_depthwise(
-            a,
-            graph.shape(contraction.inputs[0]),
-            graph.shape(contraction.inputs[1]),
-        ),
-        _ => false,
-    };
     if !is_contraction(&contraction.kind)
-        || depthwise
         || !uses.only(contraction.output, reader)
         || graph.shape(op.output) != output
     {

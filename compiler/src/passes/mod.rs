@@ -8,6 +8,7 @@ pub mod fold_batch_norm;
 pub mod fuse_elementwise;
 pub mod fuse_epilogue;
 pub mod memory;
+pub mod merge_duplicates;
 
 use crate::ir::{Graph, Op, ValueId};
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use std::fmt;
 /// A pass, by what it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Pass {
+    MergeDuplicates,
     FoldBatchNorm,
     FuseElementwise,
     FuseEpilogue,
@@ -25,7 +27,8 @@ pub enum Pass {
 
 impl Pass {
     /// Every pass, in the order `run` applies them.
-    pub const ALL: [Pass; 5] = [
+    pub const ALL: [Pass; 6] = [
+        Pass::MergeDuplicates,
         Pass::FoldBatchNorm,
         Pass::FuseElementwise,
         Pass::FuseEpilogue,
@@ -35,6 +38,7 @@ impl Pass {
 
     pub fn name(self) -> &'static str {
         match self {
+            Pass::MergeDuplicates => "merge_duplicates",
             Pass::FoldBatchNorm => "fold_batch_norm",
             Pass::FuseElementwise => "fuse_elementwise",
             Pass::FuseEpilogue => "fuse_epilogue",
@@ -65,6 +69,17 @@ impl Pass {
     pub fn is_fusion(self) -> bool {
         match self {
             Pass::FoldBatchNorm | Pass::FuseElementwise | Pass::FuseEpilogue => true,
+            Pass::MergeDuplicates | Pass::ReuseBuffers | Pass::UpdateInPlace => false,
+        }
+    }
+
+    /// Whether the pass rewrites the graph (the others plan memory for its code).
+    pub fn rewrites_graph(self) -> bool {
+        match self {
+            Pass::MergeDuplicates
+            | Pass::FoldBatchNorm
+            | Pass::FuseElementwise
+            | Pass::FuseEpilogue => true,
             Pass::ReuseBuffers | Pass::UpdateInPlace => false,
         }
     }
@@ -72,6 +87,7 @@ impl Pass {
     /// What the pass is for, for `--help` and errors.
     pub fn doc(self) -> &'static str {
         match self {
+            Pass::MergeDuplicates => "ops that compute the same thing from the same inputs, once",
             Pass::FoldBatchNorm => "inference batch norm folded into the convolution before it",
             Pass::FuseElementwise => {
                 "chains of elementwise ops as one loop, forward and backward, and into the sums \
@@ -138,7 +154,7 @@ impl PassOptions {
 pub fn run(graph: &Graph, options: &PassOptions) -> Graph {
     let mut graph = graph.clone();
     for pass in Pass::ALL {
-        if options.enabled(pass) && pass.is_fusion() {
+        if options.enabled(pass) && pass.rewrites_graph() {
             graph = apply(pass, &graph);
         }
     }
@@ -149,6 +165,7 @@ pub fn run(graph: &Graph, options: &PassOptions) -> Graph {
 /// `memory::plan` for the buffers, with them on or off.
 pub fn apply(pass: Pass, graph: &Graph) -> Graph {
     match pass {
+        Pass::MergeDuplicates => merge_duplicates::run(graph),
         Pass::FoldBatchNorm => fold_batch_norm::run(graph),
         Pass::FuseElementwise => fuse_elementwise::run(graph),
         Pass::FuseEpilogue => fuse_epilogue::run(graph),

@@ -667,7 +667,15 @@ fn pack_im2col(
     });
 }
 
-pub fn emit_input_grad(a: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+/// The input gradient, written through `epilogue`: each task applies it to the planes it owns
+/// once they are complete, while they are in cache.
+pub fn emit_input_grad(
+    a: &ConvAttrs,
+    sink: &mut KernelSink,
+    inputs: &[Operand],
+    output: &Operand,
+    epilogue: &Epilogue,
+) {
     let (dy, w) = (&inputs[0], &inputs[1]);
     if depthwise::is_depthwise(a, &output.shape, &w.shape) {
         return depthwise::emit_input_grad(a, sink, inputs, output);
@@ -775,6 +783,21 @@ pub fn emit_input_grad(a: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand],
                     });
                 });
             });
+            if !epilogue.steps.is_empty() {
+                let group_channels = e.mul_imm(group, g.group_in as i64);
+                let channel = e.add(group_channels, c0);
+                let inputs = epilogue.block_inputs(e, &[image, channel, zero], 1);
+                let plane = e.int(g.plane() as i64);
+                let lds = [g.plane() as i64; 2];
+                gemm::copy_block(
+                    e,
+                    [planes, planes],
+                    lds,
+                    [channels, plane],
+                    epilogue,
+                    &inputs,
+                );
+            }
         });
     });
 }

@@ -4,7 +4,8 @@
 //! `div` and the one-tensor functions; its meaning is exactly theirs applied in order, which is
 //! how the interpreter computes it.
 //!
-//! A chain may begin with one contraction, a convolution or a matrix product (an epilogue):
+//! A chain may begin with one contraction, a convolution (or its input gradient) or a matrix
+//! product, the steps after it being its epilogue:
 //! the steps after it are applied to each tile of its result as the tile is written out, while
 //! it is in cache, so its result is never written as it was computed. The tensors they read
 //! besides it are per-element or broadcast along whole rows or columns of the product (a
@@ -34,8 +35,8 @@ pub struct Chain {
     pub steps: Vec<Step>,
 }
 
-/// One op of a chain: `kind` is `add`, `sub`, `mul`, `div` or a `Map`; first, a `Conv2d` (not
-/// depthwise) or `MatMul`; last, a `SumTo`.
+/// One op of a chain: `kind` is `add`, `sub`, `mul`, `div` or a `Map`; first, a `Conv2d` or
+/// `Conv2dInputGrad` (not depthwise) or `MatMul`; last, a `SumTo`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
     pub kind: OpKind,
@@ -64,14 +65,17 @@ pub fn may_be_step(kind: &OpKind) -> bool {
 
 /// Whether `kind` may begin a chain.
 pub fn is_contraction(kind: &OpKind) -> bool {
-    matches!(kind, OpKind::Conv2d(_) | OpKind::MatMul { .. })
+    matches!(
+        kind,
+        OpKind::Conv2d(_) | OpKind::Conv2dInputGrad(..) | OpKind::MatMul { .. }
+    )
 }
 
 /// The trailing axes of a contraction's result that make a row of its product in memory:
 /// a convolution's positions `[H, W]`, a matrix product's columns.
 fn column_axes(kind: &OpKind) -> usize {
     match kind {
-        OpKind::Conv2d(_) => 2,
+        OpKind::Conv2d(_) | OpKind::Conv2dInputGrad(..) => 2,
         _ => 1,
     }
 }
@@ -201,14 +205,22 @@ fn check_epilogue(
     inputs: &[&Shape],
     shapes: &[Shape],
 ) -> Result<(), String> {
-    if let (OpKind::Conv2d(a), [Arg::Input(x), Arg::Input(w)]) =
-        (&contraction.kind, contraction.args.as_slice())
-    {
-        if depthwise::is_depthwise(a, inputs[*x], inputs[*w]) {
-            return Err("a depthwise convolution cannot begin a chain".to_string());
-        }
-    }
     let output = &shapes[0];
+    let operand = |k: usize| match contraction.args[k] {
+        Arg::Input(i) => inputs[i],
+        Arg::Step(_) => unreachable!("a chain's first step reads inputs"),
+    };
+    let depthwise = match &contraction.kind {
+        OpKind::Conv2d(a) => depthwise::is_depthwise(a, operand(0), operand(1)),
+        OpKind::Conv2dInputGrad(a, _) => depthwise::is_depthwise(a, output, operand(1)),
+        _ => false,
+    };
+    if depthwise {
+        return Err(format!(
+            "a depthwise `{}` cannot begin a chain",
+            contraction.kind.name()
+        ));
+    }
     if shapes.last() != Some(output) {
         return Err(format!(
             "a chain that begins with `{}` ends with its shape {output:?}",
@@ -259,6 +271,7 @@ pub fn eval(chain: &Chain, inputs: &[&Tensor]) -> Tensor {
             OpKind::Map(f) => eval_map(*f, &args),
             OpKind::SumTo(shape) => layout::eval_sum_to(shape, &args),
             OpKind::Conv2d(a) => conv::eval(a, &args),
+            OpKind::Conv2dInputGrad(a, hw) => conv::eval_input_grad(a, *hw, &args),
             OpKind::MatMul {
                 transpose_a,
                 transpose_b,
@@ -336,6 +349,9 @@ fn emit_contraction(
     let operands: Vec<Operand> = operands.iter().map(|&i| inputs[i].clone()).collect();
     match &contraction.kind {
         OpKind::Conv2d(a) => conv::emit(a, sink, &operands, output, &epilogue),
+        OpKind::Conv2dInputGrad(a, _) => {
+            conv::emit_input_grad(a, sink, &operands, output, &epilogue)
+        }
         OpKind::MatMul {
             transpose_a,
             transpose_b,
@@ -491,7 +507,7 @@ mod tests {
             (
                 chain(vec![step(conv(2), &[x0, x1]), step(exp, &[t0])]),
                 vec![vec![1, 2, 3, 3], vec![2, 1, 3, 3]],
-                "a depthwise convolution cannot begin a chain",
+                "a depthwise `conv2d` cannot begin a chain",
             ),
             (
                 chain(vec![

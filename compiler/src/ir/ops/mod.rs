@@ -302,7 +302,9 @@ impl OpKind {
     pub fn emit(&self, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
         match self {
             OpKind::Conv2d(a) => conv::emit(a, sink, inputs, output, &Epilogue::none()),
-            OpKind::Conv2dInputGrad(a, _) => conv::emit_input_grad(a, sink, inputs, output),
+            OpKind::Conv2dInputGrad(a, _) => {
+                conv::emit_input_grad(a, sink, inputs, output, &Epilogue::none())
+            }
             OpKind::Conv2dWeightGrad(a, _) => conv::emit_weight_grad(a, sink, inputs, output),
             OpKind::MatMul {
                 transpose_a,
