@@ -9,8 +9,15 @@
 //! per-channel scale, would be recomputed at every position; it stays a tensor of its own).
 //!
 //! A `sum_to` takes in the chain that computes what it sums, made of ops that read only
-//! tensors of the summed shape (batch norm's `sum(dy · x̂)`, its variance's sum of squares):
-//! the product is summed as it is computed and never written.
+//! tensors of the summed shape and of its own (batch norm's `sum(dy · x̂)`, its variance's sum
+//! of squares): the terms are summed as they are computed and never written.
+//!
+//! An elementwise op that several chains read, and that reads (through other such ops) at most
+//! one tensor of its shape, is computed again in each of them rather than written once
+//! (recomputation): batch norm's centred input `x - mean` and normalised `x̂` exist only inside
+//! the chains that read them, which read `x` instead. The step then writes and keeps fewer
+//! tensors (`x̂` is no longer kept for the backward pass; `x` is) at the price of a few
+//! arithmetic instructions per element.
 
 use super::{rewrite, Rewrite, Uses};
 use crate::ir::ops::fused::{is_elementwise, Arg, Chain, Step};
@@ -19,17 +26,112 @@ use std::collections::HashMap;
 
 pub fn run(graph: &Graph) -> Graph {
     let uses = Uses::of(graph);
+    let mut recomputed = recomputable(graph, &uses);
+    // A recomputed op must end up in the chain of every reader; where a reader's chain does
+    // not take it in, it is computed once after all, and the chains are formed again.
+    let root_of = loop {
+        let root_of = chains(graph, &uses, &recomputed);
+        let mut stranded = false;
+        for (op, &is_recomputed) in recomputed.clone().iter().enumerate() {
+            if !is_recomputed {
+                continue;
+            }
+            let readers = &uses.readers[graph.ops[op].output.0];
+            let absorbed = readers.iter().all(|&reader| {
+                recomputed[reader]
+                    || root_of[reader]
+                        .is_some_and(|root| chain(graph, root, &root_of, &recomputed).1.is_some())
+            });
+            if !absorbed {
+                recomputed[op] = false;
+                stranded = true;
+            }
+        }
+        if !stranded {
+            break root_of;
+        }
+    };
+
+    let mut members = vec![0usize; graph.ops.len()];
+    for root in root_of.iter().flatten() {
+        members[*root] += 1;
+    }
+
+    rewrite(graph, |fused, index, renumber| {
+        if recomputed[index] {
+            return Rewrite::Drop;
+        }
+        match root_of[index] {
+            Some(root) if root != index => Rewrite::Drop,
+            Some(root) => {
+                let (inputs, Some(chain)) = chain(graph, root, &root_of, &recomputed) else {
+                    panic!("internal error: the chain ending in op {root} changes its shape")
+                };
+                // The root alone, reading no recomputed op.
+                if members[root] == 1 && chain.steps.len() == 1 {
+                    return Rewrite::Keep;
+                }
+                let inputs: Vec<ValueId> = inputs.iter().map(|v| renumber[v]).collect();
+                let layer = graph.ops[index].layer.as_deref();
+                Rewrite::Replace(fused.op(OpKind::Fused(chain), &inputs, layer))
+            }
+            None => Rewrite::Keep,
+        }
+    })
+}
+
+/// The ops worth computing again in each chain that reads them rather than once into a tensor:
+/// elementwise, read by more than one op, all of them elementwise of the same shape or sums of
+/// it, not outputs of the graph, and reading (through other such ops) at most one tensor of
+/// their shape, so each reader reads that tensor instead and nothing is read twice over.
+fn recomputable(graph: &Graph, uses: &Uses) -> Vec<bool> {
+    let mut recomputed = vec![false; graph.ops.len()];
+    // The tensors of its own shape each op reads, through recomputed ops.
+    let mut wide_reads: Vec<Vec<ValueId>> = vec![Vec::new(); graph.ops.len()];
+    for (index, op) in graph.ops.iter().enumerate() {
+        let shape = graph.shape(op.output);
+        if !is_elementwise(&op.kind) {
+            continue;
+        }
+        let mut reads: Vec<ValueId> = Vec::new();
+        for &value in &op.inputs {
+            match graph.values[value.0].definition {
+                Definition::Op(producer) if recomputed[producer] => {
+                    reads.extend(&wide_reads[producer])
+                }
+                _ if graph.shape(value) == shape => reads.push(value),
+                _ => {}
+            }
+        }
+        reads.sort_unstable();
+        reads.dedup();
+        let readers = &uses.readers[op.output.0];
+        let readers_fit = readers.iter().all(|&reader| {
+            let kind = &graph.ops[reader].kind;
+            (is_elementwise(kind) && graph.shape(graph.ops[reader].output) == shape)
+                || matches!(kind, OpKind::SumTo(_))
+        });
+        recomputed[index] =
+            readers.len() > 1 && readers_fit && !uses.is_output[op.output.0] && reads.len() <= 1;
+        wide_reads[index] = reads;
+    }
+    recomputed
+}
+
+/// The chain each op belongs to, by its last op (the root), besides the `recomputed` ones,
+/// which belong to every chain that reads them.
+fn chains(graph: &Graph, uses: &Uses, recomputed: &[bool]) -> Vec<Option<usize>> {
     let producer = |value: ValueId| match graph.values[value.0].definition {
         Definition::Op(op) => Some(op),
         Definition::Input(_) => None,
     };
-
-    // The chain each op belongs to, by its last op (the root); roots are found last to first,
-    // so an op's only reader has been placed when the op is reached.
+    // Roots are found last to first, so an op's only reader has been placed when the op is
+    // reached.
     let mut root_of: Vec<Option<usize>> = vec![None; graph.ops.len()];
     for root in (0..graph.ops.len()).rev() {
-        let sums = matches!(graph.ops[root].kind, OpKind::SumTo(_));
-        if root_of[root].is_some() || !(sums || is_elementwise(&graph.ops[root].kind)) {
+        let kind = &graph.ops[root].kind;
+        let sums = matches!(kind, OpKind::SumTo(_));
+        if root_of[root].is_some() || recomputed[root] || !(sums || is_elementwise(kind)) {
             continue;
         }
         root_of[root] = Some(root);
@@ -38,6 +140,8 @@ pub fn run(graph: &Graph) -> Graph {
             true => graph.shape(graph.ops[root].inputs[0]),
             false => graph.shape(graph.ops[root].output),
         };
+        // What a sum's chain may read besides tensors of `shape`: tensors of its own shape.
+        let target = graph.shape(graph.ops[root].output);
         let mut members = vec![root];
         let mut pending = vec![root];
         while let Some(reader) = pending.pop() {
@@ -45,6 +149,7 @@ pub fn run(graph: &Graph) -> Graph {
                 let Some(op) = producer(value) else { continue };
                 let kind = &graph.ops[op].kind;
                 let joins = root_of[op].is_none()
+                    && !recomputed[op]
                     && (is_elementwise(kind) || matches!(kind, OpKind::Broadcast(_)))
                     && uses.only(value, reader)
                     && graph.shape(value) == shape
@@ -52,7 +157,7 @@ pub fn run(graph: &Graph) -> Graph {
                         || graph.ops[op]
                             .inputs
                             .iter()
-                            .all(|&v| graph.shape(v) == shape));
+                            .all(|&v| graph.shape(v) == shape || graph.shape(v) == target));
                 if joins {
                     root_of[op] = Some(root);
                     members.push(op);
@@ -62,7 +167,7 @@ pub fn run(graph: &Graph) -> Graph {
         }
         // Without its broadcasts a chain may compute on narrower tensors only, and broadcast
         // at the end; then the broadcasts stay ops.
-        if chain(graph, root, &root_of).1.is_none() {
+        if chain(graph, root, &root_of, recomputed).1.is_none() {
             for &op in &members {
                 if matches!(graph.ops[op].kind, OpKind::Broadcast(_)) {
                     root_of[op] = None;
@@ -70,33 +175,23 @@ pub fn run(graph: &Graph) -> Graph {
             }
         }
     }
-
-    let mut members = vec![0usize; graph.ops.len()];
-    for root in root_of.iter().flatten() {
-        members[*root] += 1;
-    }
-
-    rewrite(graph, |fused, index, renumber| match root_of[index] {
-        Some(root) if root != index => Rewrite::Drop,
-        Some(root) if members[root] > 1 => {
-            let (inputs, Some(chain)) = chain(graph, root, &root_of) else {
-                panic!("internal error: the chain ending in op {root} changes its shape")
-            };
-            let inputs: Vec<ValueId> = inputs.iter().map(|v| renumber[v]).collect();
-            let layer = graph.ops[index].layer.as_deref();
-            Rewrite::Replace(fused.op(OpKind::Fused(chain), &inputs, layer))
-        }
-        _ => Rewrite::Keep,
-    })
+    root_of
 }
 
-/// The chain rooted at `root` over the ops `root_of` puts in it: its inputs (values outside
-/// it) and its steps, or `None` for the steps if it does not have the root's shape.
-fn chain(graph: &Graph, root: usize, root_of: &[Option<usize>]) -> (Vec<ValueId>, Option<Chain>) {
+/// The chain rooted at `root` over the ops `root_of` puts in it and the `recomputed` ones it
+/// reads: its inputs (values outside it) and its steps, or `None` for the steps if it does not
+/// have the root's shape.
+fn chain(
+    graph: &Graph,
+    root: usize,
+    root_of: &[Option<usize>],
+    recomputed: &[bool],
+) -> (Vec<ValueId>, Option<Chain>) {
     struct Builder<'g> {
         graph: &'g Graph,
         root: usize,
         root_of: &'g [Option<usize>],
+        recomputed: &'g [bool],
         inputs: Vec<ValueId>,
         steps: Vec<Step>,
         done: HashMap<usize, Arg>,
@@ -104,7 +199,11 @@ fn chain(graph: &Graph, root: usize, root_of: &[Option<usize>]) -> (Vec<ValueId>
     impl Builder<'_> {
         fn arg(&mut self, value: ValueId) -> Arg {
             let member = match self.graph.values[value.0].definition {
-                Definition::Op(op) if self.root_of[op] == Some(self.root) => Some(op),
+                Definition::Op(op)
+                    if self.root_of[op] == Some(self.root) || self.recomputed[op] =>
+                {
+                    Some(op)
+                }
                 _ => None,
             };
             let Some(op) = member else {
@@ -139,6 +238,7 @@ fn chain(graph: &Graph, root: usize, root_of: &[Option<usize>]) -> (Vec<ValueId>
         graph,
         root,
         root_of,
+        recomputed,
         inputs: Vec::new(),
         steps: Vec::new(),
         done: HashMap::new(),
@@ -148,7 +248,9 @@ fn chain(graph: &Graph, root: usize, root_of: &[Option<usize>]) -> (Vec<ValueId>
         steps: builder.steps,
     };
     let shapes: Vec<&Vec<usize>> = builder.inputs.iter().map(|&v| graph.shape(v)).collect();
-    let fits = OpKind::Fused(chain.clone()).shape(&shapes).ok().as_ref()
-        == Some(graph.shape(graph.ops[root].output));
+    // A chain of the root alone is the root as it is.
+    let fits = chain.steps.len() == 1
+        || OpKind::Fused(chain.clone()).shape(&shapes).ok().as_ref()
+            == Some(graph.shape(graph.ops[root].output));
     (builder.inputs, fits.then_some(chain))
 }

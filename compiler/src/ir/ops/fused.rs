@@ -13,8 +13,9 @@
 //!
 //! A chain may end in one reduction, a `sum_to` (batch norm's `sum(x̂ · dy)`, its variance's
 //! sum of squares): the elements are then summed as they are computed, and the summed tensor
-//! is never written. Such a chain reads only tensors of the shape it sums, so that every step
-//! is computed once per element summed.
+//! is never written. Such a chain reads only tensors of the shape it sums, and of the shape it
+//! sums to (constant over what each output element sums, as a per-channel mean), so that every
+//! step is computed once per element summed.
 //!
 //! Fusion runs after differentiation, so a chain has no backward rule.
 
@@ -182,14 +183,15 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
     if let Some((contraction, epilogue)) = chain.contraction() {
         check_epilogue(contraction, epilogue, inputs, &shapes)?;
     }
-    if chain.reduction().is_some() {
-        let summed = match chain.steps[last].args[0] {
-            Arg::Input(i) => inputs[i],
-            Arg::Step(s) => &shapes[s],
-        };
-        if let Some(i) = inputs.iter().position(|shape| *shape != summed) {
+    if let Some((target, _)) = chain.reduction() {
+        let summed = summed_shape(chain, inputs, &shapes);
+        if let Some(i) = inputs
+            .iter()
+            .position(|&shape| shape != summed && shape != target)
+        {
             return Err(format!(
-                "input {i} is {:?}, but a chain that sums {summed:?} reads only tensors of that shape",
+                "input {i} is {:?}, but a chain that sums {summed:?} to {target:?} reads only \
+                 tensors of those two shapes",
                 inputs[i]
             ));
         }
@@ -251,6 +253,14 @@ fn check_epilogue(
     Ok(())
 }
 
+/// The shape a chain that ends in a reduction sums, given its steps' shapes.
+fn summed_shape<'s>(chain: &Chain, inputs: &[&'s Shape], shapes: &'s [Shape]) -> &'s Shape {
+    match chain.steps.last().expect("a step").args[0] {
+        Arg::Input(i) => inputs[i],
+        Arg::Step(s) => &shapes[s],
+    }
+}
+
 pub fn shape(chain: &Chain, inputs: &[&Shape]) -> Result<Shape, String> {
     let mut shapes = step_shapes(chain, inputs)?;
     Ok(shapes.pop().expect("a chain has a step"))
@@ -289,7 +299,10 @@ pub fn eval(chain: &Chain, inputs: &[&Tensor]) -> Tensor {
 /// is the reduction's kernel, its terms computed as they are summed.
 pub fn emit(chain: &Chain, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
     if let Some((_, steps)) = chain.reduction() {
-        return layout::emit_sum(sink, inputs, steps, output);
+        let shapes: Vec<&Shape> = inputs.iter().map(|input| &input.shape).collect();
+        let step_shapes = step_shapes(chain, &shapes).expect("a verified chain");
+        let summed = summed_shape(chain, &shapes, &step_shapes);
+        return layout::emit_sum(sink, inputs, summed, steps, output);
     }
     if let Some((contraction, steps)) = chain.contraction() {
         return emit_contraction(contraction, steps, sink, inputs, output);
@@ -477,10 +490,11 @@ mod tests {
             (
                 chain(vec![
                     step(OpKind::Mul, &[x0, x1]),
-                    step(OpKind::SumTo(vec![3]), &[t0]),
+                    step(OpKind::SumTo(vec![1, 3]), &[t0]),
                 ]),
                 vec![vec![2, 3], vec![3]],
-                "input 1 is [3], but a chain that sums [2, 3] reads only tensors of that shape",
+                "input 1 is [3], but a chain that sums [2, 3] to [1, 3] reads only tensors of \
+                 those two shapes",
             ),
             (
                 chain(vec![

@@ -470,13 +470,15 @@ fn for_each_strip(
 /// a contiguous run of one kind or the other, which decides the kernel (`sum_runs` or
 /// `sum_columns`); both add each output element's terms in one task, in a fixed order.
 pub fn emit_sum_to(sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
-    emit_sum(sink, inputs, &[], output);
+    emit_sum(sink, inputs, &inputs[0].shape, &[], output);
 }
 
 /// The elements a sum adds up: one tensor's, or those of elementwise `steps` (a fused chain's)
-/// over tensors of the summed shape, computed as they are read.
+/// over tensors of the summed shape and of the sum's own shape (`per_output`: constant over
+/// what is summed into each output element, as a per-channel mean), computed as they are read.
 struct Terms<'a> {
     slots: Vec<Slot>,
+    per_output: Vec<bool>,
     steps: &'a [Step],
 }
 
@@ -486,7 +488,25 @@ impl Terms<'_> {
         self.slots.iter().map(|&slot| e.buffer(slot)).collect()
     }
 
-    /// The `ty` of terms from element `index + offset` on.
+    /// The per-output inputs' `ty` from output element `index + offset` on, in input order.
+    fn per_output(
+        &self,
+        e: &mut Emitter,
+        buffers: &[Value],
+        index: Value,
+        offset: i64,
+        ty: Type,
+    ) -> Vec<Value> {
+        buffers
+            .iter()
+            .zip(&self.per_output)
+            .filter(|(_, &per_output)| per_output)
+            .map(|(&base, _)| e.load(ty, Emitter::frozen(), base, index, offset))
+            .collect()
+    }
+
+    /// The `ty` of terms from element `index + offset` on, where the per-output inputs are
+    /// `outputs` (of `ty`, from [`Terms::per_output`]).
     fn load(
         &self,
         e: &mut Emitter,
@@ -494,33 +514,48 @@ impl Terms<'_> {
         index: Value,
         offset: i64,
         ty: Type,
+        outputs: &[Value],
     ) -> Value {
+        let mut outputs = outputs.iter();
         let loaded: Vec<Value> = buffers
             .iter()
-            .map(|&base| e.load(ty, Emitter::frozen(), base, index, offset))
+            .zip(&self.per_output)
+            .map(|(&base, &per_output)| match per_output {
+                true => *outputs.next().expect("a value per per-output input"),
+                false => e.load(ty, Emitter::frozen(), base, index, offset),
+            })
             .collect();
         emit_steps(e, self.steps, &loaded, ty)
     }
 }
 
-/// `sum_to` of `inputs`, or of elementwise `steps` over them (see [`Terms`]), which all have
-/// the first input's shape.
-pub fn emit_sum(sink: &mut KernelSink, inputs: &[Operand], steps: &[Step], output: &Operand) {
-    let x = &inputs[0];
+/// `sum_to` of `inputs`, or of elementwise `steps` over them (see [`Terms`]): `summed` is the
+/// shape summed, the output's that of the inputs that are not of it.
+pub fn emit_sum(
+    sink: &mut KernelSink,
+    inputs: &[Operand],
+    summed: &Shape,
+    steps: &[Step],
+    output: &Operand,
+) {
     let terms = Terms {
         slots: inputs.iter().map(|input| input.slot).collect(),
+        per_output: inputs.iter().map(|input| input.shape != *summed).collect(),
         steps,
     };
-    let groups = reduction_groups(&x.shape, &output.shape);
+    let groups = reduction_groups(summed, &output.shape);
     let kept: Vec<Group> = groups.iter().filter(|g| g.kept).copied().collect();
-    let summed: Vec<Group> = groups.iter().filter(|g| !g.kept).copied().collect();
+    let summed_groups: Vec<Group> = groups.iter().filter(|g| !g.kept).copied().collect();
     let (innermost, _) = groups.split_last().expect("at least one group");
     if innermost.kept {
         let (columns, rows) = kept.split_last().expect("the innermost group is kept");
-        sum_columns(sink, &terms, output, rows, columns.extent, &summed);
+        sum_columns(sink, &terms, output, rows, columns.extent, &summed_groups);
     } else {
-        let (run, outer) = summed.split_last().expect("the innermost group is summed");
-        sum_runs(sink, &terms, x.len(), output, &kept, outer, run.extent);
+        let (run, outer) = summed_groups
+            .split_last()
+            .expect("the innermost group is summed");
+        let total = summed.iter().product();
+        sum_runs(sink, &terms, total, output, &kept, outer, run.extent);
     }
 }
 
@@ -553,8 +588,11 @@ fn sum_runs(
                 let offset = offset_of(e, o, kept);
                 let start = e.b.ins().iadd(position, offset);
                 let end = e.b.ins().iadd_imm_s(start, run as i64);
+                let scalars = terms.per_output(e, &x, o, 0, F32);
+                let vectors: Vec<Value> = scalars.iter().map(|&v| e.splat(F32X4, v)).collect();
                 let run_total = reduce_range(e, start, end, Reduce::Sum, |e, i, ty| {
-                    terms.load(e, &x, i, 0, ty)
+                    let outputs = if ty == F32 { &scalars } else { &vectors };
+                    terms.load(e, &x, i, 0, ty, outputs)
                 });
                 let old = e.load(F32, Emitter::mutable(), out, o, 0);
                 let new = e.b.ins().fadd(old, run_total);
@@ -596,15 +634,18 @@ fn sum_columns(
                 let zero = e.constant(ty, 0.0);
                 let sums: Vec<Variable> = (0..count).map(|_| e.variable(ty, zero)).collect();
                 let start = e.b.ins().iadd(base, j);
+                let index = e.b.ins().iadd(out_base, j);
+                let outputs: Vec<Vec<Value>> = (0..count as i64)
+                    .map(|k| terms.per_output(e, &x, index, k * LANES, ty))
+                    .collect();
                 for_each_position(e, summed, start, &mut |e, offset| {
                     for (k, &sum) in sums.iter().enumerate() {
-                        let v = terms.load(e, &x, offset, k as i64 * LANES, ty);
+                        let v = terms.load(e, &x, offset, k as i64 * LANES, ty, &outputs[k]);
                         let so_far = e.get(sum);
                         let new = e.b.ins().fadd(so_far, v);
                         e.set(sum, new);
                     }
                 });
-                let index = e.b.ins().iadd(out_base, j);
                 for (k, &sum) in sums.iter().enumerate() {
                     let total = e.get(sum);
                     e.store(Emitter::mutable(), total, out, index, k as i64 * LANES);
