@@ -11,11 +11,12 @@ use netc::ir::OpKind;
 use proptest::prelude::*;
 
 prop_compose! {
-    /// A depthwise convolution: `(attrs, x shape, w shape)`, groups = channels. Each spatial
-    /// extent is what the dilated kernel needs (less the padding) plus up to 19.
+    /// A depthwise convolution: `(attrs, x shape, w shape)`, groups = channels (at least two:
+    /// one input channel goes to the contraction). Each spatial extent is what the dilated
+    /// kernel needs (less the padding) plus up to 19.
     fn depthwise_case()(
         n in 1..=2usize,
-        channels in 1..=8usize,
+        channels in 2..=8usize,
         multiplier in 1..=2usize,
         extra in prop::array::uniform2(0..=19usize),
         kernel in prop::array::uniform2(1..=5usize),
@@ -75,6 +76,12 @@ fn mobilenet_layers_are_depthwise() {
     // A multiplier of 2 is still one input channel per group; a pointwise conv is not.
     assert!(is_depthwise(&mobilenet(1, 32), &x, &[64, 1, 3, 3]));
     assert!(!is_depthwise(&mobilenet(1, 1), &x, &[64, 32, 1, 1]));
+    // One input channel (mnist_cnn's first layer): a contraction, not a depthwise kernel.
+    assert!(!is_depthwise(
+        &mobilenet(1, 1),
+        &[2, 1, 28, 28],
+        &[32, 1, 5, 5]
+    ));
 }
 
 /// Enough planes for one task per plane (no row blocks), as in a real network.

@@ -44,9 +44,11 @@ const WEIGHT_GRAD_UNROLL: usize = 2;
 /// dy vector and the x vectors among Cranelift's 16.
 const ACCUMULATORS: usize = 12;
 
-/// Whether the depthwise kernels handle this convolution (`x`'s and `w`'s shapes).
+/// Whether the depthwise kernels handle this convolution (`x`'s and `w`'s shapes). A
+/// convolution of a single input channel is left to the contraction (its output channels
+/// share every input tap, which a product uses and a per-channel kernel does not).
 pub fn is_depthwise(a: &ConvAttrs, x: &[usize], w: &[usize]) -> bool {
-    w[1] == 1 && a.groups == x[1] && w[2] * w[3] <= MAX_TAPS
+    w[1] == 1 && a.groups == x[1] && a.groups > 1 && w[2] * w[3] <= MAX_TAPS
 }
 
 pub fn emit_forward(a: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
