@@ -68,7 +68,11 @@ pub fn run(graph: &Graph) -> Graph {
                     panic!("internal error: the chain ending in op {root} changes its shape")
                 };
                 // The root alone, reading no recomputed op.
-                if members[root] == 1 && chain.steps.len() == 1 {
+                let reads_recomputed = graph.ops[index].inputs.iter().any(|value| {
+                    matches!(graph.values[value.0].definition,
+                        Definition::Op(op) if recomputed[op])
+                });
+                if members[root] == 1 && !reads_recomputed {
                     return Rewrite::Keep;
                 }
                 let inputs: Vec<ValueId> = inputs.iter().map(|v| renumber[v]).collect();
@@ -81,16 +85,18 @@ pub fn run(graph: &Graph) -> Graph {
 }
 
 /// The ops worth computing again in each chain that reads them rather than once into a tensor:
-/// elementwise, read by more than one op, all of them elementwise of the same shape or sums of
-/// it, not outputs of the graph, and reading (through other such ops) at most one tensor of
-/// their shape, so each reader reads that tensor instead and nothing is read twice over.
+/// elementwise, read by more than one op (or broadcasts, read by any), all of them elementwise
+/// of the same shape or sums of it, not outputs of the graph, and reading (through other such
+/// ops) at most one tensor of their shape, so each reader reads that tensor instead and nothing
+/// is read twice over.
 fn recomputable(graph: &Graph, uses: &Uses) -> Vec<bool> {
     let mut recomputed = vec![false; graph.ops.len()];
     // The tensors of its own shape each op reads, through recomputed ops.
     let mut wide_reads: Vec<Vec<ValueId>> = vec![Vec::new(); graph.ops.len()];
     for (index, op) in graph.ops.iter().enumerate() {
         let shape = graph.shape(op.output);
-        if !is_elementwise(&op.kind) {
+        let broadcast = matches!(op.kind, OpKind::Broadcast(_));
+        if !is_elementwise(&op.kind) && !broadcast {
             continue;
         }
         let mut reads: Vec<ValueId> = Vec::new();
@@ -111,8 +117,10 @@ fn recomputable(graph: &Graph, uses: &Uses) -> Vec<bool> {
             (is_elementwise(kind) && graph.shape(graph.ops[reader].output) == shape)
                 || matches!(kind, OpKind::SumTo(_))
         });
+        // A broadcast costs nothing to recompute: its readers read its input in place.
+        let shared = readers.len() > 1 || (broadcast && !readers.is_empty());
         recomputed[index] =
-            readers.len() > 1 && readers_fit && !uses.is_output[op.output.0] && reads.len() <= 1;
+            shared && readers_fit && !uses.is_output[op.output.0] && reads.len() <= 1;
         wide_reads[index] = reads;
     }
     recomputed
