@@ -17,6 +17,7 @@ use crate::program::{InputKind, KernelOrigin, OutputRole, Program};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// What was measured.
@@ -65,21 +66,20 @@ impl Profile {
     /// Groups per-kernel medians by op and by layer.
     fn new(steps: usize, origins: &[KernelOrigin], medians: &[Duration]) -> Profile {
         let group = |key: &dyn Fn(&KernelOrigin) -> String| {
-            let mut rows: Vec<ProfileRow> = Vec::new();
+            let mut groups: HashMap<String, (Duration, usize)> = HashMap::new();
             for (origin, &time) in origins.iter().zip(medians) {
-                let name = key(origin);
-                match rows.iter_mut().find(|r| r.name == name) {
-                    Some(row) => {
-                        row.time += time;
-                        row.launches += 1;
-                    }
-                    None => rows.push(ProfileRow {
-                        name,
-                        time,
-                        launches: 1,
-                    }),
-                }
+                let group = groups.entry(key(origin)).or_default();
+                group.0 += time;
+                group.1 += 1;
             }
+            let mut rows: Vec<ProfileRow> = groups
+                .into_iter()
+                .map(|(name, (time, launches))| ProfileRow {
+                    name,
+                    time,
+                    launches,
+                })
+                .collect();
             rows.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.name.cmp(&b.name)));
             rows
         };

@@ -537,7 +537,6 @@ pub struct BlockInput {
 
 /// Writes `rows x cols` floats from `src` (row stride `src_ld`; scratch the kernel wrote) to
 /// `dst` (row stride `dst_ld`), through `epilogue`, whose inputs over this block are `inputs`.
-#[allow(clippy::too_many_arguments)]
 pub fn copy_block(
     e: &mut Emitter,
     [src, dst]: [Value; 2],
@@ -552,7 +551,7 @@ pub fn copy_block(
         let to = e.at_scaled(dst, r, dst_ld);
         // Per input: its row, and for one constant along the row, that value as a float and
         // as a vector.
-        let rows: Vec<(Value, Option<[Value; 2]>)> = inputs
+        let input_rows: Vec<(Value, Option<[Value; 2]>)> = inputs
             .iter()
             .map(|input| {
                 let row = e.at_scaled(input.start, r, input.row_stride);
@@ -567,7 +566,7 @@ pub fn copy_block(
         let zero = e.int(0);
         e.vector_loop(zero, cols, UNROLL, |e, i, ty| {
             let mut loaded = vec![e.load(ty, Emitter::mutable(), from, i, 0)];
-            for &(row, constant) in &rows {
+            for &(row, constant) in &input_rows {
                 loaded.push(match constant {
                     Some([scalar, vector]) => {
                         if ty == F32 {

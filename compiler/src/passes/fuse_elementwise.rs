@@ -32,8 +32,8 @@ pub fn run(graph: &Graph) -> Graph {
     let root_of = loop {
         let root_of = chains(graph, &uses, &recomputed);
         let mut stranded = false;
-        for (op, &is_recomputed) in recomputed.clone().iter().enumerate() {
-            if !is_recomputed {
+        for op in 0..graph.ops.len() {
+            if !recomputed[op] {
                 continue;
             }
             let readers = &uses.readers[graph.ops[op].output.0];

@@ -1,6 +1,6 @@
 //! `fuse_epilogue`: a convolution, a convolution's input gradient or a matrix product whose
-//! only reader is an elementwise chain
-//! (after `fuse_elementwise`) becomes that chain's first step, so the chain is computed on
+//! only reader is an elementwise op or chain (after `fuse_elementwise`) becomes that chain's
+//! first step, so the chain is computed on
 //! each tile of the product as the tile is written out, while it is in cache: bias, activation
 //! and residual addition cost no pass over memory of their own, and the raw product is never
 //! written. Training graphs get it forward where a contraction's output is not kept for the
@@ -13,7 +13,7 @@
 //! product's rows in memory (`fused::epilogue_reads`), and not the contraction's own operands.
 
 use super::{rewrite, Rewrite, Uses};
-use crate::ir::ops::fused::{epilogue_reads, is_contraction, is_elementwise, Arg, Chain, Step};
+use crate::ir::ops::fused::{epilogue_reads, is_contraction, is_pointwise, Arg, Chain, Step};
 use crate::ir::{Definition, Graph, OpKind, ValueId};
 
 pub fn run(graph: &Graph) -> Graph {
@@ -22,7 +22,7 @@ pub fn run(graph: &Graph) -> Graph {
     let mut absorbs: Vec<Option<usize>> = vec![None; graph.ops.len()];
     let mut absorbed = vec![false; graph.ops.len()];
     for (reader, op) in graph.ops.iter().enumerate() {
-        if !takes_epilogue(&op.kind) {
+        if !is_pointwise(&op.kind) {
             continue;
         }
         let found = op.inputs.iter().find_map(|&value| {
@@ -48,15 +48,6 @@ pub fn run(graph: &Graph) -> Graph {
         let layer = graph.ops[producer].layer.as_deref();
         Rewrite::Replace(new.op(OpKind::Fused(chain), &inputs, layer))
     })
-}
-
-/// Whether an op of this kind can be a contraction's epilogue: elementwise, or an elementwise
-/// chain.
-fn takes_epilogue(kind: &OpKind) -> bool {
-    match kind {
-        OpKind::Fused(chain) => chain.is_elementwise(),
-        kind => is_elementwise(kind),
-    }
 }
 
 /// Whether op `producer` is a contraction that op `reader` can take in as its epilogue.

@@ -15,7 +15,7 @@
 //! prints before anything runs.
 
 use super::Uses;
-use crate::ir::ops::fused::is_elementwise;
+use crate::ir::ops::fused::is_pointwise;
 use crate::ir::{Definition, Graph, InputKind, OpKind, OutputRole, ValueId};
 use std::collections::HashSet;
 
@@ -228,11 +228,7 @@ fn in_place_updates(graph: &Graph) -> Vec<(usize, usize)> {
             continue;
         };
         let op = &graph.ops[producer];
-        let kind_fits = match &op.kind {
-            OpKind::Fused(chain) => chain.is_elementwise(),
-            kind => is_elementwise(kind),
-        };
-        let legal = kind_fits
+        let legal = is_pointwise(&op.kind)
             && matches!(
                 graph.values[old.0].definition,
                 Definition::Input(ref i) if matches!(i.kind, InputKind::Param | InputKind::State)

@@ -5,9 +5,8 @@
 //! how the interpreter computes it.
 //!
 //! A chain may begin with one contraction, a convolution (or its input gradient) or a matrix
-//! product, the steps after it being its epilogue:
-//! the steps after it are applied to each tile of its result as the tile is written out, while
-//! it is in cache, so its result is never written as it was computed. The tensors they read
+//! product. The steps after it (its epilogue) are applied to each tile of its result as the
+//! tile is written out, while it is in cache, so its result is never written as it was computed. The tensors they read
 //! besides it are per-element or broadcast along whole rows or columns of the product (a
 //! bias, a residual), which is what the write-out can read in step with the tile.
 //!
@@ -19,14 +18,14 @@
 //!
 //! Fusion runs after differentiation, so a chain has no backward rule.
 
-use super::elementwise::{emit_apply, emit_binary_value, eval_binary, eval_map};
+use super::elementwise::{emit_apply, emit_binary_value};
 use super::{conv, layout, matmul, OpKind};
 use crate::codegen::depthwise;
 use crate::codegen::emit::Emitter;
 use crate::codegen::gemm::Epilogue;
 use crate::codegen::strided::{for_each_element, Strided};
 use crate::codegen::{KernelSink, Operand};
-use crate::interp::Tensor;
+use crate::interp::{EvalContext, Tensor};
 use crate::ir::Shape;
 use cranelift_codegen::ir::{Type, Value};
 
@@ -57,6 +56,15 @@ pub fn is_elementwise(kind: &OpKind) -> bool {
         kind,
         OpKind::Add | OpKind::Sub | OpKind::Mul | OpKind::Div | OpKind::Map(_)
     )
+}
+
+/// Whether an op of this kind computes each output element from its inputs' elements at that
+/// position alone: an elementwise op, or a chain of them only.
+pub fn is_pointwise(kind: &OpKind) -> bool {
+    match kind {
+        OpKind::Fused(chain) => chain.is_elementwise(),
+        kind => is_elementwise(kind),
+    }
 }
 
 /// Whether `kind` may be a step of a chain (somewhere).
@@ -266,7 +274,8 @@ pub fn shape(chain: &Chain, inputs: &[&Shape]) -> Result<Shape, String> {
     Ok(shapes.pop().expect("a chain has a step"))
 }
 
-pub fn eval(chain: &Chain, inputs: &[&Tensor]) -> Tensor {
+/// The steps in order, each by its own op's reference semantics.
+pub fn eval(chain: &Chain, inputs: &[&Tensor], context: &EvalContext) -> Tensor {
     let mut values: Vec<Tensor> = Vec::with_capacity(chain.steps.len());
     for step in &chain.steps {
         let args: Vec<&Tensor> = step
@@ -277,18 +286,7 @@ pub fn eval(chain: &Chain, inputs: &[&Tensor]) -> Tensor {
                 Arg::Step(s) => &values[s],
             })
             .collect();
-        let value = match &step.kind {
-            OpKind::Map(f) => eval_map(*f, &args),
-            OpKind::SumTo(shape) => layout::eval_sum_to(shape, &args),
-            OpKind::Conv2d(a) => conv::eval(a, &args),
-            OpKind::Conv2dInputGrad(a, hw) => conv::eval_input_grad(a, *hw, &args),
-            OpKind::MatMul {
-                transpose_a,
-                transpose_b,
-            } => matmul::eval(*transpose_a, *transpose_b, &args),
-            kind => eval_binary(kind, &args),
-        };
-        values.push(value);
+        values.push(step.kind.eval(&args, context));
     }
     values.pop().expect("a chain has a step")
 }
@@ -427,7 +425,7 @@ mod tests {
         let x = Tensor::new(vec![2, 2], vec![1.0, -2.0, 3.0, -4.0]);
         let s = Tensor::new(vec![1, 2], vec![2.0, 1.0]);
         let b = Tensor::new(vec![2], vec![-1.0, 0.5]);
-        let y = eval(&chain, &[&x, &s, &b]);
+        let y = eval(&chain, &[&x, &s, &b], &EvalContext::default());
         assert_eq!(y.shape, vec![2, 2]);
         assert_eq!(y.data, vec![1.0, 0.0, 5.0, 0.0]);
     }

@@ -252,7 +252,7 @@ impl OpKind {
                 shape,
             } => source::eval_dropout_mask(*rate, *stream, shape, inputs, context),
             OpKind::Fill { value, shape } => source::eval_fill(*value, shape),
-            OpKind::Fused(chain) => fused::eval(chain, inputs),
+            OpKind::Fused(chain) => fused::eval(chain, inputs, context),
         }
     }
 
