@@ -268,3 +268,46 @@ pub fn profile_steps(program: &mut Program, first: usize, steps: usize) -> Profi
         .collect();
     Profile::new(steps, &origins, &medians)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_charges_each_kernel_to_its_primitive_and_layer() {
+        let origin = |op: &str, layer: &str| KernelOrigin {
+            op: op.to_string(),
+            layer: layer.to_string(),
+        };
+        let origins = [
+            origin("conv2d", "conv1"),
+            origin("conv2d", "conv1"),
+            origin("fused", "conv1"),
+            origin("conv2d", "conv2"),
+            origin("fused", ""),
+        ];
+        let ms = Duration::from_millis;
+        let medians = [ms(1), ms(2), ms(4), ms(8), ms(16)];
+        let profile = Profile::new(3, &origins, &medians);
+        let rows = |rows: &[ProfileRow]| -> Vec<(String, u128, usize)> {
+            rows.iter()
+                .map(|r| (r.name.clone(), r.time.as_millis(), r.launches))
+                .collect()
+        };
+        assert_eq!(
+            rows(&profile.by_op),
+            [("fused".to_string(), 20, 2), ("conv2d".to_string(), 11, 3)]
+        );
+        assert_eq!(
+            rows(&profile.by_layer),
+            [
+                ("fused".to_string(), 16, 1),
+                ("conv2 (conv2d)".to_string(), 8, 1),
+                ("conv1 (fused)".to_string(), 4, 1),
+                ("conv1 (conv2d)".to_string(), 3, 2),
+            ]
+        );
+        assert_eq!(profile.total(), ms(31));
+        assert!(profile.text().contains("31.000 ms in all"));
+    }
+}
