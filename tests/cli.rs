@@ -112,6 +112,13 @@ fn ir_prints_each_stage_and_rejects_bad_flags() {
     assert!(stdout.starts_with("graph mlp.training {"), "{stdout}");
     assert!(stdout.contains("output update fc1.weight"), "{stdout}");
 
+    let (status, help, _) = netc(&["ir", "--help"]);
+    assert_eq!(status, 0);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for pass in netc::passes::Pass::ALL {
+        assert!(help.contains(pass.name()), "`--help` lacks {pass}: {help}");
+    }
+
     let (status, _, stderr) = netc(&["ir", "../models/mlp.net", "--freeze", "fc4"]);
     assert_eq!(status, 1);
     assert!(

@@ -106,6 +106,14 @@ pub fn apply(
     let step = graph
         .find_input("step")
         .unwrap_or_else(|| graph.input(InputKind::Scalar, "step", vec![]));
+    // Adam's bias corrections are the same scalars for every parameter: computed once, before
+    // any update, so that the updates depend on nothing computed among them.
+    let corrections = match optimizer.kind {
+        OptimizerKind::Adam { beta1, beta2, .. } | OptimizerKind::AdamW { beta1, beta2, .. } => {
+            Some([beta1, beta2].map(|beta| bias_correction(graph, beta, step)))
+        }
+        _ => None,
+    };
     for &(param, grad) in params {
         let mut update = Update {
             graph: &mut *graph,
@@ -156,10 +164,11 @@ pub fn apply(
             }
             OptimizerKind::Adam { beta1, beta2, eps }
             | OptimizerKind::AdamW { beta1, beta2, eps } => {
+                let [m_correction, v_correction] = corrections.expect("made for Adam");
                 let m = update.moving_average("exp_avg", w, beta1, g, false);
                 let v = update.moving_average("exp_avg_sq", w, beta2, g, true);
-                let m_hat = update.bias_corrected(m, beta1, step);
-                let v_hat = update.bias_corrected(v, beta2, step);
+                let m_hat = update.op(OpKind::Div, &[m, m_correction]);
+                let v_hat = update.op(OpKind::Div, &[v, v_correction]);
                 update.scaled_by_rms(m_hat, v_hat, eps)
             }
         };
@@ -242,19 +251,18 @@ impl Update<'_> {
         average
     }
 
-    /// `x / (1 - beta^step)`.
-    fn bias_corrected(&mut self, x: ValueId, beta: f64, step: ValueId) -> ValueId {
-        let exponent = self.map(MapFn::Scale(beta.ln()), step);
-        let power = self.map(MapFn::Exp, exponent);
-        let negated = self.map(MapFn::Scale(-1.0), power);
-        let correction = self.map(MapFn::AddConst(1.0), negated);
-        self.op(OpKind::Div, &[x, correction])
-    }
-
     /// `x / (sqrt(s) + eps)`.
     fn scaled_by_rms(&mut self, x: ValueId, s: ValueId, eps: f64) -> ValueId {
         let root = self.map(MapFn::Sqrt, s);
         let denominator = self.map(MapFn::AddConst(eps), root);
         self.op(OpKind::Div, &[x, denominator])
     }
+}
+
+/// Adam's bias correction `1 - beta^step`, which the moment of that decay is divided by.
+fn bias_correction(graph: &mut Graph, beta: f64, step: ValueId) -> ValueId {
+    let exponent = graph.op(OpKind::Map(MapFn::Scale(beta.ln())), &[step], None);
+    let power = graph.op(OpKind::Map(MapFn::Exp), &[exponent], None);
+    let negated = graph.op(OpKind::Map(MapFn::Scale(-1.0)), &[power], None);
+    graph.op(OpKind::Map(MapFn::AddConst(1.0)), &[negated], None)
 }

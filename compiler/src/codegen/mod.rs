@@ -21,9 +21,11 @@ pub mod strided;
 
 use crate::init::tensor_inits;
 use crate::interp::EvalContext;
-use crate::ir::{Graph, OpKind, Shape, ValueId};
+use crate::ir::{Graph, Op, OpKind, Shape, ValueId};
+use crate::passes::group_launches::{self, LaunchGroup};
 use crate::passes::{self, memory, Pass, PassOptions};
 use crate::pipeline::Compiled;
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, Signature, UserFuncName};
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
@@ -275,22 +277,20 @@ pub fn generate(
         scratch_floats: 0,
         seed,
     };
-    for op in &graph.ops {
-        if matches!(op.kind, OpKind::Reshape(_)) {
-            continue;
+    if passes.enabled(Pass::GroupLaunches) {
+        for launch in group_launches::launches(graph, &plan) {
+            if launch.is_grouped() {
+                emit_group(&mut sink, graph, &slots, &launch);
+            } else {
+                launch
+                    .ops()
+                    .for_each(|index| emit_op(&mut sink, graph, &slots, &graph.ops[index]));
+            }
         }
-        sink.op_workspaces = 0;
-        sink.origin = KernelOrigin {
-            op: op.kind.name().to_string(),
-            layer: op.layer.clone().unwrap_or_default(),
-        };
-        let inputs: Vec<Operand> = op
-            .inputs
-            .iter()
-            .map(|&v| operand(graph, &slots, v))
-            .collect();
-        let output = operand(graph, &slots, op.output);
-        op.kind.emit(&mut sink, &inputs, &output);
+    } else {
+        for op in &graph.ops {
+            emit_op(&mut sink, graph, &slots, op);
+        }
     }
     let microkernel = gemm::define_microkernel(&mut sink);
     let kernels = std::mem::take(&mut sink.kernels);
@@ -468,6 +468,84 @@ fn operand(graph: &Graph, slots: &[Slot], value: ValueId) -> Operand {
         slot: slots[value.0],
         shape: graph.shape(value).clone(),
     }
+}
+
+/// Builds `op`'s kernels, in order after those built before.
+fn emit_op(sink: &mut KernelSink, graph: &Graph, slots: &[Slot], op: &Op) {
+    if matches!(op.kind, OpKind::Reshape(_)) {
+        return;
+    }
+    sink.op_workspaces = 0;
+    sink.origin = KernelOrigin {
+        op: op.kind.name().to_string(),
+        layer: op.layer.clone().unwrap_or_default(),
+    };
+    let inputs: Vec<Operand> = op
+        .inputs
+        .iter()
+        .map(|&v| operand(graph, slots, v))
+        .collect();
+    let output = operand(graph, slots, op.output);
+    op.kind.emit(sink, &inputs, &output);
+}
+
+/// Builds the kernels of a launch group's ops, then one kernel that runs them all: its tasks
+/// are the segments' tasks one after the other, and a call for some of a segment's tasks runs
+/// those tasks of each of its ops in turn.
+fn emit_group(sink: &mut KernelSink, graph: &Graph, slots: &[Slot], group: &LaunchGroup) {
+    let mut segments: Vec<(Vec<FuncId>, i64)> = Vec::new();
+    for segment in &group.segments {
+        let mut kernels: Vec<FuncId> = Vec::new();
+        let mut tasks = None;
+        for &index in segment {
+            let before = sink.kernels.len();
+            emit_op(sink, graph, slots, &graph.ops[index]);
+            sink.kernel_origins.truncate(before);
+            let built: Vec<(FuncId, i64)> = sink.kernels.drain(before..).collect();
+            // The grouping relies on the task of an element being the same in every op of a
+            // segment, which holds for the strided kernels pointwise ops build.
+            match built[..] {
+                [(kernel, count)] if tasks.is_none_or(|t| t == count) => {
+                    tasks = Some(count);
+                    kernels.push(kernel);
+                }
+                _ => panic!(
+                    "internal error: grouped `{}` built {built:?}, not one kernel of {tasks:?} tasks",
+                    graph.ops[index].kind.name()
+                ),
+            }
+        }
+        segments.push((kernels, tasks.expect("a segment has ops")));
+    }
+    sink.origin = KernelOrigin {
+        op: "group".to_string(),
+        layer: format!("{} ops", group.ops().count()),
+    };
+    let total: i64 = segments.iter().map(|(_, tasks)| tasks).sum();
+    sink.kernel(total as usize, 0, |e| {
+        let signature = e.b.func.signature.clone();
+        let (table, begin, end, scratch) = (e.table(), e.begin(), e.end(), e.scratch());
+        let mut first = 0;
+        for (kernels, tasks) in &segments {
+            let (from, to) = (e.int(first), e.int(first + tasks));
+            let lo = e.b.ins().smax(begin, from);
+            let hi = e.b.ins().smin(end, to);
+            let overlaps = e.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
+            e.if_else(
+                overlaps,
+                |e| {
+                    let lo = e.b.ins().isub(lo, from);
+                    let hi = e.b.ins().isub(hi, from);
+                    for &kernel in kernels {
+                        let callee = emit::import_function(e.b.func, kernel, &signature, true);
+                        e.b.ins().call(callee, &[table, lo, hi, scratch]);
+                    }
+                },
+                |_| {},
+            );
+            first += tasks;
+        }
+    });
 }
 
 /// `step(table, pool)`: every kernel in order, each through the pool.

@@ -1,12 +1,13 @@
 //! The passes between the training (or inference) graph and code generation, listed in order
 //! in one function, `run`. Each rewrites the graph into one that means the same (the
 //! interpreter agrees before and after, which the tests check for every zoo model), or plans
-//! how the code uses memory; each can be switched off by name (`--disable-pass NAME`), and
+//! how the code uses memory or launches its kernels; each can be switched off by name (`--disable-pass NAME`), and
 //! `--unfused` switches off every fusion pass, so what each buys can be measured.
 
 pub mod fold_batch_norm;
 pub mod fuse_elementwise;
 pub mod fuse_epilogue;
+pub mod group_launches;
 pub mod memory;
 pub mod merge_duplicates;
 
@@ -23,17 +24,19 @@ pub enum Pass {
     FuseEpilogue,
     ReuseBuffers,
     UpdateInPlace,
+    GroupLaunches,
 }
 
 impl Pass {
     /// Every pass, in the order `run` applies them.
-    pub const ALL: [Pass; 6] = [
+    pub const ALL: [Pass; 7] = [
         Pass::MergeDuplicates,
         Pass::FoldBatchNorm,
         Pass::FuseElementwise,
         Pass::FuseEpilogue,
         Pass::ReuseBuffers,
         Pass::UpdateInPlace,
+        Pass::GroupLaunches,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Pass {
             Pass::FuseEpilogue => "fuse_epilogue",
             Pass::ReuseBuffers => "reuse_buffers",
             Pass::UpdateInPlace => "update_in_place",
+            Pass::GroupLaunches => "group_launches",
         }
     }
 
@@ -68,7 +72,10 @@ impl Pass {
     /// Whether the pass fuses ops (what `--unfused` turns off).
     pub fn is_fusion(self) -> bool {
         match self {
-            Pass::FoldBatchNorm | Pass::FuseElementwise | Pass::FuseEpilogue => true,
+            Pass::FoldBatchNorm
+            | Pass::FuseElementwise
+            | Pass::FuseEpilogue
+            | Pass::GroupLaunches => true,
             Pass::MergeDuplicates | Pass::ReuseBuffers | Pass::UpdateInPlace => false,
         }
     }
@@ -80,7 +87,7 @@ impl Pass {
             | Pass::FoldBatchNorm
             | Pass::FuseElementwise
             | Pass::FuseEpilogue => true,
-            Pass::ReuseBuffers | Pass::UpdateInPlace => false,
+            Pass::ReuseBuffers | Pass::UpdateInPlace | Pass::GroupLaunches => false,
         }
     }
 
@@ -99,6 +106,10 @@ impl Pass {
             }
             Pass::ReuseBuffers => "values whose lives do not overlap share a buffer",
             Pass::UpdateInPlace => "parameters and state updated in their own buffers",
+            Pass::GroupLaunches => {
+                "independent elementwise kernels (every parameter's optimizer update) run as one \
+                 launch of the thread pool"
+            }
         }
     }
 }
@@ -161,15 +172,16 @@ pub fn run(graph: &Graph, options: &PassOptions) -> Graph {
     graph
 }
 
-/// One pass on its own. The memory passes leave the graph as it is: code generation asks
-/// `memory::plan` for the buffers, with them on or off.
+/// One pass on its own. The memory passes and launch grouping leave the graph as it is: code
+/// generation asks `memory::plan` for the buffers and `group_launches::groups` for the
+/// launches, with them on or off.
 pub fn apply(pass: Pass, graph: &Graph) -> Graph {
     match pass {
         Pass::MergeDuplicates => merge_duplicates::run(graph),
         Pass::FoldBatchNorm => fold_batch_norm::run(graph),
         Pass::FuseElementwise => fuse_elementwise::run(graph),
         Pass::FuseEpilogue => fuse_epilogue::run(graph),
-        Pass::ReuseBuffers | Pass::UpdateInPlace => graph.clone(),
+        Pass::ReuseBuffers | Pass::UpdateInPlace | Pass::GroupLaunches => graph.clone(),
     }
 }
 
