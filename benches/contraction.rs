@@ -107,5 +107,10 @@ fn contraction(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, contraction);
+// Without plots: criterion's plotters backend panics where the machine has no fonts.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = contraction
+}
 criterion_main!(benches);

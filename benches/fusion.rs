@@ -6,6 +6,10 @@
 //! - `elementwise_chain`: `relu(x * scale + shift)` on 8x64x56x56 with per-channel scale and
 //!   shift, batch norm's apply and activation;
 //! - `optimizer_update`: Adam's update of one million parameters;
+//! - `optimizer_update_many`: momentum's update of 57 parameters shaped as a CIFAR ResNet-20's
+//!   (16 to 36,864 floats each), one launch against two kernels per parameter;
+//! - `softmax_cross_entropy`: the loss and its gradient on 256 rows of 1,000 classes, one pass
+//!   over the rows against two;
 //! - `step/MODEL`: each zoo model's training step (SGD with momentum) at batch 8 (`mlp` and
 //!   `mnist_cnn` at 64).
 //!
@@ -55,12 +59,15 @@ fn training_step(net: &netc::front::Network, batch: usize) -> pipeline::Compiled
     .expect("lowers")
 }
 
-/// Fills every input with small deterministic values.
+/// Fills every input with small deterministic values, and targets with classes below 10.
 fn fill(program: &mut netc::codegen::Program, graph: &Graph) {
     for (i, (_, input)) in graph.inputs().enumerate() {
         let data = program.input_mut(&input.name).expect("an input");
         for (j, v) in data.iter_mut().enumerate() {
-            *v = ((j * 7 + i * 3) % 13) as f32 / 13.0 - 0.5;
+            *v = match input.kind {
+                InputKind::Target => (j * 7 % 10) as f32,
+                _ => ((j * 7 + i * 3) % 13) as f32 / 13.0 - 0.5,
+            };
         }
     }
 }
@@ -117,6 +124,71 @@ fn optimizer_update() -> Graph {
     netc::autodiff::prune(&g)
 }
 
+/// Momentum's update of parameters shaped as a CIFAR ResNet-20's (each block's two 3x3
+/// convolutions and two batch norms), their gradients given.
+fn optimizer_update_many() -> Graph {
+    let mut g = Graph::new("momentum");
+    let mut shapes: Vec<Vec<usize>> = vec![vec![16, 3, 3, 3]];
+    for (channels, blocks) in [(16, 3), (32, 3), (64, 3)] {
+        for block in 0..blocks {
+            let fan_in = if block == 0 && channels > 16 {
+                channels / 2
+            } else {
+                channels
+            };
+            shapes.push(vec![channels, fan_in, 3, 3]);
+            shapes.push(vec![channels, channels, 3, 3]);
+            shapes.extend(std::iter::repeat_n(vec![channels], 4));
+        }
+    }
+    shapes.push(vec![10, 64]);
+    shapes.push(vec![10]);
+    let params: Vec<(Param, _)> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, shape)| {
+            let name = format!("p{i}");
+            g.input(InputKind::Param, name.clone(), shape.clone());
+            let grad = g.input(InputKind::Data, format!("grad{i}"), shape.clone());
+            let param = Param {
+                name,
+                role: ParamRole::Weight,
+                layer: format!("layer{i}"),
+                fan_in: shape[1..].iter().product::<usize>().max(1),
+            };
+            (param, grad)
+        })
+        .collect();
+    let params: Vec<(&Param, _)> = params.iter().map(|(p, g)| (p, *g)).collect();
+    let momentum = OptimizerKind::Momentum { momentum: 0.9 };
+    apply(&mut g, &Optimizer::new(momentum), &params, &mut Vec::new());
+    netc::autodiff::prune(&g)
+}
+
+/// The mean softmax cross-entropy of 256 rows of 1,000 logits, and its gradient.
+fn softmax_cross_entropy() -> Graph {
+    let mut g = Graph::new("softmax_cross_entropy");
+    let logits = g.input(InputKind::Param, "logits", vec![256, 1000]);
+    let labels = g.input(InputKind::Target, "labels", vec![256]);
+    let loss = g.op(OpKind::SoftmaxCrossEntropy, &[logits, labels], None);
+    let seed = g.op(
+        OpKind::Fill {
+            value: 1.0,
+            shape: vec![],
+        },
+        &[],
+        None,
+    );
+    let grad = g.op(
+        OpKind::SoftmaxCrossEntropyGrad,
+        &[logits, labels, seed],
+        None,
+    );
+    g.output(OutputRole::Loss, "loss", loss);
+    g.output(OutputRole::Gradient, "logits", grad);
+    g
+}
+
 fn patterns(c: &mut Criterion) {
     let mut group = group(c, "fusion", Duration::from_secs(1));
     let conv_bn_relu = network(
@@ -128,6 +200,8 @@ fn patterns(c: &mut Criterion) {
         ("conv_bn_relu", training_step(&conv_bn_relu, 8).graph),
         ("elementwise_chain", elementwise_chain()),
         ("optimizer_update", optimizer_update()),
+        ("optimizer_update_many", optimizer_update_many()),
+        ("softmax_cross_entropy", softmax_cross_entropy()),
     ];
     for (name, graph) in &graphs {
         for (side, unfused) in SIDES {
@@ -171,5 +245,10 @@ fn zoo(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, patterns, zoo);
+// Without plots: criterion's plotters backend panics where the machine has no fonts.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = patterns, zoo
+}
 criterion_main!(benches);

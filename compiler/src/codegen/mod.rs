@@ -21,8 +21,9 @@ pub mod strided;
 
 use crate::init::tensor_inits;
 use crate::interp::EvalContext;
+use crate::ir::ops::loss;
 use crate::ir::{Graph, Op, OpKind, Shape, ValueId};
-use crate::passes::group_launches::{self, LaunchGroup};
+use crate::passes::group_launches::{self, Launch};
 use crate::passes::{self, memory, Pass, PassOptions};
 use crate::pipeline::Compiled;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -111,6 +112,15 @@ impl KernelSink<'_> {
     /// The seed of dropout masks.
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// Starts building the kernels of an op (or of ops built as one), named for profiles.
+    fn begin_op(&mut self, op: &str, layer: Option<&str>) {
+        self.op_workspaces = 0;
+        self.origin = KernelOrigin {
+            op: op.to_string(),
+            layer: layer.unwrap_or_default().to_string(),
+        };
     }
 
     /// A buffer of `floats` floats for the op's kernels (packed weights, partial sums). Its
@@ -277,19 +287,29 @@ pub fn generate(
         scratch_floats: 0,
         seed,
     };
-    if passes.enabled(Pass::GroupLaunches) {
-        for launch in group_launches::launches(graph, &plan) {
-            if launch.is_grouped() {
-                emit_group(&mut sink, graph, &slots, &launch);
-            } else {
-                launch
-                    .ops()
-                    .for_each(|index| emit_op(&mut sink, graph, &slots, &graph.ops[index]));
-            }
-        }
+    let launches = if passes.enabled(Pass::GroupLaunches) {
+        group_launches::launches(graph, &plan)
     } else {
-        for op in &graph.ops {
-            emit_op(&mut sink, graph, &slots, op);
+        (0..graph.ops.len()).map(Launch::Op).collect()
+    };
+    for launch in &launches {
+        match launch {
+            Launch::Op(index) => emit_op(&mut sink, graph, &slots, &graph.ops[*index]),
+            Launch::Group(segments) => emit_group(&mut sink, graph, &slots, segments),
+            Launch::LossWithGradient { loss, gradient } => {
+                let [loss, gradient] = [*loss, *gradient].map(|i| &graph.ops[i]);
+                sink.begin_op("softmax_cross_entropy_with_grad", loss.layer.as_deref());
+                let operands = |op: &Op| -> (Vec<Operand>, Operand) {
+                    let inputs = op.inputs.iter().map(|&v| operand(graph, &slots, v));
+                    (inputs.collect(), operand(graph, &slots, op.output))
+                };
+                let (loss, gradient) = (operands(loss), operands(gradient));
+                loss::emit_softmax_cross_entropy_with_grad(
+                    &mut sink,
+                    (&loss.0, &loss.1),
+                    (&gradient.0, &gradient.1),
+                );
+            }
         }
     }
     let microkernel = gemm::define_microkernel(&mut sink);
@@ -475,11 +495,7 @@ fn emit_op(sink: &mut KernelSink, graph: &Graph, slots: &[Slot], op: &Op) {
     if matches!(op.kind, OpKind::Reshape(_)) {
         return;
     }
-    sink.op_workspaces = 0;
-    sink.origin = KernelOrigin {
-        op: op.kind.name().to_string(),
-        layer: op.layer.clone().unwrap_or_default(),
-    };
+    sink.begin_op(op.kind.name(), op.layer.as_deref());
     let inputs: Vec<Operand> = op
         .inputs
         .iter()
@@ -492,9 +508,9 @@ fn emit_op(sink: &mut KernelSink, graph: &Graph, slots: &[Slot], op: &Op) {
 /// Builds the kernels of a launch group's ops, then one kernel that runs them all: its tasks
 /// are the segments' tasks one after the other, and a call for some of a segment's tasks runs
 /// those tasks of each of its ops in turn.
-fn emit_group(sink: &mut KernelSink, graph: &Graph, slots: &[Slot], group: &LaunchGroup) {
+fn emit_group(sink: &mut KernelSink, graph: &Graph, slots: &[Slot], group: &[Vec<usize>]) {
     let mut segments: Vec<(Vec<FuncId>, i64)> = Vec::new();
-    for segment in &group.segments {
+    for segment in group {
         let mut kernels: Vec<FuncId> = Vec::new();
         let mut tasks = None;
         for &index in segment {
@@ -517,10 +533,8 @@ fn emit_group(sink: &mut KernelSink, graph: &Graph, slots: &[Slot], group: &Laun
         }
         segments.push((kernels, tasks.expect("a segment has ops")));
     }
-    sink.origin = KernelOrigin {
-        op: "group".to_string(),
-        layer: format!("{} ops", group.ops().count()),
-    };
+    let ops = format!("{} ops", group.iter().map(Vec::len).sum::<usize>());
+    sink.begin_op("group", Some(&ops));
     let total: i64 = segments.iter().map(|(_, tasks)| tasks).sum();
     sink.kernel(total as usize, 0, |e| {
         let signature = e.b.func.signature.clone();

@@ -14,28 +14,27 @@
 //!
 //! The decision is on buffers, after the memory plan, so a buffer the plan hands from one value
 //! to the next is a conflict like any other.
+//!
+//! A softmax cross-entropy and the gradient of it that differentiation made (same logits, same
+//! labels) are one launch too, and one kernel: a pass over the rows computes both. The loss
+//! moves to its gradient's place, which is legal when nothing between reads it or writes what
+//! it reads or writes.
 
 use super::memory::MemoryPlan;
 use crate::ir::ops::fused::is_pointwise;
 use crate::ir::{Graph, Op, OpKind};
+use std::collections::HashMap;
 
-/// Ops (indices into `Graph::ops`) launched together: segments run side by side; the ops of a
-/// segment run in order, task by task.
+/// One launch of the step: ops by their index in `Graph::ops`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LaunchGroup {
-    pub segments: Vec<Vec<usize>>,
-}
-
-impl LaunchGroup {
-    /// Every op of the group, segment by segment.
-    pub fn ops(&self) -> impl Iterator<Item = usize> + '_ {
-        self.segments.iter().flatten().copied()
-    }
-
-    /// Whether the launch is of more than one op.
-    pub fn is_grouped(&self) -> bool {
-        self.ops().nth(1).is_some()
-    }
+pub enum Launch {
+    /// One op's own kernels.
+    Op(usize),
+    /// Pointwise ops: segments run side by side; the ops of a segment run in order, task by
+    /// task.
+    Group(Vec<Vec<usize>>),
+    /// A softmax cross-entropy and its gradient, in one pass over the rows.
+    LossWithGradient { loss: usize, gradient: usize },
 }
 
 /// A buffer an op touches, and whether at the op's own element positions (a tensor of the
@@ -113,29 +112,33 @@ fn meet(segment: &Segment, accesses: &[Access], elements: usize) -> Meeting {
 /// (it reads a scalar that segment writes, say: Adam's bias corrections) sends that segment to
 /// a launch of its own before the group, which is legal because no segment touches what
 /// another writes. An op that meets several segments at shared positions merges them into one.
-pub fn launches(graph: &Graph, plan: &MemoryPlan) -> Vec<LaunchGroup> {
+pub fn launches(graph: &Graph, plan: &MemoryPlan) -> Vec<Launch> {
+    let gradient_of_loss = loss_gradient_pairs(graph, plan);
     let mut launches = Vec::new();
     let mut open: Vec<Segment> = Vec::new();
-    let launch = |segments: Vec<Segment>, launches: &mut Vec<LaunchGroup>| {
-        if !segments.is_empty() {
-            launches.push(LaunchGroup {
-                segments: segments.into_iter().map(|s| s.ops).collect(),
-            });
-        }
+    let launch = |segments: Vec<Segment>, launches: &mut Vec<Launch>| match &segments[..] {
+        [] => {}
+        [single] if single.ops.len() == 1 => launches.push(Launch::Op(single.ops[0])),
+        _ => launches.push(Launch::Group(segments.into_iter().map(|s| s.ops).collect())),
     };
     for (index, op) in graph.ops.iter().enumerate() {
         // A reshape launches nothing (its value shares its input's buffer), so it stands
         // between no two ops.
         if matches!(op.kind, OpKind::Reshape(_)) {
-            launches.push(LaunchGroup {
-                segments: vec![vec![index]],
-            });
+            launches.push(Launch::Op(index));
+            continue;
+        }
+        if gradient_of_loss.contains_key(&index) {
             continue;
         }
         let Some(accesses) = accesses(graph, op, plan) else {
             launch(std::mem::take(&mut open), &mut launches);
-            launches.push(LaunchGroup {
-                segments: vec![vec![index]],
+            launches.push(match gradient_of_loss.iter().find(|(_, &g)| g == index) {
+                Some((&loss, _)) => Launch::LossWithGradient {
+                    loss,
+                    gradient: index,
+                },
+                None => Launch::Op(index),
             });
             continue;
         };
@@ -169,6 +172,33 @@ pub fn launches(graph: &Graph, plan: &MemoryPlan) -> Vec<LaunchGroup> {
     launches
 }
 
+/// Each softmax cross-entropy that may run with its gradient, by op index, to its gradient's.
+fn loss_gradient_pairs(graph: &Graph, plan: &MemoryPlan) -> HashMap<usize, usize> {
+    let mut pairs = HashMap::new();
+    for (index, op) in graph.ops.iter().enumerate() {
+        if op.kind != OpKind::SoftmaxCrossEntropy {
+            continue;
+        }
+        let buffers: Vec<usize> = op
+            .inputs
+            .iter()
+            .chain([&op.output])
+            .map(|v| plan.buffer_of[v.0])
+            .collect();
+        for (later, next) in graph.ops.iter().enumerate().skip(index + 1) {
+            if next.kind == OpKind::SoftmaxCrossEntropyGrad && next.inputs[..2] == op.inputs[..] {
+                pairs.insert(index, later);
+                break;
+            }
+            let reads_loss = next.inputs.contains(&op.output);
+            if reads_loss || buffers.contains(&plan.buffer_of[next.output.0]) {
+                break;
+            }
+        }
+    }
+    pairs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,8 +211,10 @@ mod tests {
         let plan = memory::plan(&graph, true, true);
         launches(&graph, &plan)
             .into_iter()
-            .filter(LaunchGroup::is_grouped)
-            .map(|g| g.segments)
+            .filter_map(|launch| match launch {
+                Launch::Group(segments) => Some(segments),
+                _ => None,
+            })
             .collect()
     }
 
@@ -250,10 +282,38 @@ mod tests {
         )
         .expect("parses");
         let plan = memory::plan(&graph, true, true);
-        let launches: Vec<Vec<Vec<usize>>> = launches(&graph, &plan)
-            .into_iter()
-            .map(|g| g.segments)
-            .collect();
-        assert_eq!(launches, vec![vec![vec![0]], vec![vec![1, 2, 3, 4]]]);
+        assert_eq!(
+            launches(&graph, &plan),
+            vec![Launch::Op(0), Launch::Group(vec![vec![1, 2, 3, 4]])]
+        );
+    }
+
+    /// A loss, the seed of its gradient, `between`, and the gradient as value `%{gradient}`.
+    fn loss_launches(between: &str, gradient: usize) -> Vec<Launch> {
+        let graph = parse(&format!(
+            "graph step {{
+              %0 = param w : [4,3]
+              %1 = target labels : [4]
+              %2 = softmax_cross_entropy(%0, %1) : []
+              %3 = fill() value=1.0 shape=[] : []
+              {between}
+              %{gradient} = softmax_cross_entropy_grad(%0, %1, %3) : [4,3]
+              output loss loss = %2
+              output gradient w = %{gradient}
+            }}"
+        ))
+        .expect("parses");
+        launches(&graph, &memory::plan(&graph, true, true))
+    }
+
+    #[test]
+    fn a_loss_runs_with_its_gradient_unless_something_between_reads_it() {
+        let pair = Launch::LossWithGradient {
+            loss: 0,
+            gradient: 2,
+        };
+        assert_eq!(loss_launches("", 4), vec![Launch::Op(1), pair]);
+        let apart = loss_launches("%4 = exp(%2) : []", 5);
+        assert_eq!(apart[0], Launch::Op(0), "{apart:?}");
     }
 }

@@ -108,7 +108,7 @@ impl Pass {
             Pass::UpdateInPlace => "parameters and state updated in their own buffers",
             Pass::GroupLaunches => {
                 "independent elementwise kernels (every parameter's optimizer update) run as one \
-                 launch of the thread pool"
+                 launch of the thread pool; softmax cross-entropy with its gradient in one pass"
             }
         }
     }

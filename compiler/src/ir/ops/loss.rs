@@ -5,7 +5,8 @@
 //! In generated code a loss is two kernels: partial sums (one per row of logits, or per chunk
 //! of predictions) computed in parallel into a workspace, then their mean in one task, in
 //! order, so the result does not depend on the number of threads. Their gradients are
-//! element-wise or row-wise and fully parallel.
+//! element-wise or row-wise and fully parallel. Softmax cross-entropy and its gradient, which
+//! launch grouping pairs, share one pass over the rows of logits.
 
 use super::layout::{reduce_range, Reduce, Units};
 use super::softmax::for_each_line;
@@ -226,24 +227,7 @@ fn emit_mean(
 
 /// Each row's `logsumexp(x) - x[label]` into a workspace, in parallel; then their mean.
 pub fn emit_softmax_cross_entropy(sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
-    let (logits, labels) = (&inputs[0], &inputs[1]);
-    let (rows, classes) = (logits.shape[0], logits.shape[1]);
-    let losses = sink.workspace(rows);
-    let slots = [logits.slot, labels.slot, losses];
-    for_each_line(sink, &logits.shape, &slots, |e, bases, row| {
-        let (x, labels, losses) = (bases[0], bases[1], bases[2]);
-        let max = row.max(e, x);
-        let sum = row.exponentials(e, x, max, None);
-        let log = e.libcall(Libcall::Log, sum);
-        let log_sum_exp = e.b.ins().fadd(max, log);
-        let class = Class::read(e, labels, row.number, classes);
-        let at_label = e.b.ins().iadd(row.start, class.index);
-        let picked = e.load(F32, Emitter::frozen(), x, at_label, 0);
-        let loss = e.b.ins().fsub(log_sum_exp, picked);
-        let loss = class.or_nan(e, loss);
-        e.store(Emitter::mutable(), loss, losses, row.number, 0);
-    });
-    emit_mean(sink, losses, rows, rows, output);
+    emit_softmax_cross_entropy_rows(sink, &inputs[..2], Some(output), None);
 }
 
 /// Row by row: the exponentials stored, then `(exp / sum - onehot) * dloss / N`, the one-hot
@@ -253,29 +237,72 @@ pub fn emit_softmax_cross_entropy_grad(
     inputs: &[Operand],
     output: &Operand,
 ) {
-    let (logits, labels, dloss) = (&inputs[0], &inputs[1], &inputs[2]);
+    emit_softmax_cross_entropy_rows(sink, &inputs[..2], None, Some([&inputs[2], output]));
+}
+
+/// The loss and its gradient from the same logits and labels in one pass over the rows, which
+/// shares each row's maximum and exponentials; then the mean of the rows' losses. Launch
+/// grouping (`passes::group_launches`) pairs the two ops.
+pub fn emit_softmax_cross_entropy_with_grad(
+    sink: &mut KernelSink,
+    loss: (&[Operand], &Operand),
+    gradient: (&[Operand], &Operand),
+) {
+    let (dloss, dx) = (&gradient.0[2], gradient.1);
+    emit_softmax_cross_entropy_rows(sink, &loss.0[..2], Some(loss.1), Some([dloss, dx]));
+}
+
+/// Softmax cross-entropy over the rows of `[logits, labels]`: with `loss`, each row's
+/// `logsumexp(x) - x[label]` into a workspace and then their mean into `loss`; with `gradient`
+/// (`[dloss, dx]`), the exponentials stored in `dx` and scaled to
+/// `(exp / sum - onehot) * dloss / N`, the one-hot term applied at the label alone.
+fn emit_softmax_cross_entropy_rows(
+    sink: &mut KernelSink,
+    inputs: &[Operand],
+    loss: Option<&Operand>,
+    gradient: Option<[&Operand; 2]>,
+) {
+    let (logits, labels) = (&inputs[0], &inputs[1]);
     let (rows, classes) = (logits.shape[0], logits.shape[1]);
-    let slots = [logits.slot, labels.slot, dloss.slot, output.slot];
+    let losses = loss.map(|_| sink.workspace(rows));
+    let mut slots = vec![logits.slot, labels.slot];
+    slots.extend(losses);
+    slots.extend(gradient.iter().flat_map(|g| g.map(|o| o.slot)));
     for_each_line(sink, &logits.shape, &slots, |e, bases, row| {
-        let (x, labels, dloss, dx) = (bases[0], bases[1], bases[2], bases[3]);
+        let (x, labels) = (bases[0], bases[1]);
+        let dx = gradient.map(|_| bases[slots.len() - 1]);
         let max = row.max(e, x);
-        let sum = row.exponentials(e, x, max, Some(dx));
+        let sum = row.exponentials(e, x, max, dx);
         let class = Class::read(e, labels, row.number, classes);
-        let zero = e.int(0);
-        let dloss = e.load(F32, Emitter::frozen(), dloss, zero, 0);
-        let rows = e.float(rows as f32);
-        let scale = e.b.ins().fdiv(dloss, rows);
-        let scale = class.or_nan(e, scale);
-        let at_label = e.b.ins().iadd(row.start, class.index);
-        let exp_at_label = e.load(F32, Emitter::mutable(), dx, at_label, 0);
-        let factor = e.b.ins().fdiv(scale, sum);
-        row.scale(e, dx, factor);
-        let one = e.float(1.0);
-        let p = e.b.ins().fdiv(exp_at_label, sum);
-        let p_minus_one = e.b.ins().fsub(p, one);
-        let d = e.b.ins().fmul(p_minus_one, scale);
-        e.store(Emitter::mutable(), d, dx, at_label, 0);
+        if losses.is_some() {
+            let log = e.libcall(Libcall::Log, sum);
+            let log_sum_exp = e.b.ins().fadd(max, log);
+            let at_label = e.b.ins().iadd(row.start, class.index);
+            let picked = e.load(F32, Emitter::frozen(), x, at_label, 0);
+            let loss = e.b.ins().fsub(log_sum_exp, picked);
+            let loss = class.or_nan(e, loss);
+            e.store(Emitter::mutable(), loss, bases[2], row.number, 0);
+        }
+        if let Some(dx) = dx {
+            let zero = e.int(0);
+            let dloss = e.load(F32, Emitter::frozen(), bases[slots.len() - 2], zero, 0);
+            let rows = e.float(rows as f32);
+            let scale = e.b.ins().fdiv(dloss, rows);
+            let scale = class.or_nan(e, scale);
+            let at_label = e.b.ins().iadd(row.start, class.index);
+            let exp_at_label = e.load(F32, Emitter::mutable(), dx, at_label, 0);
+            let factor = e.b.ins().fdiv(scale, sum);
+            row.scale(e, dx, factor);
+            let one = e.float(1.0);
+            let p = e.b.ins().fdiv(exp_at_label, sum);
+            let p_minus_one = e.b.ins().fsub(p, one);
+            let d = e.b.ins().fmul(p_minus_one, scale);
+            e.store(Emitter::mutable(), d, dx, at_label, 0);
+        }
     });
+    if let (Some(losses), Some(loss)) = (losses, loss) {
+        emit_mean(sink, losses, rows, rows, loss);
+    }
 }
 
 /// `x`, or `floor` where `x` is below it; NaN passes, as in `at_least`.
