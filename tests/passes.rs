@@ -12,9 +12,9 @@ use netc::interp::{run, EvalContext, Tensor};
 use netc::ir::parse::parse;
 use netc::ir::print::print;
 use netc::ir::verify::verify;
-use netc::ir::Graph;
+use netc::ir::{Graph, OpKind};
 use netc::optim::{Optimizer, OptimizerKind};
-use netc::passes::{self, Pass, PassOptions};
+use netc::passes::{self, memory, Pass, PassOptions};
 use netc::pipeline::{self, Compiled, TrainingOptions};
 use std::collections::HashMap;
 use std::path::Path;
@@ -187,4 +187,64 @@ fn grouped_launches_compute_what_a_launch_each_does() {
     assert_eq!(separate_kernels - grouped_kernels, 19);
     // Each element is computed by the same instructions either way: equal to the bit.
     assert!(grouped == separate, "grouped launches changed the results");
+}
+
+#[test]
+fn no_two_values_live_at_once_share_memory() {
+    for_each_model(|path| {
+        let (stem, stages) = stages(path);
+        for compiled in &stages {
+            let graph = passes::run(&compiled.graph, &PassOptions::default());
+            let plan = memory::plan(&graph, true, true);
+            let values = graph.values.len();
+            // Each value's storage (a reshape's is its input's), and the ops it lives over:
+            // from the op that defines it to its last reader through any name; inputs and
+            // outputs the whole step.
+            let mut storage: Vec<usize> = (0..values).collect();
+            let mut life: Vec<(usize, usize)> = vec![(0, 0); values];
+            let everything = (0, graph.ops.len());
+            for (index, op) in graph.ops.iter().enumerate() {
+                if matches!(op.kind, OpKind::Reshape(_)) {
+                    storage[op.output.0] = storage[op.inputs[0].0];
+                }
+                life[storage[op.output.0]].1 = index;
+                if storage[op.output.0] == op.output.0 {
+                    life[op.output.0] = (index, index);
+                }
+                for input in &op.inputs {
+                    let owner = storage[input.0];
+                    life[owner].1 = life[owner].1.max(index);
+                }
+            }
+            for (id, _) in graph.inputs() {
+                life[storage[id.0]] = everything;
+            }
+            for output in &graph.outputs {
+                life[storage[output.value.0]] = everything;
+            }
+            // An update computed in place is written over the input it replaces, which it
+            // is the last to read.
+            let in_place: Vec<(usize, usize)> = graph
+                .outputs
+                .iter()
+                .filter_map(|o| Some((o.value.0, graph.find_input(&o.name)?.0)))
+                .filter(|&(update, input)| plan.buffer_of[update] == plan.buffer_of[input])
+                .collect();
+            for a in 0..values {
+                for b in a + 1..values {
+                    let (sa, sb) = (storage[a], storage[b]);
+                    let meet = life[sa].0 <= life[sb].1 && life[sb].0 <= life[sa].1;
+                    let replaces = in_place.contains(&(sb, sa)) || in_place.contains(&(sa, sb));
+                    assert!(
+                        sa == sb
+                            || !meet
+                            || replaces
+                            || !plan.overlap(plan.buffer_of[a], plan.buffer_of[b]),
+                        "{stem} {}: %{a} and %{b} are live together in the same memory",
+                        graph.name
+                    );
+                }
+            }
+        }
+    });
 }

@@ -207,26 +207,46 @@ pub fn memory(
     let layout = program.layout();
     let bytes = |floats: usize| 4 * floats as u64;
     // Which buffer (slot) each value is in, and so what each slot is for.
+    let mut inside = vec![None; layout.buffer_floats.len()];
+    for view in &layout.views {
+        inside[view.slot] = Some((view.of, view.offset));
+    }
     let plan = MemoryPlan {
         buffer_of: (0..graph.values.len())
             .map(|v| program.slot_of(ValueId(v)))
             .collect(),
         buffer_floats: layout.buffer_floats.clone(),
+        inside,
     };
     let slot_purposes = purposes(graph, &plan);
     let values_end = plan.buffer_of.iter().max().map_or(1, |m| m + 1);
     let mut by_purpose: Vec<(Purpose, u64)> = Purpose::ALL.iter().map(|&p| (p, 0)).collect();
-    for (purpose, &floats) in slot_purposes
+    let mut add = |purpose: Purpose, bytes: i64| {
+        let entry = by_purpose
+            .iter_mut()
+            .find(|(p, _)| *p == purpose)
+            .expect("every purpose listed");
+        entry.1 = entry.1.saturating_add_signed(bytes);
+    };
+    for (slot, (&purpose, &floats)) in slot_purposes
         .iter()
         .zip(&layout.buffer_floats)
+        .enumerate()
         .take(values_end)
         .skip(1)
     {
-        let entry = by_purpose
-            .iter_mut()
-            .find(|(p, _)| p == purpose)
-            .expect("every purpose listed");
-        entry.1 += bytes(floats);
+        let bytes = bytes(floats) as i64;
+        match plan.inside[slot] {
+            None => add(purpose, bytes),
+            // The arena counts as temporaries, but for the activations kept for backward in
+            // it: all of them are live at once when backward begins, so they take that much
+            // of it.
+            Some((arena, _)) if purpose == Purpose::SavedActivations => {
+                add(purpose, bytes);
+                add(slot_purposes[arena], -bytes);
+            }
+            Some(_) => {}
+        }
     }
     let workspace_bytes = layout.buffer_floats[values_end..]
         .iter()

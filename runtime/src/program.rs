@@ -117,11 +117,23 @@ pub struct KernelOrigin {
     pub layer: String,
 }
 
+/// A table slot whose floats lie inside another slot's buffer (the values the memory plan
+/// places in one arena), from `offset` floats on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlotView {
+    pub slot: usize,
+    pub of: usize,
+    pub offset: usize,
+}
+
 /// The memory a program's code expects, and what lives where.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Layout {
     /// Floats per table slot. Slot 0 holds the microkernel, not a buffer.
     pub buffer_floats: Vec<usize>,
+    /// Slots that are not buffers of their own but lie in another's.
+    #[serde(default)]
+    pub views: Vec<SlotView>,
     pub inputs: Vec<Binding<InputKind>>,
     pub outputs: Vec<Binding<OutputRole>>,
     /// Op results in execution order.
@@ -193,13 +205,32 @@ impl Program {
         threads: usize,
         code: Option<Box<dyn Any>>,
     ) -> Program {
+        let mut is_view = vec![false; layout.buffer_floats.len()];
+        for view in &layout.views {
+            is_view[view.slot] = true;
+        }
         let mut buffers: Vec<Buffer> = layout
             .buffer_floats
             .iter()
-            .map(|&n| Buffer::new(n))
+            .zip(&is_view)
+            .map(|(&n, &view)| {
+                if view {
+                    Buffer(Vec::new())
+                } else {
+                    Buffer::new(n)
+                }
+            })
             .collect();
         let mut table: Vec<*mut f32> = buffers.iter_mut().map(Buffer::pointer).collect();
         table[0] = microkernel as *mut f32;
+        for view in &layout.views {
+            assert!(
+                view.offset + layout.buffer_floats[view.slot] <= layout.buffer_floats[view.of],
+                "a view lies inside its buffer"
+            );
+            // SAFETY: the view's floats lie inside its buffer (checked).
+            table[view.slot] = unsafe { table[view.of].add(view.offset) };
+        }
         let updates = layout
             .outputs
             .iter()

@@ -37,7 +37,7 @@ use cranelift_module::{FuncId, Linkage, Module};
 use emit::{Emitter, Libcall, Slot, I64};
 use netc_runtime::init::TensorInit;
 use netc_runtime::microkernel::MicrokernelKind;
-use netc_runtime::program::{self, Binding, KernelOrigin, Layout, OpOutput, StepFn};
+use netc_runtime::program::{self, Binding, KernelOrigin, Layout, OpOutput, SlotView, StepFn};
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -335,6 +335,18 @@ pub fn generate(
     let intact = memory::intact_at_end(graph, &plan);
     let layout = Layout {
         buffer_floats: sizes,
+        views: plan
+            .inside
+            .iter()
+            .enumerate()
+            .filter_map(|(buffer, inside)| {
+                inside.map(|(arena, offset)| SlotView {
+                    slot: buffer + 1,
+                    of: arena + 1,
+                    offset,
+                })
+            })
+            .collect(),
         inputs: graph
             .inputs()
             .map(|(id, input)| binding(graph, &slots, &input.name, input.kind, id))

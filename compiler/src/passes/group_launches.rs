@@ -12,8 +12,8 @@
 //! of the later op touches only what task `t` of the earlier one did: the kernels
 //! (`codegen::strided`) cut equal element counts into equal tasks.
 //!
-//! The decision is on buffers, after the memory plan, so a buffer the plan hands from one value
-//! to the next is a conflict like any other.
+//! The decision is on memory, after the memory plan, so two values the plan puts in the same
+//! place at different times conflict like any other pair.
 //!
 //! A softmax cross-entropy and the gradient of it that differentiation made (same logits, same
 //! labels) are one launch too, and one kernel: a pass over the rows computes both. The loss
@@ -22,7 +22,7 @@
 
 use super::memory::MemoryPlan;
 use crate::ir::ops::fused::is_pointwise;
-use crate::ir::{Graph, Op, OpKind};
+use crate::ir::{Graph, Op, OpKind, ValueId};
 use std::collections::HashMap;
 
 /// One launch of the step: ops by their index in `Graph::ops`.
@@ -89,14 +89,15 @@ enum Meeting {
     Conflict,
 }
 
-fn meet(segment: &Segment, accesses: &[Access], elements: usize) -> Meeting {
+fn meet(segment: &Segment, accesses: &[Access], elements: usize, plan: &MemoryPlan) -> Meeting {
     let mut meeting = Meeting::Apart;
     for a in accesses {
-        for b in segment.accesses.iter().filter(|b| b.buffer == a.buffer) {
-            if !a.writes && !b.writes {
+        for b in &segment.accesses {
+            if !(a.writes || b.writes) || !plan.overlap(a.buffer, b.buffer) {
                 continue;
             }
-            if a.positional && b.positional && segment.elements == elements {
+            let same_positions = a.buffer == b.buffer && a.positional && b.positional;
+            if same_positions && segment.elements == elements {
                 meeting = Meeting::Positional;
             } else {
                 return Meeting::Conflict;
@@ -145,7 +146,7 @@ pub fn launches(graph: &Graph, plan: &MemoryPlan) -> Vec<Launch> {
         let elements = graph.shape(op.output).iter().product();
         let meetings: Vec<Meeting> = open
             .iter()
-            .map(|segment| meet(segment, &accesses, elements))
+            .map(|segment| meet(segment, &accesses, elements, plan))
             .collect();
         let (mut before, mut joined, mut apart) = (Vec::new(), Vec::new(), Vec::new());
         for (segment, meeting) in open.drain(..).zip(meetings) {
@@ -185,13 +186,17 @@ fn loss_gradient_pairs(graph: &Graph, plan: &MemoryPlan) -> HashMap<usize, usize
             .chain([&op.output])
             .map(|v| plan.buffer_of[v.0])
             .collect();
+        let overwrites = |value: ValueId| {
+            let buffer = plan.buffer_of[value.0];
+            buffers.iter().any(|&b| plan.overlap(b, buffer))
+        };
         for (later, next) in graph.ops.iter().enumerate().skip(index + 1) {
             if next.kind == OpKind::SoftmaxCrossEntropyGrad && next.inputs[..2] == op.inputs[..] {
                 pairs.insert(index, later);
                 break;
             }
             let reads_loss = next.inputs.contains(&op.output);
-            if reads_loss || buffers.contains(&plan.buffer_of[next.output.0]) {
+            if reads_loss || overwrites(next.output) {
                 break;
             }
         }

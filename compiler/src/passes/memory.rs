@@ -1,11 +1,12 @@
 //! Memory planning: which buffer holds each value, decided from the whole step before it runs.
 //!
-//! - **Buffer reuse** (`reuse_buffers`): an op's result takes a buffer that no value still
-//!   live needs (the smallest that fits, else a new one); a value dies after its last reader.
-//!   Inputs and the graph's outputs keep their own buffers (the host writes and reads them
-//!   between steps), an op never writes into a buffer it reads, and a reshape shares its
-//!   input's buffer, which lives as long as either. Ops' workspaces (packed operands) share
-//!   buffers too, since none outlives its op.
+//! - **Buffer reuse** (`reuse_buffers`): the values ops compute share one arena, each at an
+//!   offset where no value live at the same time lies; a value lives from the op that computes
+//!   it to its last reader, so an op never writes over what it reads. Offsets are chosen
+//!   greedily, largest value first (`pack`). Inputs and the graph's outputs keep their own
+//!   buffers (the host writes and reads them between steps), and a reshape shares its input's
+//!   buffer, which lives as long as either. Ops' workspaces (packed operands) share buffers
+//!   too, since none outlives its op.
 //! - **In-place updates** (`update_in_place`): an update of a parameter or state tensor is
 //!   computed straight into its buffer when the op computing it is elementwise, reads the old
 //!   value at the same positions, and is its last reader: no copy after the step, and no
@@ -17,6 +18,7 @@
 use super::Uses;
 use crate::ir::ops::fused::is_pointwise;
 use crate::ir::{Definition, Graph, InputKind, OpKind, OutputRole, ValueId};
+use std::ops::Range;
 
 /// Each value's buffer and each buffer's size.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +27,30 @@ pub struct MemoryPlan {
     pub buffer_of: Vec<usize>,
     /// Floats per buffer.
     pub buffer_floats: Vec<usize>,
+    /// For each buffer that lies inside another (a value in the arena that values share), that
+    /// buffer and the offset in floats.
+    pub inside: Vec<Option<(usize, usize)>>,
+}
+
+impl MemoryPlan {
+    /// The allocation `buffer` lies in, and the floats of it that it spans.
+    pub fn extent(&self, buffer: usize) -> (usize, Range<usize>) {
+        let floats = self.buffer_floats[buffer];
+        match self.inside[buffer] {
+            Some((arena, offset)) => (arena, offset..offset + floats),
+            None => (buffer, 0..floats),
+        }
+    }
+
+    /// Whether two buffers share any memory.
+    pub fn overlap(&self, a: usize, b: usize) -> bool {
+        meet(&self.extent(a), &self.extent(b))
+    }
+}
+
+/// Whether two extents (an allocation and floats in it) share any float.
+fn meet((a_in, a): &(usize, Range<usize>), (b_in, b): &(usize, Range<usize>)) -> bool {
+    a_in == b_in && a.start < b.end && b.start < a.end
 }
 
 /// What a buffer holds, for the report.
@@ -67,6 +93,7 @@ pub fn one_per_value(graph: &Graph) -> MemoryPlan {
     let mut plan = MemoryPlan {
         buffer_of: Vec::with_capacity(graph.values.len()),
         buffer_floats: Vec::new(),
+        inside: Vec::new(),
     };
     for (index, value) in graph.values.iter().enumerate() {
         let buffer = match alias_of(graph, ValueId(index)) {
@@ -78,6 +105,7 @@ pub fn one_per_value(graph: &Graph) -> MemoryPlan {
         };
         plan.buffer_of.push(buffer);
     }
+    plan.inside = vec![None; plan.buffer_floats.len()];
     plan
 }
 
@@ -159,11 +187,17 @@ pub fn plan(graph: &Graph, reuse: bool, in_place: bool) -> MemoryPlan {
             buffer_of[out] = Some(new_buffer(floats, &mut buffer_floats));
         }
     }
-    let (placed, sizes) = share_buffers(shared);
-    for (value, buffer) in placed {
-        buffer_of[value] = Some(buffer + buffer_floats.len());
+    let (offsets, arena_floats) = pack(shared);
+    let mut inside = vec![None; buffer_floats.len()];
+    if !offsets.is_empty() {
+        let arena = new_buffer(arena_floats, &mut buffer_floats);
+        inside.push(None);
+        for (value, offset) in offsets {
+            let floats = graph.values[value].shape.iter().product();
+            buffer_of[value] = Some(new_buffer(floats, &mut buffer_floats));
+            inside.push(Some((arena, offset)));
+        }
     }
-    buffer_floats.extend(sizes);
     // Then what shares another value's storage: reshapes, in-place updates.
     for op in &graph.ops {
         let out = op.output.0;
@@ -178,6 +212,7 @@ pub fn plan(graph: &Graph, reuse: bool, in_place: bool) -> MemoryPlan {
         .map(|b| b.expect("every value placed"))
         .collect();
     plan.buffer_floats = buffer_floats;
+    plan.inside = inside;
     plan
 }
 
@@ -189,35 +224,41 @@ struct Span {
     last: usize,
 }
 
-/// Buffers for values, each buffer holding values whose spans do not overlap: the largest
-/// value first, each into the smallest buffer it fits and is free over its span, else a new
-/// one (greedy by size, Pisarchyk and Lee 2020: within a few percent of the most that is ever
-/// live at once on the usual networks, where reusing whatever was freed last leaves gaps).
-/// Returns each value's buffer, numbered from 0, and each buffer's size.
-fn share_buffers(mut spans: Vec<Span>) -> (Vec<(usize, usize)>, Vec<usize>) {
+/// Offsets in one arena for values whose spans overlap nowhere they do in memory: the largest
+/// value first, each at the lowest offset of the smallest gap it fits among the values placed
+/// that are live while it is, else above them all (greedy by size, Pisarchyk and Lee, 2020:
+/// within a few percent of the most that is ever live at once on the usual networks).
+/// Offsets are in floats, multiples of 16 (64 bytes). Returns `(value, offset)` pairs and the
+/// arena's size.
+fn pack(mut spans: Vec<Span>) -> (Vec<(usize, usize)>, usize) {
     spans.sort_by(|a, b| b.floats.cmp(&a.floats).then(a.first.cmp(&b.first)));
-    // Each buffer's size (its first, largest value) and the spans it holds.
-    let mut buffers: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
-    let mut placed = Vec::with_capacity(spans.len());
-    for span in spans.iter() {
-        let free = |held: &Vec<(usize, usize)>| {
-            held.iter()
-                .all(|&(first, last)| last < span.first || span.last < first)
-        };
-        let buffer = buffers
+    // `(offset, end, first, last)` of each value placed.
+    let mut placed: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(spans.len());
+    let mut offsets = Vec::with_capacity(spans.len());
+    let mut arena = 0;
+    for span in &spans {
+        let floats = span.floats.div_ceil(16) * 16;
+        let mut taken: Vec<(usize, usize)> = placed
             .iter()
-            .enumerate()
-            .filter(|(_, (_, held))| free(held))
-            .min_by_key(|(_, (floats, _))| *floats)
-            .map(|(b, _)| b)
-            .unwrap_or_else(|| {
-                buffers.push((span.floats, Vec::new()));
-                buffers.len() - 1
-            });
-        buffers[buffer].1.push((span.first, span.last));
-        placed.push((span.value, buffer));
+            .filter(|&&(_, _, first, last)| first <= span.last && span.first <= last)
+            .map(|&(offset, end, _, _)| (offset, end))
+            .collect();
+        taken.sort_unstable();
+        // The smallest gap that fits, else the end of everything live meanwhile.
+        let (mut best, mut cursor): (Option<(usize, usize)>, usize) = (None, 0);
+        for (offset, end) in taken {
+            let gap = offset.saturating_sub(cursor);
+            if gap >= floats && best.is_none_or(|(smallest, _)| gap < smallest) {
+                best = Some((gap, cursor));
+            }
+            cursor = cursor.max(end);
+        }
+        let offset = best.map_or(cursor, |(_, at)| at);
+        placed.push((offset, offset + floats, span.first, span.last));
+        arena = arena.max(offset + floats);
+        offsets.push((span.value, offset));
     }
-    (placed, buffers.into_iter().map(|(floats, _)| floats).collect())
+    (offsets, arena)
 }
 
 /// Whether each value is still in its buffer when the step ends (no later value took it),
@@ -230,12 +271,15 @@ pub fn intact_at_end(graph: &Graph, plan: &MemoryPlan) -> Vec<bool> {
         }
         v.0
     };
-    let mut last_holder = vec![usize::MAX; plan.buffer_floats.len()];
-    for index in 0..graph.values.len() {
-        last_holder[plan.buffer_of[index]] = storage(index);
-    }
-    (0..graph.values.len())
-        .map(|index| last_holder[plan.buffer_of[index]] == storage(index))
+    let storages: Vec<usize> = (0..graph.values.len()).map(storage).collect();
+    let extents: Vec<(usize, Range<usize>)> =
+        plan.buffer_of.iter().map(|&b| plan.extent(b)).collect();
+    (0..storages.len())
+        .map(|index| {
+            (index + 1..storages.len()).all(|later| {
+                storages[later] == storages[index] || !meet(&extents[later], &extents[index])
+            })
+        })
         .collect()
 }
 
@@ -369,4 +413,33 @@ fn forward_ops(graph: &Graph) -> Vec<bool> {
         }
     }
     forward
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(value: usize, floats: usize, first: usize, last: usize) -> Span {
+        Span {
+            value,
+            floats,
+            first,
+            last,
+        }
+    }
+
+    #[test]
+    fn values_live_at_once_get_disjoint_offsets_and_others_share() {
+        // 0 and 1 are live at once; 2 comes after 0 and takes its place; 3 is live with 1
+        // and 2, and fits the gap between them. The arena is the most ever live: 0 and 1.
+        let (mut offsets, arena) = pack(vec![
+            span(0, 64, 0, 1),
+            span(1, 32, 0, 3),
+            span(2, 30, 2, 3),
+            span(3, 16, 2, 2),
+        ]);
+        offsets.sort_unstable();
+        assert_eq!(offsets, vec![(0, 0), (1, 64), (2, 0), (3, 32)]);
+        assert_eq!(arena, 96);
+    }
 }
