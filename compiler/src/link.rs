@@ -72,17 +72,26 @@ impl std::error::Error for LinkError {
 
 /// Links `object` (a relocatable object defining `netc_manifest`, `netc_manifest_len` and
 /// `netc_entry_points`) with the runtime into the executable `output`. The C compiler is `$CC`
-/// if set (split at spaces, as make does, so `ccache gcc` works), else `cc`. `output` is
-/// replaced only when the link succeeds.
+/// if set (split at spaces, as make does, so `ccache gcc` works), else `cc` (with gold, where
+/// there is one). `output` is replaced only when the link succeeds.
 pub fn link(object: &[u8], output: &Path) -> Result<(), LinkError> {
     let (program, args) = c_compiler();
     link_with(&program, &args, object, output)
 }
 
-/// `$CC`'s program and leading arguments, or `cc`.
+/// `$CC`'s program and leading arguments, or `cc`, with gold as its linker where it is on the
+/// `PATH`: it links the runtime's large static library in well under bfd's time (`netc
+/// compile` of mobilenet_v2: 0.85 s against 0.95 to 1.35 s).
 fn c_compiler() -> (OsString, Vec<OsString>) {
     let Some(cc) = std::env::var_os("CC") else {
-        return ("cc".into(), Vec::new());
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let gold = std::env::split_paths(&path).any(|dir| dir.join("ld.gold").is_file());
+        let args = if gold {
+            vec!["-fuse-ld=gold".into()]
+        } else {
+            Vec::new()
+        };
+        return ("cc".into(), args);
     };
     // A name that is not UTF-8 cannot be split; it can still be a path.
     let Some(text) = cc.to_str() else {

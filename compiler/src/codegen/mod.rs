@@ -26,14 +26,16 @@ use crate::ir::{Graph, Op, OpKind, Shape, ValueId};
 use crate::passes::group_launches::{self, Launch};
 use crate::passes::{self, memory, Pass, PassOptions};
 use crate::pipeline::Compiled;
+use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::Function;
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, Signature, UserFuncName};
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_module::{FuncId, Linkage, Module, ModuleReloc};
 use emit::{Emitter, Libcall, Slot, I64};
 use netc_runtime::init::TensorInit;
 use netc_runtime::microkernel::MicrokernelKind;
@@ -41,7 +43,7 @@ use netc_runtime::program::{self, Binding, KernelOrigin, Layout, OpOutput, SlotV
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How to build a program.
@@ -87,8 +89,9 @@ impl Operand {
 /// What a primitive's code-generation rule builds kernels with.
 pub struct KernelSink<'m> {
     module: &'m mut dyn Module,
-    context: Context,
     builder_context: FunctionBuilderContext,
+    /// Functions built and not yet compiled.
+    built: Vec<(FuncId, Function)>,
     libcalls: HashMap<Libcall, (FuncId, Signature)>,
     kernels: Vec<(FuncId, i64)>,
     /// The op each kernel belongs to.
@@ -187,18 +190,81 @@ impl KernelSink<'_> {
             .module
             .declare_function(&name, Linkage::Local, &signature)
             .unwrap_or_else(|e| panic!("internal error: declaring {name}: {e}"));
-        self.context.func.signature = signature;
-        self.context.func.name = UserFuncName::user(0, id.as_u32());
-        let builder = FunctionBuilder::new(&mut self.context.func, &mut self.builder_context);
-        build(builder, &self.libcalls);
-        if let Err(e) = self.module.define_function(id, &mut self.context) {
-            panic!(
-                "internal error: Cranelift rejected {name}: {e:?}\n{}",
-                self.context.func.display()
-            );
-        }
-        self.module.clear_context(&mut self.context);
+        let mut func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), signature);
+        build(
+            FunctionBuilder::new(&mut func, &mut self.builder_context),
+            &self.libcalls,
+        );
+        self.built.push((id, func));
         id
+    }
+
+    /// Compiles every function built, on as many threads as the machine has (Cranelift
+    /// compiles one function at a time), and defines them in the module.
+    fn compile_built(&mut self) {
+        let isa = self.module.isa();
+        let ids: Vec<FuncId> = self.built.iter().map(|(id, _)| *id).collect();
+        let queue = Mutex::new(std::mem::take(&mut self.built).into_iter().enumerate());
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut compiled: Vec<(usize, CompiledFunction)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads.min(ids.len()))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let next = queue.lock().expect("no worker panics holding it").next();
+                            let Some((index, (id, func))) = next else {
+                                return done;
+                            };
+                            done.push((index, compile_function(isa, id, func)));
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| {
+                    w.join()
+                        .expect("internal error: a compiling thread panicked")
+                })
+                .collect()
+        });
+        // Defined in the order built, so the module lays the code out the same every time.
+        compiled.sort_unstable_by_key(|&(index, _)| index);
+        for (index, code) in compiled {
+            self.module
+                .define_function_bytes(ids[index], code.alignment, &code.bytes, &code.relocs)
+                .unwrap_or_else(|e| panic!("internal error: defining a function: {e}"));
+        }
+    }
+}
+
+/// A function's machine code, ready for the module.
+struct CompiledFunction {
+    alignment: u64,
+    bytes: Vec<u8>,
+    relocs: Vec<ModuleReloc>,
+}
+
+fn compile_function(isa: &dyn TargetIsa, id: FuncId, func: Function) -> CompiledFunction {
+    let mut context = Context::for_function(func);
+    if let Err(e) = context.compile(isa, &mut ControlPlane::default()) {
+        panic!(
+            "internal error: Cranelift rejected {id}: {:?}\n{}",
+            e.inner,
+            e.func.display()
+        );
+    }
+    let code = context.compiled_code().expect("compiled above");
+    CompiledFunction {
+        alignment: u64::from(code.buffer.alignment),
+        bytes: code.code_buffer().to_vec(),
+        relocs: code
+            .buffer
+            .relocs()
+            .iter()
+            .map(|reloc| ModuleReloc::from_mach_reloc(reloc, &context.func, id))
+            .collect(),
     }
 }
 
@@ -270,9 +336,9 @@ pub fn generate(
         libcalls.insert(call, (id, signature));
     }
     let mut sink = KernelSink {
-        context: module.make_context(),
         module,
         builder_context: FunctionBuilderContext::new(),
+        built: Vec::new(),
         libcalls,
         kernels: Vec::new(),
         kernel_origins: Vec::new(),
@@ -317,6 +383,7 @@ pub fn generate(
     sizes.extend(&sink.workspaces);
     let scratch_floats = sink.scratch_floats;
     let step = define_step(&mut sink, &kernels);
+    sink.compile_built();
 
     fn binding<K>(
         graph: &Graph,
