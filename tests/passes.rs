@@ -7,7 +7,7 @@
 use crate::codegen::check_graph;
 use crate::golden::for_each_model;
 use crate::training::{feed, network, small};
-use netc::codegen::{compile, CodegenOptions};
+use netc::codegen::{compile, CodegenOptions, Program};
 use netc::interp::{run, EvalContext, Tensor};
 use netc::ir::parse::parse;
 use netc::ir::print::print;
@@ -53,6 +53,23 @@ fn outputs(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Vec<(String, Tens
             )
         })
         .collect()
+}
+
+/// `graph` compiled with `passes` to run on two threads, its inputs set to `inputs`.
+fn loaded(graph: &Graph, passes: PassOptions, inputs: &HashMap<String, Tensor>) -> Program {
+    let options = CodegenOptions {
+        threads: 2,
+        passes,
+        ..CodegenOptions::default()
+    };
+    let mut program = compile(graph, &options).expect("compiles");
+    for (name, tensor) in inputs {
+        let slot = program.input_mut(name).expect("an input");
+        for (to, from) in slot.iter_mut().zip(&tensor.data) {
+            *to = *from as f32;
+        }
+    }
+    program
 }
 
 #[test]
@@ -104,18 +121,7 @@ fn fused_code_agrees_with_the_interpreter_and_with_unfused_code() {
         check_graph(&fused, &inputs, OP_TOLERANCE);
         // The whole step with every pass against none, output by output.
         let step = |passes: PassOptions| {
-            let options = CodegenOptions {
-                threads: 2,
-                passes,
-                ..CodegenOptions::default()
-            };
-            let mut program = compile(&training.graph, &options).expect("compiles");
-            for (name, tensor) in &inputs {
-                let slot = program.input_mut(name).expect("an input");
-                for (to, from) in slot.iter_mut().zip(&tensor.data) {
-                    *to = *from as f32;
-                }
-            }
+            let mut program = loaded(&training.graph, passes, &inputs);
             program.run();
             training
                 .graph
@@ -153,19 +159,8 @@ fn grouped_launches_compute_what_a_launch_each_does() {
     let training = pipeline::training(&net, &options).expect("lowers");
     let inputs = feed(&training, 7, 1e-3);
     let run = |passes: PassOptions| {
-        let options = CodegenOptions {
-            threads: 2,
-            passes,
-            ..CodegenOptions::default()
-        };
-        let mut program = compile(&training.graph, &options).expect("compiles");
+        let mut program = loaded(&training.graph, passes, &inputs);
         let kernels = program.layout().kernels.len();
-        for (name, tensor) in &inputs {
-            let slot = program.input_mut(name).expect("an input");
-            for (to, from) in slot.iter_mut().zip(&tensor.data) {
-                *to = *from as f32;
-            }
-        }
         for step in 1..=3 {
             program.input_mut("step").expect("Adam's step")[0] = step as f32;
             program.run();
