@@ -203,11 +203,11 @@ impl KernelSink<'_> {
     /// compiles one function at a time), and defines them in the module.
     fn compile_built(&mut self) {
         let isa = self.module.isa();
-        let ids: Vec<FuncId> = self.built.iter().map(|(id, _)| *id).collect();
+        let count = self.built.len();
         let queue = Mutex::new(std::mem::take(&mut self.built).into_iter().enumerate());
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut compiled: Vec<(usize, CompiledFunction)> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads.min(ids.len()))
+        let mut compiled: Vec<(usize, FuncId, CompiledFunction)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads.min(count))
                 .map(|_| {
                     scope.spawn(|| {
                         let mut done = Vec::new();
@@ -216,7 +216,7 @@ impl KernelSink<'_> {
                             let Some((index, (id, func))) = next else {
                                 return done;
                             };
-                            done.push((index, compile_function(isa, id, func)));
+                            done.push((index, id, compile_function(isa, id, func)));
                         }
                     })
                 })
@@ -230,10 +230,10 @@ impl KernelSink<'_> {
                 .collect()
         });
         // Defined in the order built, so the module lays the code out the same every time.
-        compiled.sort_unstable_by_key(|&(index, _)| index);
-        for (index, code) in compiled {
+        compiled.sort_unstable_by_key(|&(index, _, _)| index);
+        for (_, id, code) in compiled {
             self.module
-                .define_function_bytes(ids[index], code.alignment, &code.bytes, &code.relocs)
+                .define_function_bytes(id, code.alignment, &code.bytes, &code.relocs)
                 .unwrap_or_else(|e| panic!("internal error: defining a function: {e}"));
         }
     }
@@ -365,11 +365,10 @@ pub fn generate(
             Launch::LossWithGradient { loss, gradient } => {
                 let [loss, gradient] = [*loss, *gradient].map(|i| &graph.ops[i]);
                 sink.begin_op("softmax_cross_entropy_with_grad", loss.layer.as_deref());
-                let operands = |op: &Op| -> (Vec<Operand>, Operand) {
-                    let inputs = op.inputs.iter().map(|&v| operand(graph, &slots, v));
-                    (inputs.collect(), operand(graph, &slots, op.output))
-                };
-                let (loss, gradient) = (operands(loss), operands(gradient));
+                let (loss, gradient) = (
+                    operands(graph, &slots, loss),
+                    operands(graph, &slots, gradient),
+                );
                 loss::emit_softmax_cross_entropy_with_grad(
                     &mut sink,
                     (&loss.0, &loss.1),
@@ -575,13 +574,14 @@ fn emit_op(sink: &mut KernelSink, graph: &Graph, slots: &[Slot], op: &Op) {
         return;
     }
     sink.begin_op(op.kind.name(), op.layer.as_deref());
-    let inputs: Vec<Operand> = op
-        .inputs
-        .iter()
-        .map(|&v| operand(graph, slots, v))
-        .collect();
-    let output = operand(graph, slots, op.output);
+    let (inputs, output) = operands(graph, slots, op);
     op.kind.emit(sink, &inputs, &output);
+}
+
+/// What `op` reads and writes.
+fn operands(graph: &Graph, slots: &[Slot], op: &Op) -> (Vec<Operand>, Operand) {
+    let inputs = op.inputs.iter().map(|&v| operand(graph, slots, v));
+    (inputs.collect(), operand(graph, slots, op.output))
 }
 
 /// Builds the kernels of a launch group's ops, then one kernel that runs them all: its tasks

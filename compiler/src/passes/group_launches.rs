@@ -1,8 +1,8 @@
 //! Launch grouping (`group_launches`): runs of pointwise ops that follow one another in the
 //! step and do not get in each other's way become one launch of the thread pool instead of one
 //! each. The optimizer's update is the case it is for: every parameter's moments and new value
-//! are a few small elementwise kernels (172 launches a step for `resnet_small` with momentum),
-//! and in one launch the pool spreads all of them across its threads at once.
+//! are a few small elementwise kernels (two per parameter with momentum), and in one launch
+//! the pool spreads all of them across its threads at once.
 //!
 //! A group is a list of segments that run side by side, each a list of ops that run one after
 //! the other per task. Ops in different segments share no buffer that either writes. An op that
@@ -23,7 +23,7 @@
 use super::memory::MemoryPlan;
 use crate::ir::ops::fused::is_pointwise;
 use crate::ir::{Graph, Op, OpKind, ValueId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// One launch of the step: ops by their index in `Graph::ops`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,7 +114,8 @@ fn meet(segment: &Segment, accesses: &[Access], elements: usize, plan: &MemoryPl
 /// a launch of its own before the group, which is legal because no segment touches what
 /// another writes. An op that meets several segments at shared positions merges them into one.
 pub fn launches(graph: &Graph, plan: &MemoryPlan) -> Vec<Launch> {
-    let gradient_of_loss = loss_gradient_pairs(graph, plan);
+    let loss_of_gradient = loss_gradient_pairs(graph, plan);
+    let paired_losses: HashSet<usize> = loss_of_gradient.values().copied().collect();
     let mut launches = Vec::new();
     let mut open: Vec<Segment> = Vec::new();
     let launch = |segments: Vec<Segment>, launches: &mut Vec<Launch>| match &segments[..] {
@@ -129,13 +130,13 @@ pub fn launches(graph: &Graph, plan: &MemoryPlan) -> Vec<Launch> {
             launches.push(Launch::Op(index));
             continue;
         }
-        if gradient_of_loss.contains_key(&index) {
+        if paired_losses.contains(&index) {
             continue;
         }
         let Some(accesses) = accesses(graph, op, plan) else {
             launch(std::mem::take(&mut open), &mut launches);
-            launches.push(match gradient_of_loss.iter().find(|(_, &g)| g == index) {
-                Some((&loss, _)) => Launch::LossWithGradient {
+            launches.push(match loss_of_gradient.get(&index) {
+                Some(&loss) => Launch::LossWithGradient {
                     loss,
                     gradient: index,
                 },
@@ -173,7 +174,7 @@ pub fn launches(graph: &Graph, plan: &MemoryPlan) -> Vec<Launch> {
     launches
 }
 
-/// Each softmax cross-entropy that may run with its gradient, by op index, to its gradient's.
+/// Each softmax cross-entropy gradient that its loss may run with, by op index, to the loss's.
 fn loss_gradient_pairs(graph: &Graph, plan: &MemoryPlan) -> HashMap<usize, usize> {
     let mut pairs = HashMap::new();
     for (index, op) in graph.ops.iter().enumerate() {
@@ -192,7 +193,7 @@ fn loss_gradient_pairs(graph: &Graph, plan: &MemoryPlan) -> HashMap<usize, usize
         };
         for (later, next) in graph.ops.iter().enumerate().skip(index + 1) {
             if next.kind == OpKind::SoftmaxCrossEntropyGrad && next.inputs[..2] == op.inputs[..] {
-                pairs.insert(index, later);
+                pairs.insert(later, index);
                 break;
             }
             let reads_loss = next.inputs.contains(&op.output);

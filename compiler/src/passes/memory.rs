@@ -18,6 +18,7 @@
 use super::Uses;
 use crate::ir::ops::fused::is_pointwise;
 use crate::ir::{Definition, Graph, InputKind, OpKind, OutputRole, ValueId};
+use std::collections::HashMap;
 use std::ops::Range;
 
 /// Each value's buffer and each buffer's size.
@@ -133,10 +134,11 @@ pub fn plan(graph: &Graph, reuse: bool, in_place: bool) -> MemoryPlan {
             owner[index] = owner[source.0];
         }
     }
-    let in_place_of = if in_place {
-        in_place_updates(graph)
+    // Each update computed in place, to the input whose buffer it takes.
+    let in_place_of: HashMap<usize, usize> = if in_place {
+        in_place_updates(graph).into_iter().collect()
     } else {
-        Vec::new()
+        HashMap::new()
     };
     let mut pinned = vec![false; values];
     for (index, value) in graph.values.iter().enumerate() {
@@ -172,7 +174,7 @@ pub fn plan(graph: &Graph, reuse: bool, in_place: bool) -> MemoryPlan {
     let mut shared = Vec::new();
     for (op_index, op) in graph.ops.iter().enumerate() {
         let out = op.output.0;
-        if owner[out] != out || in_place_of.iter().any(|&(u, _)| u == out) {
+        if owner[out] != out || in_place_of.contains_key(&out) {
             continue;
         }
         let floats: usize = graph.values[out].shape.iter().product();
@@ -181,7 +183,7 @@ pub fn plan(graph: &Graph, reuse: bool, in_place: bool) -> MemoryPlan {
                 value: out,
                 floats,
                 first: op_index,
-                last: last_read[out].unwrap_or(op_index).max(op_index),
+                last: last_read[out].unwrap_or(op_index),
             });
         } else {
             buffer_of[out] = Some(new_buffer(floats, &mut buffer_floats));
@@ -203,7 +205,7 @@ pub fn plan(graph: &Graph, reuse: bool, in_place: bool) -> MemoryPlan {
         let out = op.output.0;
         if owner[out] != out {
             buffer_of[out] = buffer_of[owner[out]];
-        } else if let Some(&(_, target)) = in_place_of.iter().find(|&&(u, _)| u == out) {
+        } else if let Some(&target) = in_place_of.get(&out) {
             buffer_of[out] = buffer_of[target];
         }
     }

@@ -1,8 +1,9 @@
 //! The passes between the training (or inference) graph and code generation, listed in order
 //! in one function, `run`. Each rewrites the graph into one that means the same (the
 //! interpreter agrees before and after, which the tests check for every zoo model), or plans
-//! how the code uses memory or launches its kernels; each can be switched off by name (`--disable-pass NAME`), and
-//! `--unfused` switches off every fusion pass, so what each buys can be measured.
+//! how the code uses memory or launches its kernels; each can be switched off by name
+//! (`--disable-pass NAME`), and `--unfused` switches off every fusion pass, so what each buys
+//! can be measured.
 
 pub mod fold_batch_norm;
 pub mod fuse_elementwise;

@@ -265,27 +265,34 @@ fn emit_softmax_cross_entropy_rows(
     let (logits, labels) = (&inputs[0], &inputs[1]);
     let (rows, classes) = (logits.shape[0], logits.shape[1]);
     let losses = loss.map(|_| sink.workspace(rows));
+    // The kernel's buffers, and where the losses' and the gradient's (`dloss`, `dx`) are.
     let mut slots = vec![logits.slot, labels.slot];
-    slots.extend(losses);
-    slots.extend(gradient.iter().flat_map(|g| g.map(|o| o.slot)));
+    let losses_at = losses.map(|slot| {
+        slots.push(slot);
+        slots.len() - 1
+    });
+    let gradient_at = gradient.map(|[dloss, dx]| {
+        slots.extend([dloss.slot, dx.slot]);
+        slots.len() - 2
+    });
     for_each_line(sink, &logits.shape, &slots, |e, bases, row| {
         let (x, labels) = (bases[0], bases[1]);
-        let dx = gradient.map(|_| bases[slots.len() - 1]);
+        let dx = gradient_at.map(|at| bases[at + 1]);
         let max = row.max(e, x);
         let sum = row.exponentials(e, x, max, dx);
         let class = Class::read(e, labels, row.number, classes);
-        if losses.is_some() {
+        if let Some(at) = losses_at {
             let log = e.libcall(Libcall::Log, sum);
             let log_sum_exp = e.b.ins().fadd(max, log);
             let at_label = e.b.ins().iadd(row.start, class.index);
             let picked = e.load(F32, Emitter::frozen(), x, at_label, 0);
             let loss = e.b.ins().fsub(log_sum_exp, picked);
             let loss = class.or_nan(e, loss);
-            e.store(Emitter::mutable(), loss, bases[2], row.number, 0);
+            e.store(Emitter::mutable(), loss, bases[at], row.number, 0);
         }
-        if let Some(dx) = dx {
+        if let (Some(at), Some(dx)) = (gradient_at, dx) {
             let zero = e.int(0);
-            let dloss = e.load(F32, Emitter::frozen(), bases[slots.len() - 2], zero, 0);
+            let dloss = e.load(F32, Emitter::frozen(), bases[at], zero, 0);
             let rows = e.float(rows as f32);
             let scale = e.b.ins().fdiv(dloss, rows);
             let scale = class.or_nan(e, scale);
