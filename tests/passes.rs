@@ -12,7 +12,7 @@ use netc::interp::{run, EvalContext, Tensor};
 use netc::ir::parse::parse;
 use netc::ir::print::print;
 use netc::ir::verify::verify;
-use netc::ir::{Graph, OpKind};
+use netc::ir::Graph;
 use netc::optim::{Optimizer, OptimizerKind};
 use netc::passes::{self, memory, Pass, PassOptions};
 use netc::pipeline::{self, Compiled, TrainingOptions};
@@ -192,14 +192,14 @@ fn no_two_values_live_at_once_share_memory() {
             let graph = passes::run(&compiled.graph, &PassOptions::default());
             let plan = memory::plan(&graph, true, true);
             let values = graph.values.len();
-            // Each value's storage (a reshape's is its input's), and the ops it lives over:
-            // from the op that defines it to its last reader through any name; inputs and
-            // outputs the whole step.
+            // Each value's storage (a view's, such as a reshape's, is its input's), and the
+            // ops it lives over: from the op that defines it to its last reader through any
+            // name; inputs and outputs the whole step.
             let mut storage: Vec<usize> = (0..values).collect();
             let mut life: Vec<(usize, usize)> = vec![(0, 0); values];
             let everything = (0, graph.ops.len());
             for (index, op) in graph.ops.iter().enumerate() {
-                if matches!(op.kind, OpKind::Reshape(_)) {
+                if memory::view_of(&graph, op).is_some() {
                     storage[op.output.0] = storage[op.inputs[0].0];
                 }
                 life[storage[op.output.0]].1 = index;

@@ -158,16 +158,32 @@ fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -
             .collect()
     };
     if let OpKind::Fused(chain) = kind {
-        if let Some((_, steps)) = chain.reduction() {
-            let (last, _) = chain.steps.split_last().expect("a step");
-            let terms = match steps {
-                [] => arguments[0].clone(),
-                steps => OpKind::Fused(Chain {
-                    steps: steps.to_vec(),
-                })
-                .eval(arguments, context),
-            };
+        // The value of a step's argument, by the chain's steps up to it.
+        let value = |arg: Arg| match arg {
+            Arg::Input(i) => arguments[i].clone(),
+            Arg::Step(s) => OpKind::Fused(Chain {
+                steps: chain.steps[..=s].to_vec(),
+                results: Vec::new(),
+            })
+            .eval(arguments, context),
+        };
+        if let Some(_) = chain.reduction() {
+            let last = chain.steps.last().expect("a step");
+            let terms = value(last.args[0]);
             return sum_magnitudes(&last.kind, &[&terms], context);
+        }
+        if !chain.results.is_empty() {
+            // A sum's terms' magnitudes; none for an elementwise result.
+            let mut magnitudes = Vec::new();
+            for &r in &chain.results {
+                let step = &chain.steps[r];
+                let terms = value(step.args[0]);
+                match sum_magnitudes(&step.kind, &[&terms], context) {
+                    Some(sums) => magnitudes.extend(sums),
+                    None => magnitudes.extend(std::iter::repeat_n(0.0, terms.data.len())),
+                }
+            }
+            return Some(magnitudes);
         }
         if let Some((contraction, _)) = chain.contraction() {
             let operands: Vec<&Tensor> = contraction

@@ -22,7 +22,7 @@ pub mod strided;
 use crate::init::tensor_inits;
 use crate::interp::EvalContext;
 use crate::ir::ops::loss;
-use crate::ir::{Graph, Op, OpKind, Shape, ValueId};
+use crate::ir::{Graph, Op, Shape, ValueId};
 use crate::passes::group_launches::{self, Launch};
 use crate::passes::{self, memory, Pass, PassOptions};
 use crate::pipeline::Compiled;
@@ -570,7 +570,7 @@ fn operand(graph: &Graph, slots: &[Slot], value: ValueId) -> Operand {
 
 /// Builds `op`'s kernels, in order after those built before.
 fn emit_op(sink: &mut KernelSink, graph: &Graph, slots: &[Slot], op: &Op) {
-    if matches!(op.kind, OpKind::Reshape(_)) {
+    if memory::view_of(graph, op).is_some() {
         return;
     }
     sink.begin_op(op.kind.name(), op.layer.as_deref());

@@ -109,6 +109,7 @@ fn describe(rule: Rule) -> &'static str {
         Rule::name | Rule::name_char => "a dotted name like `conv1.weight`",
         Rule::chain | Rule::chain_step => "steps like `{mul(x0, x1); relu(t0)}`",
         Rule::chain_arg => "a step argument like `x0` (an input) or `t1` (a step)",
+        Rule::chain_results => "a chain's results like `-> t1, t2`",
         Rule::step_attribute => "a step attribute like `value=0.5` or `shape=[1,8,1,1]`",
     }
 }
@@ -395,7 +396,17 @@ fn fill(attribute: &str, slot: Attribute, value: &Pair<Rule>) -> Result<(), Pars
 /// A fused op's steps. Whether the arguments exist is the shape rule's to say.
 fn read_chain(pair: &Pair<Rule>) -> Result<Chain, ParseError> {
     let mut steps = Vec::new();
+    let mut results = Vec::new();
     for step in pair.clone().into_inner() {
+        if step.as_rule() == Rule::chain_results {
+            for result in step.into_inner() {
+                if !result.as_str().starts_with('t') {
+                    return Err(error_at(&result, "a chain's results are steps, like `t1`"));
+                }
+                results.push(read_integer(&result.into_inner().next().expect("a number"))?);
+            }
+            continue;
+        }
         let mut parts = step.into_inner();
         let word = parts.next().expect("a step has a name");
         let mut args = Vec::new();
@@ -423,7 +434,7 @@ fn read_chain(pair: &Pair<Rule>) -> Result<Chain, ParseError> {
         }
         steps.push(Step { kind, args });
     }
-    Ok(Chain { steps })
+    Ok(Chain { steps, results })
 }
 
 /// A whole number (digits only), which must be at most `MAX_INTEGER`.

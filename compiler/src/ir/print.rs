@@ -160,6 +160,10 @@ impl fmt::Display for ChainText<'_> {
                 write!(f, " {name}={attribute}")?;
             }
         }
+        if !self.0.results.is_empty() {
+            let results: Vec<String> = self.0.results.iter().map(|r| format!("t{r}")).collect();
+            write!(f, " -> {}", results.join(", "))?;
+        }
         write!(f, "}}")
     }
 }
@@ -470,6 +474,7 @@ pub(crate) mod examples {
                     args: vec![Arg::Step(1)],
                 },
             ],
+            results: Vec::new(),
         };
         g.op(OpKind::Fused(chain), &[y, per_channel], Some("bn"));
         // A chain that begins with a contraction, and one that ends in a sum.
@@ -490,6 +495,7 @@ pub(crate) mod examples {
                 step(OpKind::Add, &[t0, x2]),
                 step(OpKind::Map(MapFn::Relu), &[t1]),
             ],
+            results: Vec::new(),
         };
         g.op(OpKind::Fused(epilogue), &[x, w, per_channel], layer);
         let sum = Chain {
@@ -497,8 +503,19 @@ pub(crate) mod examples {
                 step(OpKind::Mul, &[x0, x0]),
                 step(OpKind::SumTo(vec![1, 4, 1, 1]), &[t0]),
             ],
+            results: Vec::new(),
         };
         g.op(OpKind::Fused(sum), &[y], Some("bn"));
+        // A chain with several results: a product, the sum of its first factor and its own.
+        let both = Chain {
+            steps: vec![
+                step(OpKind::Mul, &[x0, x1]),
+                step(OpKind::SumTo(vec![1, 4, 1, 1]), &[x0]),
+                step(OpKind::SumTo(vec![1, 4, 1, 1]), &[t0]),
+            ],
+            results: vec![0, 1, 2],
+        };
+        g.op(OpKind::Fused(both), &[y, per_channel], Some("bn"));
 
         let new_w = g.op(OpKind::Mul, &[dw, lr], None);
         g.output(OutputRole::Loss, "loss", loss);
@@ -609,11 +626,12 @@ graph every_op.training {
   %50 = fused(%8, %16) chain={mul(x0, x1); add_const(t0) value=0.5; relu(t1)} : [2,4,6,4] @bn
   %51 = fused(%0, %3, %16) chain={conv2d(x0, x1) stride=1x2 pad=1,1,0,2 dilation=2x1 groups=1; add(t0, x2); relu(t1)} : [2,4,6,4] @block.0.conv
   %52 = fused(%8) chain={mul(x0, x0); sum_to(t0) shape=[1,4,1,1]} : [1,4,1,1] @bn
-  %53 = mul(%10, %6) : [4,3,3,3]
+  %53 = fused(%8, %16) chain={mul(x0, x1); sum_to(x0) shape=[1,4,1,1]; sum_to(t0) shape=[1,4,1,1] -> t0, t1, t2} : [200] @bn
+  %54 = mul(%10, %6) : [4,3,3,3]
   output loss loss = %30
   output prediction prediction = %28
   output gradient conv.weight = %10
-  output update conv.weight = %53
+  output update conv.weight = %54
   output update bn.running_mean = %22
 }
 ";

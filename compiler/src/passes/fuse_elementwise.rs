@@ -254,6 +254,7 @@ fn chain(
     builder.arg(graph.ops[root].output);
     let chain = Chain {
         steps: builder.steps,
+        results: Vec::new(),
     };
     let shapes: Vec<&Vec<usize>> = builder.inputs.iter().map(|&v| graph.shape(v)).collect();
     // A chain of the root alone is the root as it is.

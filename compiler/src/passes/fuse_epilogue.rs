@@ -116,5 +116,11 @@ fn epilogue_chain(graph: &Graph, producer: usize, reader: usize) -> (Vec<ValueId
             args: op.inputs.iter().map(|&v| arg_of(v, &mut inputs)).collect(),
         }),
     }
-    (inputs, Chain { steps })
+    (
+        inputs,
+        Chain {
+            steps,
+            results: Vec::new(),
+        },
+    )
 }

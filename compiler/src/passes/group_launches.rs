@@ -20,7 +20,7 @@
 //! moves to its gradient's place, which is legal when nothing between reads it or writes what
 //! it reads or writes.
 
-use super::memory::MemoryPlan;
+use super::memory::{self, MemoryPlan};
 use crate::ir::ops::fused::is_pointwise;
 use crate::ir::{Graph, Op, OpKind, ValueId};
 use std::collections::{HashMap, HashSet};
@@ -124,9 +124,9 @@ pub fn launches(graph: &Graph, plan: &MemoryPlan) -> Vec<Launch> {
         _ => launches.push(Launch::Group(segments.into_iter().map(|s| s.ops).collect())),
     };
     for (index, op) in graph.ops.iter().enumerate() {
-        // A reshape launches nothing (its value shares its input's buffer), so it stands
-        // between no two ops.
-        if matches!(op.kind, OpKind::Reshape(_)) {
+        // A view (a reshape, a contiguous slice) launches nothing, so it stands between no
+        // two ops.
+        if memory::view_of(graph, op).is_some() {
             launches.push(Launch::Op(index));
             continue;
         }

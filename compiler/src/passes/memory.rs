@@ -4,8 +4,9 @@
 //!   offset where no value live at the same time lies; a value lives from the op that computes
 //!   it to its last reader, so an op never writes over what it reads. Offsets are chosen
 //!   greedily, largest value first (`pack`). Inputs and the graph's outputs keep their own
-//!   buffers (the host writes and reads them between steps), and a reshape shares its input's
-//!   buffer, which lives as long as either. Ops' workspaces (packed operands) share buffers
+//!   buffers (the host writes and reads them between steps). A reshape shares its input's
+//!   buffer, and a slice that is one contiguous run of its input (a result of a fused op with
+//!   several) lies inside it: that storage lives as long as any of its names. Ops' workspaces (packed operands) share buffers
 //!   too, since none outlives its op.
 //! - **In-place updates** (`update_in_place`): an update of a parameter or state tensor is
 //!   computed straight into its buffer when the op computing it is elementwise, reads the old
@@ -17,7 +18,7 @@
 
 use super::Uses;
 use crate::ir::ops::fused::is_pointwise;
-use crate::ir::{Definition, Graph, InputKind, OpKind, OutputRole, ValueId};
+use crate::ir::{Definition, Graph, InputKind, Op, OpKind, OutputRole, ValueId};
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -88,35 +89,70 @@ impl Purpose {
     }
 }
 
-/// One buffer per value (a reshape shares its input's), as code generation does without
+/// One buffer per value (but views, see [`view_of`]), as code generation does without
 /// planning.
 pub fn one_per_value(graph: &Graph) -> MemoryPlan {
     let mut plan = MemoryPlan {
-        buffer_of: Vec::with_capacity(graph.values.len()),
+        buffer_of: vec![0; graph.values.len()],
         buffer_floats: Vec::new(),
         inside: Vec::new(),
     };
     for (index, value) in graph.values.iter().enumerate() {
-        let buffer = match alias_of(graph, ValueId(index)) {
-            Some(source) => plan.buffer_of[source.0],
-            None => {
-                plan.buffer_floats.push(value.shape.iter().product());
-                plan.buffer_floats.len() - 1
-            }
-        };
-        plan.buffer_of.push(buffer);
+        if alias_of(graph, ValueId(index)).is_none() {
+            plan.buffer_floats.push(value.shape.iter().product());
+            plan.inside.push(None);
+            plan.buffer_of[index] = plan.buffer_floats.len() - 1;
+        }
     }
-    plan.inside = vec![None; plan.buffer_floats.len()];
+    place_views(graph, &mut plan);
     plan
 }
 
-/// The value whose buffer `value` shares: a reshape's input.
-fn alias_of(graph: &Graph, value: ValueId) -> Option<ValueId> {
-    match graph.values[value.0].definition {
-        Definition::Op(op) if matches!(graph.ops[op].kind, OpKind::Reshape(_)) => {
-            Some(graph.ops[op].inputs[0])
+/// Where op `op`'s result lies in its input's storage, in floats, if it computes nothing of
+/// its own: a reshape is its input; a slice that is one contiguous run of its input is that
+/// run.
+pub fn view_of(graph: &Graph, op: &Op) -> Option<usize> {
+    match op.kind {
+        OpKind::Reshape(_) => Some(0),
+        OpKind::Slice { axis, start, .. } => {
+            let shape = graph.shape(op.inputs[0]);
+            let outer: usize = shape[..axis].iter().product();
+            let inner: usize = shape[axis + 1..].iter().product();
+            (outer == 1).then_some(start * inner)
         }
         _ => None,
+    }
+}
+
+/// The value whose storage `value` lies in, and where: see [`view_of`].
+fn alias_of(graph: &Graph, value: ValueId) -> Option<(ValueId, usize)> {
+    match graph.values[value.0].definition {
+        Definition::Op(op) => {
+            let op = &graph.ops[op];
+            view_of(graph, op).map(|offset| (op.inputs[0], offset))
+        }
+        Definition::Input(_) => None,
+    }
+}
+
+/// Places every view in its source's storage, in value order (a source before its views): a
+/// reshape in its input's buffer, a slice in a buffer of its own inside the allocation its
+/// input lies in.
+fn place_views(graph: &Graph, plan: &mut MemoryPlan) {
+    for index in 0..graph.values.len() {
+        let Some((source, offset)) = alias_of(graph, ValueId(index)) else {
+            continue;
+        };
+        let buffer = plan.buffer_of[source.0];
+        let floats: usize = graph.values[index].shape.iter().product();
+        plan.buffer_of[index] = if offset == 0 && floats == plan.buffer_floats[buffer] {
+            buffer
+        } else {
+            let (allocation, extent) = plan.extent(buffer);
+            plan.buffer_floats.push(floats);
+            plan.inside.push(Some((allocation, extent.start + offset)));
+            plan.buffer_floats.len() - 1
+        };
     }
 }
 
@@ -130,7 +166,7 @@ pub fn plan(graph: &Graph, reuse: bool, in_place: bool) -> MemoryPlan {
     // Each value's storage: the value that owns its buffer (through reshapes).
     let mut owner: Vec<usize> = (0..values).collect();
     for index in 0..values {
-        if let Some(source) = alias_of(graph, ValueId(index)) {
+        if let Some((source, _)) = alias_of(graph, ValueId(index)) {
             owner[index] = owner[source.0];
         }
     }
@@ -200,21 +236,21 @@ pub fn plan(graph: &Graph, reuse: bool, in_place: bool) -> MemoryPlan {
             inside.push(Some((arena, offset)));
         }
     }
-    // Then what shares another value's storage: reshapes, in-place updates.
-    for op in &graph.ops {
-        let out = op.output.0;
-        if owner[out] != out {
-            buffer_of[out] = buffer_of[owner[out]];
-        } else if let Some(&target) = in_place_of.get(&out) {
-            buffer_of[out] = buffer_of[target];
-        }
+    // Then what shares another value's storage: in-place updates, then views.
+    for (&update, &target) in &in_place_of {
+        buffer_of[update] = buffer_of[target];
     }
     plan.buffer_of = buffer_of
         .into_iter()
-        .map(|b| b.expect("every value placed"))
+        .enumerate()
+        .map(|(index, b)| match owner[index] == index {
+            true => b.expect("every value placed"),
+            false => usize::MAX,
+        })
         .collect();
     plan.buffer_floats = buffer_floats;
     plan.inside = inside;
+    place_views(graph, &mut plan);
     plan
 }
 
@@ -268,7 +304,7 @@ fn pack(mut spans: Vec<Span>) -> (Vec<(usize, usize)>, usize) {
 pub fn intact_at_end(graph: &Graph, plan: &MemoryPlan) -> Vec<bool> {
     let storage = |v: usize| {
         let mut v = ValueId(v);
-        while let Some(source) = alias_of(graph, v) {
+        while let Some((source, _)) = alias_of(graph, v) {
             v = source;
         }
         v.0

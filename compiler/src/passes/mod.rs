@@ -8,6 +8,7 @@
 pub mod fold_batch_norm;
 pub mod fuse_elementwise;
 pub mod fuse_epilogue;
+pub mod fuse_sums;
 pub mod group_launches;
 pub mod memory;
 pub mod merge_duplicates;
@@ -23,6 +24,7 @@ pub enum Pass {
     FoldBatchNorm,
     FuseElementwise,
     FuseEpilogue,
+    FuseSums,
     ReuseBuffers,
     UpdateInPlace,
     GroupLaunches,
@@ -30,11 +32,12 @@ pub enum Pass {
 
 impl Pass {
     /// Every pass, in the order `run` applies them.
-    pub const ALL: [Pass; 7] = [
+    pub const ALL: [Pass; 8] = [
         Pass::MergeDuplicates,
         Pass::FoldBatchNorm,
         Pass::FuseElementwise,
         Pass::FuseEpilogue,
+        Pass::FuseSums,
         Pass::ReuseBuffers,
         Pass::UpdateInPlace,
         Pass::GroupLaunches,
@@ -46,6 +49,7 @@ impl Pass {
             Pass::FoldBatchNorm => "fold_batch_norm",
             Pass::FuseElementwise => "fuse_elementwise",
             Pass::FuseEpilogue => "fuse_epilogue",
+            Pass::FuseSums => "fuse_sums",
             Pass::ReuseBuffers => "reuse_buffers",
             Pass::UpdateInPlace => "update_in_place",
             Pass::GroupLaunches => "group_launches",
@@ -76,6 +80,7 @@ impl Pass {
             Pass::FoldBatchNorm
             | Pass::FuseElementwise
             | Pass::FuseEpilogue
+            | Pass::FuseSums
             | Pass::GroupLaunches => true,
             Pass::MergeDuplicates | Pass::ReuseBuffers | Pass::UpdateInPlace => false,
         }
@@ -87,7 +92,8 @@ impl Pass {
             Pass::MergeDuplicates
             | Pass::FoldBatchNorm
             | Pass::FuseElementwise
-            | Pass::FuseEpilogue => true,
+            | Pass::FuseEpilogue
+            | Pass::FuseSums => true,
             Pass::ReuseBuffers | Pass::UpdateInPlace | Pass::GroupLaunches => false,
         }
     }
@@ -104,6 +110,10 @@ impl Pass {
             Pass::FuseEpilogue => {
                 "a convolution's or matrix product's elementwise reader applied to its tiles as \
                  they are written"
+            }
+            Pass::FuseSums => {
+                "sums of tensors of one shape in one pass, with each other and with the \
+                 elementwise op whose result they sum"
             }
             Pass::ReuseBuffers => "values whose lives do not overlap share a buffer",
             Pass::UpdateInPlace => "parameters and state updated in their own buffers",
@@ -182,6 +192,7 @@ pub fn apply(pass: Pass, graph: &Graph) -> Graph {
         Pass::FoldBatchNorm => fold_batch_norm::run(graph),
         Pass::FuseElementwise => fuse_elementwise::run(graph),
         Pass::FuseEpilogue => fuse_epilogue::run(graph),
+        Pass::FuseSums => fuse_sums::run(graph),
         Pass::ReuseBuffers | Pass::UpdateInPlace | Pass::GroupLaunches => graph.clone(),
     }
 }

@@ -16,6 +16,12 @@
 //! sums to (constant over what each output element sums, as a per-channel mean), so that every
 //! step is computed once per element summed.
 //!
+//! A chain may instead list several results (`results`, step indices): elementwise steps of
+//! one shape, then `sum_to` steps that sum tensors of that shape to one shape, all computed in
+//! one pass over the summed tensor (batch norm's three gradient sums; a gradient and its sum).
+//! Its output is the results flattened, one after the other; readers take each as a `slice`
+//! (which shares the output's buffer) and a `reshape`.
+//!
 //! Fusion runs after differentiation, so a chain has no backward rule.
 
 use super::elementwise::{emit_apply, emit_binary_value};
@@ -29,10 +35,12 @@ use crate::interp::{EvalContext, Tensor};
 use crate::ir::Shape;
 use cranelift_codegen::ir::{Type, Value};
 
-/// The steps of a fused op, in order; the last one's value is the op's output.
+/// The steps of a fused op, in order; the last one's value is the op's output, unless
+/// `results` lists the steps whose values it is (flattened, in that order).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Chain {
     pub steps: Vec<Step>,
+    pub results: Vec<usize>,
 }
 
 /// One op of a chain: `kind` is `add`, `sub`, `mul`, `div` or a `Map`; first, a `Conv2d` or
@@ -117,11 +125,15 @@ impl Chain {
     /// Whether every step is elementwise: each output element from the inputs' elements at
     /// its position alone.
     pub fn is_elementwise(&self) -> bool {
-        self.contraction().is_none() && self.reduction().is_none()
+        self.contraction().is_none() && self.reduction().is_none() && self.results.is_empty()
     }
 
-    /// The shape a chain ending in a reduction sums to, and its elementwise steps before it.
+    /// The shape a chain ending in a reduction (its one result) sums to, and its elementwise
+    /// steps before it.
     pub fn reduction(&self) -> Option<(&Shape, &[Step])> {
+        if !self.results.is_empty() {
+            return None;
+        }
         match self.steps.split_last() {
             Some((
                 Step {
@@ -144,7 +156,8 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
     let mut shapes: Vec<Shape> = Vec::with_capacity(chain.steps.len());
     let last = chain.steps.len() - 1;
     for (index, step) in chain.steps.iter().enumerate() {
-        if matches!(step.kind, OpKind::SumTo(_)) && (index != last || index == 0) {
+        let single = chain.results.is_empty();
+        if single && matches!(step.kind, OpKind::SumTo(_)) && (index != last || index == 0) {
             return Err(format!(
                 "step {index} is `sum_to`, which only a chain's last step (not its first) may be"
             ));
@@ -188,21 +201,13 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
     if let Some(unused) = used.iter().position(|u| !u) {
         return Err(format!("input {unused} is read by no step"));
     }
-    if let Some((contraction, epilogue)) = chain.contraction() {
+    if !chain.results.is_empty() {
+        check_results(chain, inputs, &shapes)?;
+    } else if let Some((contraction, epilogue)) = chain.contraction() {
         check_epilogue(contraction, epilogue, inputs, &shapes)?;
     }
     if let Some((target, _)) = chain.reduction() {
-        let summed = summed_shape(chain, inputs, &shapes);
-        if let Some(i) = inputs
-            .iter()
-            .position(|&shape| shape != summed && shape != target)
-        {
-            return Err(format!(
-                "input {i} is {:?}, but a chain that sums {summed:?} to {target:?} reads only \
-                 tensors of those two shapes",
-                inputs[i]
-            ));
-        }
+        check_reads(inputs, summed_shape(chain, inputs, &shapes), target)?;
     }
     Ok(shapes)
 }
@@ -261,6 +266,135 @@ fn check_epilogue(
     Ok(())
 }
 
+/// The pass of a chain with several results over the tensor it sums, as code generation
+/// computes it: the elementwise steps, each sum and each elementwise result with its offset
+/// (in floats) in the output.
+pub struct Results<'c> {
+    pub summed: Shape,
+    pub target: Shape,
+    pub steps: &'c [Step],
+    pub sums: Vec<(Arg, usize)>,
+    pub stores: Vec<(Arg, usize)>,
+}
+
+/// What one pass can compute: elementwise steps over tensors of one shape (and of the shape
+/// it sums to, constant over what each sum adds), then `sum_to` steps of tensors of that shape
+/// to one shape, every one a result; the other results are elementwise steps of the summed
+/// shape.
+fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(), String> {
+    let results = &chain.results;
+    if results.len() < 2 || results.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("a chain lists two or more results, in step order".to_string());
+    }
+    if let Some(&r) = results.iter().find(|&&r| r >= chain.steps.len()) {
+        return Err(format!("result t{r} is not a step"));
+    }
+    let first_sum = chain
+        .steps
+        .iter()
+        .position(|s| matches!(s.kind, OpKind::SumTo(_)))
+        .ok_or("a chain with several results sums something")?;
+    let (elementwise, sums) = chain.steps.split_at(first_sum);
+    if let Some(index) = elementwise.iter().position(|s| !is_elementwise(&s.kind)) {
+        return Err(format!(
+            "step {index} is `{}`, but a chain with several results computes elementwise \
+             steps, then sums",
+            chain.steps[index].kind.name()
+        ));
+    }
+    let arg_shape = |arg: Arg| match arg {
+        Arg::Input(i) => inputs[i],
+        Arg::Step(s) => &shapes[s],
+    };
+    let summed = arg_shape(sums[0].args[0]);
+    let target = &shapes[first_sum];
+    for (k, step) in sums.iter().enumerate() {
+        let index = first_sum + k;
+        if !matches!(step.kind, OpKind::SumTo(_)) {
+            return Err(format!(
+                "step {index} is `{}`, but only sums follow a chain's first sum",
+                step.kind.name()
+            ));
+        }
+        if arg_shape(step.args[0]) != summed || &shapes[index] != target {
+            return Err(format!(
+                "step {index} sums {:?} to {:?}, but the chain's sums take {summed:?} to \
+                 {target:?}",
+                arg_shape(step.args[0]),
+                shapes[index]
+            ));
+        }
+        if !results.contains(&index) {
+            return Err(format!("sum t{index} is not a result"));
+        }
+        if matches!(step.args[0], Arg::Step(s) if s >= first_sum) {
+            return Err(format!("step {index} sums a sum"));
+        }
+    }
+    if let Some(&r) = results
+        .iter()
+        .find(|&&r| r < first_sum && &shapes[r] != summed)
+    {
+        return Err(format!(
+            "result t{r} is {:?}, not the summed shape {summed:?}",
+            shapes[r]
+        ));
+    }
+    check_reads(inputs, summed, target)
+}
+
+/// That a chain summing `summed` to `target` reads tensors of those shapes only, so that each
+/// step is computed once per element summed.
+fn check_reads(inputs: &[&Shape], summed: &Shape, target: &Shape) -> Result<(), String> {
+    match inputs
+        .iter()
+        .position(|&shape| shape != summed && shape != target)
+    {
+        Some(i) => Err(format!(
+            "input {i} is {:?}, but a chain that sums {summed:?} to {target:?} reads only \
+             tensors of those two shapes",
+            inputs[i]
+        )),
+        None => Ok(()),
+    }
+}
+
+impl Chain {
+    /// A chain with several results as one pass computes it; `None` for other chains.
+    pub fn results_pass(&self, inputs: &[&Shape]) -> Option<Results<'_>> {
+        if self.results.is_empty() {
+            return None;
+        }
+        let shapes = step_shapes(self, inputs).expect("a verified chain");
+        let first_sum = self
+            .steps
+            .iter()
+            .position(|s| matches!(s.kind, OpKind::SumTo(_)))
+            .expect("a sum");
+        let arg_shape = |arg: Arg| match arg {
+            Arg::Input(i) => inputs[i].clone(),
+            Arg::Step(s) => shapes[s].clone(),
+        };
+        let mut pass = Results {
+            summed: arg_shape(self.steps[first_sum].args[0]),
+            target: shapes[first_sum].clone(),
+            steps: &self.steps[..first_sum],
+            sums: Vec::new(),
+            stores: Vec::new(),
+        };
+        let mut offset = 0;
+        for &r in &self.results {
+            if r >= first_sum {
+                pass.sums.push((self.steps[r].args[0], offset));
+            } else {
+                pass.stores.push((Arg::Step(r), offset));
+            }
+            offset += shapes[r].iter().product::<usize>();
+        }
+        Some(pass)
+    }
+}
+
 /// The shape a chain that ends in a reduction sums, given its steps' shapes.
 fn summed_shape<'s>(chain: &Chain, inputs: &[&'s Shape], shapes: &'s [Shape]) -> &'s Shape {
     match chain.steps.last().expect("a step").args[0] {
@@ -271,6 +405,10 @@ fn summed_shape<'s>(chain: &Chain, inputs: &[&'s Shape], shapes: &'s [Shape]) ->
 
 pub fn shape(chain: &Chain, inputs: &[&Shape]) -> Result<Shape, String> {
     let mut shapes = step_shapes(chain, inputs)?;
+    if !chain.results.is_empty() {
+        let floats = chain.results.iter().map(|&r| shapes[r].iter().product::<usize>());
+        return Ok(vec![floats.sum()]);
+    }
     Ok(shapes.pop().expect("a chain has a step"))
 }
 
@@ -288,7 +426,15 @@ pub fn eval(chain: &Chain, inputs: &[&Tensor], context: &EvalContext) -> Tensor 
             .collect();
         values.push(step.kind.eval(&args, context));
     }
-    values.pop().expect("a chain has a step")
+    if chain.results.is_empty() {
+        return values.pop().expect("a chain has a step");
+    }
+    let data: Vec<f64> = chain
+        .results
+        .iter()
+        .flat_map(|&r| values[r].data.iter().copied())
+        .collect();
+    Tensor::new(vec![data.len()], data)
 }
 
 /// One kernel over the output: each input read where broadcasting puts it, every step computed
@@ -296,11 +442,21 @@ pub fn eval(chain: &Chain, inputs: &[&Tensor], context: &EvalContext) -> Tensor 
 /// position it is broadcast to, which gives the same values. A chain that ends in a reduction
 /// is the reduction's kernel, its terms computed as they are summed.
 pub fn emit(chain: &Chain, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
-    if let Some((_, steps)) = chain.reduction() {
-        let shapes: Vec<&Shape> = inputs.iter().map(|input| &input.shape).collect();
+    let shapes: Vec<&Shape> = inputs.iter().map(|input| &input.shape).collect();
+    if let Some(pass) = chain.results_pass(&shapes) {
+        return layout::emit_sum(sink, inputs, &pass, output);
+    }
+    if let Some((target, steps)) = chain.reduction() {
         let step_shapes = step_shapes(chain, &shapes).expect("a verified chain");
         let summed = summed_shape(chain, &shapes, &step_shapes);
-        return layout::emit_sum(sink, inputs, summed, steps, output);
+        let pass = Results {
+            summed: summed.clone(),
+            target: target.clone(),
+            steps,
+            sums: vec![(chain.steps.last().expect("a sum").args[0], 0)],
+            stores: Vec::new(),
+        };
+        return layout::emit_sum(sink, inputs, &pass, output);
     }
     if let Some((contraction, steps)) = chain.contraction() {
         return emit_contraction(contraction, steps, sink, inputs, output);
@@ -380,6 +536,12 @@ fn emit_contraction(
 
 /// The value of elementwise `steps` over the `loaded` elements of a chain's inputs.
 pub fn emit_steps(e: &mut Emitter, steps: &[Step], loaded: &[Value], ty: Type) -> Value {
+    let values = emit_each_step(e, steps, loaded, ty);
+    values.last().copied().unwrap_or(loaded[0])
+}
+
+/// The value of each of elementwise `steps` over the `loaded` elements of a chain's inputs.
+pub fn emit_each_step(e: &mut Emitter, steps: &[Step], loaded: &[Value], ty: Type) -> Vec<Value> {
     let mut values: Vec<Value> = Vec::with_capacity(steps.len());
     for step in steps {
         let arg = |k: usize| match step.args[k] {
@@ -392,10 +554,7 @@ pub fn emit_steps(e: &mut Emitter, steps: &[Step], loaded: &[Value], ty: Type) -
         };
         values.push(value);
     }
-    match steps.last() {
-        Some(_) => *values.last().expect("a value per step"),
-        None => loaded[0],
-    }
+    values
 }
 
 #[cfg(test)]
@@ -407,6 +566,7 @@ mod tests {
     fn a_chain_means_its_steps_in_order() {
         // relu(x * s + b) with a per-channel scale and shift.
         let chain = Chain {
+            results: Vec::new(),
             steps: vec![
                 Step {
                     kind: OpKind::Mul,
@@ -436,7 +596,10 @@ mod tests {
             kind,
             args: args.to_vec(),
         };
-        let chain = |steps| Chain { steps };
+        let chain = |steps| Chain {
+            steps,
+            results: Vec::new(),
+        };
         let (x0, x1, x2) = (Arg::Input(0), Arg::Input(1), Arg::Input(2));
         let (t0, t1) = (Arg::Step(0), Arg::Step(1));
         let matmul = OpKind::MatMul {

@@ -11,7 +11,7 @@
 //! contiguous range in f32x4 registers in a fixed order.
 
 use super::elementwise::{broadcast, broadcast_indices};
-use super::fused::{emit_steps, Step};
+use super::fused::{emit_each_step, Arg, Results};
 use super::{arity, OpKind};
 use crate::codegen::emit::{Emitter, Slot, F32, F32X4, LANES};
 use crate::codegen::strided::{for_each_element, Strided};
@@ -399,19 +399,8 @@ impl Accumulators {
         hi: Value,
         mut term: impl FnMut(&mut Emitter, Value, Type) -> Value,
     ) {
-        for_each_strip(e, lo, hi, |e, j, ty, count| {
-            for k in 0..count {
-                let index = e.b.ins().iadd_imm_s(j, k as i64 * LANES);
-                let t = term(e, index, ty);
-                let accumulator = if ty == F32 {
-                    self.scalar
-                } else {
-                    self.vectors[k]
-                };
-                let so_far = e.get(accumulator);
-                let new = self.op.combine(e, so_far, t);
-                e.set(accumulator, new);
-            }
+        fold_together(std::slice::from_ref(self), e, lo, hi, |e, index, ty| {
+            vec![term(e, index, ty)]
         });
     }
 
@@ -429,6 +418,33 @@ impl Accumulators {
         let scalar = e.get(self.scalar);
         self.op.combine(e, total, scalar)
     }
+}
+
+/// Combines the terms `terms(index, ty)` over the elements `lo..hi` of contiguous memory, the
+/// k-th into `accumulators[k]`, as [`Accumulators::fold`] does each.
+fn fold_together(
+    accumulators: &[Accumulators],
+    e: &mut Emitter,
+    lo: Value,
+    hi: Value,
+    mut terms: impl FnMut(&mut Emitter, Value, Type) -> Vec<Value>,
+) {
+    for_each_strip(e, lo, hi, |e, j, ty, count| {
+        for k in 0..count {
+            let index = e.b.ins().iadd_imm_s(j, k as i64 * LANES);
+            let values = terms(e, index, ty);
+            for (accumulators, t) in accumulators.iter().zip(values) {
+                let accumulator = if ty == F32 {
+                    accumulators.scalar
+                } else {
+                    accumulators.vectors[k]
+                };
+                let so_far = e.get(accumulator);
+                let new = accumulators.op.combine(e, so_far, t);
+                e.set(accumulator, new);
+            }
+        }
+    });
 }
 
 /// `term(index, ty)` reduced with `op` over the elements `lo..hi` of contiguous memory.
@@ -470,16 +486,25 @@ fn for_each_strip(
 /// a contiguous run of one kind or the other, which decides the kernel (`sum_runs` or
 /// `sum_columns`); both add each output element's terms in one task, in a fixed order.
 pub fn emit_sum_to(sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
-    emit_sum(sink, inputs, &inputs[0].shape, &[], output);
+    let pass = Results {
+        summed: inputs[0].shape.clone(),
+        target: output.shape.clone(),
+        steps: &[],
+        sums: vec![(Arg::Input(0), 0)],
+        stores: Vec::new(),
+    };
+    emit_sum(sink, inputs, &pass, output);
 }
 
-/// The elements a sum adds up: one tensor's, or those of elementwise `steps` (a fused chain's)
-/// over tensors of the summed shape and of the sum's own shape (`per_output`: constant over
-/// what is summed into each output element, as a per-channel mean), computed as they are read.
+/// The elements sums add up: one tensor's, or those of elementwise `steps` (a fused chain's)
+/// over tensors of the summed shape and of the sums' own shape (`per_output`: constant over
+/// what is summed into each output element, as a per-channel mean), computed as they are read;
+/// and the steps' values written whole as they are computed (`stores`).
 struct Terms<'a> {
     slots: Vec<Slot>,
     per_output: Vec<bool>,
-    steps: &'a [Step],
+    pass: &'a Results<'a>,
+    output: Slot,
 }
 
 impl Terms<'_> {
@@ -505,17 +530,18 @@ impl Terms<'_> {
             .collect()
     }
 
-    /// The `ty` of terms from element `index + offset` on, where the per-output inputs are
-    /// `outputs` (of `ty`, from [`Terms::per_output`]).
+    /// The `ty` of each sum's terms from summed element `index + offset` on, where the
+    /// per-output inputs are `outputs` (of `ty`, from [`Terms::per_output`]); the stored
+    /// results are written to `out` there.
     fn load(
         &self,
         e: &mut Emitter,
-        buffers: &[Value],
+        [buffers, outputs]: [&[Value]; 2],
+        out: Value,
         index: Value,
         offset: i64,
         ty: Type,
-        outputs: &[Value],
-    ) -> Value {
+    ) -> Vec<Value> {
         let mut outputs = outputs.iter();
         let loaded: Vec<Value> = buffers
             .iter()
@@ -525,37 +551,41 @@ impl Terms<'_> {
                 false => e.load(ty, Emitter::frozen(), base, index, offset),
             })
             .collect();
-        emit_steps(e, self.steps, &loaded, ty)
+        let values = emit_each_step(e, self.pass.steps, &loaded, ty);
+        let value = |arg: Arg| match arg {
+            Arg::Input(i) => loaded[i],
+            Arg::Step(s) => values[s],
+        };
+        for &(arg, at) in &self.pass.stores {
+            e.store(Emitter::mutable(), value(arg), out, index, offset + at as i64);
+        }
+        self.pass.sums.iter().map(|&(arg, _)| value(arg)).collect()
     }
 }
 
-/// `sum_to` of `inputs`, or of elementwise `steps` over them (see [`Terms`]): `summed` is the
-/// shape summed, the output's that of the inputs that are not of it.
-pub fn emit_sum(
-    sink: &mut KernelSink,
-    inputs: &[Operand],
-    summed: &Shape,
-    steps: &[Step],
-    output: &Operand,
-) {
+/// The sums (and stored results) of a reducing pass over `inputs` (see [`Terms`]), into the
+/// output's buffer at their offsets.
+pub fn emit_sum(sink: &mut KernelSink, inputs: &[Operand], pass: &Results, output: &Operand) {
     let terms = Terms {
         slots: inputs.iter().map(|input| input.slot).collect(),
-        per_output: inputs.iter().map(|input| input.shape != *summed).collect(),
-        steps,
+        per_output: inputs.iter().map(|input| input.shape != pass.summed).collect(),
+        pass,
+        output: output.slot,
     };
-    let groups = reduction_groups(summed, &output.shape);
+    let groups = reduction_groups(&pass.summed, &pass.target);
     let kept: Vec<Group> = groups.iter().filter(|g| g.kept).copied().collect();
     let summed_groups: Vec<Group> = groups.iter().filter(|g| !g.kept).copied().collect();
     let (innermost, _) = groups.split_last().expect("at least one group");
+    let target = pass.target.iter().product();
     if innermost.kept {
         let (columns, rows) = kept.split_last().expect("the innermost group is kept");
-        sum_columns(sink, &terms, output, rows, columns.extent, &summed_groups);
+        sum_columns(sink, &terms, rows, columns.extent, &summed_groups);
     } else {
         let (run, outer) = summed_groups
             .split_last()
             .expect("the innermost group is summed");
-        let total = summed.iter().product();
-        sum_runs(sink, &terms, total, output, &kept, outer, run.extent);
+        let total = pass.summed.iter().product();
+        sum_runs(sink, &terms, [total, target], &kept, outer, run.extent);
     }
 }
 
@@ -568,19 +598,21 @@ pub fn emit_sum(
 fn sum_runs(
     sink: &mut KernelSink,
     terms: &Terms,
-    summed: usize,
-    output: &Operand,
+    [summed, target]: [usize; 2],
     kept: &[Group],
     outer: &[Group],
     run: usize,
 ) {
-    let units = Units::new(output.len(), summed / output.len());
+    let units = Units::new(target, summed / target);
+    let sums = &terms.pass.sums;
     sink.kernel(units.tasks(), 0, |e| {
-        let (x, out) = (terms.buffers(e), e.buffer(output.slot));
+        let (x, out) = (terms.buffers(e), e.buffer(terms.output));
         let (lo, hi) = units.range(e);
         let zero = e.float(0.0);
         e.for_loop(lo, hi, 1, |e, o| {
-            e.store(Emitter::mutable(), zero, out, o, 0)
+            for &(_, at) in sums {
+                e.store(Emitter::mutable(), zero, out, o, at as i64)
+            }
         });
         let origin = e.int(0);
         for_each_position(e, outer, origin, &mut |e, position| {
@@ -590,13 +622,20 @@ fn sum_runs(
                 let end = e.b.ins().iadd_imm_s(start, run as i64);
                 let scalars = terms.per_output(e, &x, o, 0, F32);
                 let vectors: Vec<Value> = scalars.iter().map(|&v| e.splat(F32X4, v)).collect();
-                let run_total = reduce_range(e, start, end, Reduce::Sum, |e, i, ty| {
+                let accumulators: Vec<Accumulators> = sums
+                    .iter()
+                    .map(|_| Accumulators::new(e, Reduce::Sum))
+                    .collect();
+                fold_together(&accumulators, e, start, end, |e, i, ty| {
                     let outputs = if ty == F32 { &scalars } else { &vectors };
-                    terms.load(e, &x, i, 0, ty, outputs)
+                    terms.load(e, [&x, outputs], out, i, 0, ty)
                 });
-                let old = e.load(F32, Emitter::mutable(), out, o, 0);
-                let new = e.b.ins().fadd(old, run_total);
-                e.store(Emitter::mutable(), new, out, o, 0);
+                for (accumulators, &(_, at)) in accumulators.iter().zip(sums) {
+                    let run_total = accumulators.total(e);
+                    let old = e.load(F32, Emitter::mutable(), out, o, at as i64);
+                    let new = e.b.ins().fadd(old, run_total);
+                    e.store(Emitter::mutable(), new, out, o, at as i64);
+                }
             });
         });
     });
@@ -609,7 +648,6 @@ fn sum_runs(
 fn sum_columns(
     sink: &mut KernelSink,
     terms: &Terms,
-    output: &Operand,
     rows: &[Group],
     columns: usize,
     summed: &[Group],
@@ -619,8 +657,9 @@ fn sum_columns(
         extent_product(rows) * blocks,
         columns.min(COLUMNS) * extent_product(summed),
     );
+    let sums = &terms.pass.sums;
     sink.kernel(units.tasks(), 0, |e| {
-        let (x, out) = (terms.buffers(e), e.buffer(output.slot));
+        let (x, out) = (terms.buffers(e), e.buffer(terms.output));
         units.for_each(e, |e, unit| {
             let row = e.b.ins().udiv_imm_s(unit, blocks as i64);
             let block = e.b.ins().urem_imm_s(unit, blocks as i64);
@@ -632,23 +671,32 @@ fn sum_columns(
             let out_base = e.b.ins().imul_imm_s(row, columns as i64);
             for_each_strip(e, lo, hi, |e, j, ty, count| {
                 let zero = e.constant(ty, 0.0);
-                let sums: Vec<Variable> = (0..count).map(|_| e.variable(ty, zero)).collect();
+                // The running sum of each vector of the strip, for each sum.
+                let totals: Vec<Vec<Variable>> = (0..count)
+                    .map(|_| sums.iter().map(|_| e.variable(ty, zero)).collect())
+                    .collect();
                 let start = e.b.ins().iadd(base, j);
                 let index = e.b.ins().iadd(out_base, j);
                 let outputs: Vec<Vec<Value>> = (0..count as i64)
                     .map(|k| terms.per_output(e, &x, index, k * LANES, ty))
                     .collect();
                 for_each_position(e, summed, start, &mut |e, offset| {
-                    for (k, &sum) in sums.iter().enumerate() {
-                        let v = terms.load(e, &x, offset, k as i64 * LANES, ty, &outputs[k]);
-                        let so_far = e.get(sum);
-                        let new = e.b.ins().fadd(so_far, v);
-                        e.set(sum, new);
+                    for (k, sums) in totals.iter().enumerate() {
+                        let lane = k as i64 * LANES;
+                        let values = terms.load(e, [&x, &outputs[k]], out, offset, lane, ty);
+                        for (&sum, v) in sums.iter().zip(values) {
+                            let so_far = e.get(sum);
+                            let new = e.b.ins().fadd(so_far, v);
+                            e.set(sum, new);
+                        }
                     }
                 });
-                for (k, &sum) in sums.iter().enumerate() {
-                    let total = e.get(sum);
-                    e.store(Emitter::mutable(), total, out, index, k as i64 * LANES);
+                for (k, totals) in totals.iter().enumerate() {
+                    for (&sum, &(_, at)) in totals.iter().zip(sums) {
+                        let total = e.get(sum);
+                        let lane = (k * LANES as usize + at) as i64;
+                        e.store(Emitter::mutable(), total, out, index, lane);
+                    }
                 }
             });
         });
