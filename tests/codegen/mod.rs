@@ -149,7 +149,8 @@ pub fn check_ops(graph: &Graph, generated: &[Vec<f32>], tolerance: f64, label: &
 /// magnitudes (the op applied to the inputs' absolute values): a sum that cancels to nearly
 /// nothing (a channel mean of a normalised map) still carries rounding of this size. A fused
 /// chain that ends in a sum carries its terms' (the steps before it, each rounded); one that
-/// begins with a contraction, the contraction's, which its elementwise epilogue passes on.
+/// begins with a contraction, the contraction's, which its elementwise epilogue passes on; one
+/// with several results, each result's, its sums' terms carrying the contraction's.
 fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -> Option<Vec<f64>> {
     let absolute = |tensors: &[&Tensor]| -> Vec<Tensor> {
         tensors
@@ -167,25 +168,13 @@ fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -
             })
             .eval(arguments, context),
         };
-        if let Some(_) = chain.reduction() {
+        if chain.reduction().is_some() {
             let last = chain.steps.last().expect("a step");
             let terms = value(last.args[0]);
             return sum_magnitudes(&last.kind, &[&terms], context);
         }
-        if !chain.results.is_empty() {
-            // A sum's terms' magnitudes; none for an elementwise result.
-            let mut magnitudes = Vec::new();
-            for &r in &chain.results {
-                let step = &chain.steps[r];
-                let terms = value(step.args[0]);
-                match sum_magnitudes(&step.kind, &[&terms], context) {
-                    Some(sums) => magnitudes.extend(sums),
-                    None => magnitudes.extend(std::iter::repeat_n(0.0, terms.data.len())),
-                }
-            }
-            return Some(magnitudes);
-        }
-        if let Some((contraction, _)) = chain.contraction() {
+        // The contraction's magnitudes, which its epilogue passes on.
+        let contraction = chain.contraction().map(|(contraction, _)| {
             let operands: Vec<&Tensor> = contraction
                 .args
                 .iter()
@@ -194,7 +183,29 @@ fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -
                     Arg::Step(_) => unreachable!("a chain's first step reads inputs"),
                 })
                 .collect();
-            return sum_magnitudes(&contraction.kind, &operands, context);
+            sum_magnitudes(&contraction.kind, &operands, context).expect("a contraction's")
+        });
+        if !chain.results.is_empty() {
+            // A sum's terms' magnitudes, and those the contraction (if any) passes on to them;
+            // for an elementwise result, the contraction's alone.
+            let mut magnitudes = Vec::new();
+            for &r in &chain.results {
+                let step = &chain.steps[r];
+                let OpKind::SumTo(_) = step.kind else {
+                    let none = vec![0.0; value(Arg::Step(r)).data.len()];
+                    magnitudes.extend(contraction.clone().unwrap_or(none));
+                    continue;
+                };
+                let mut terms = value(step.args[0]);
+                for (k, t) in terms.data.iter_mut().enumerate() {
+                    *t = t.abs() + contraction.as_ref().map_or(0.0, |m| m[k]);
+                }
+                magnitudes.extend(sum_magnitudes(&step.kind, &[&terms], context)?);
+            }
+            return Some(magnitudes);
+        }
+        if contraction.is_some() {
+            return contraction;
         }
     }
     let linear = matches!(

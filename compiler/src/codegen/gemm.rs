@@ -13,12 +13,14 @@
 //! Tasks split C only, never the reduction, so every sum runs in the same order whatever the
 //! number of threads.
 
-use super::emit::{Emitter, Slot, F32, F32X4};
-use super::KernelSink;
-use crate::ir::ops::fused::{emit_steps, Step};
+use super::emit::{Emitter, Slot, F32, F32X4, LANES};
+use super::{KernelSink, Operand};
+use crate::ir::ops::fused::{emit_each_step, Arg, Results, Step};
+use crate::ir::ops::layout;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I8X16;
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
+use cranelift_frontend::Variable;
 use cranelift_module::FuncId;
 use netc_runtime::microkernel::{MR, NR};
 
@@ -487,10 +489,13 @@ pub fn multiply(e: &mut Emitter, block: &Block, c: Value, ldc: i64, first: Value
 /// What a contraction computes from each element of its result as it writes it out (a fused
 /// chain's steps after the contraction): elementwise `steps` over the result (input 0) and
 /// `inputs` (1 on), each read with strides along the result's axes, its trailing column axes
-/// merged into one (positions of a convolution) along which they are 1 or 0.
+/// merged into one (positions of a convolution) along which they are 1 or 0. It writes
+/// `result`, and adds up `sums` along each row of the product (a convolution's channels).
 pub struct Epilogue {
     pub steps: Vec<Step>,
     pub inputs: Vec<(Slot, Vec<i64>)>,
+    pub result: Arg,
+    pub sums: Vec<Arg>,
 }
 
 impl Epilogue {
@@ -499,7 +504,26 @@ impl Epilogue {
         Epilogue {
             steps: Vec::new(),
             inputs: Vec::new(),
+            result: Arg::Input(0),
+            sums: Vec::new(),
         }
+    }
+
+    /// Whether the write-out computes nothing: the result as it is, no sums.
+    pub fn is_none(&self) -> bool {
+        self.steps.is_empty() && self.sums.is_empty()
+    }
+
+    /// Where a contraction whose tasks write `count` blocks of rows puts each block's row sums
+    /// (`count` per row for each sum) before they are added up, if the epilogue sums; `rows`
+    /// is the rows of the whole result (a convolution's channels).
+    pub fn partials(&self, sink: &mut KernelSink, count: usize, rows: usize) -> Option<Partials> {
+        (!self.sums.is_empty()).then(|| Partials {
+            slot: sink.workspace(self.sums.len() * count * rows),
+            count,
+            rows,
+            sums: self.sums.len(),
+        })
     }
 
     /// The epilogue's inputs where a block starts at `coordinates` (along the result's axes,
@@ -527,6 +551,52 @@ impl Epilogue {
     }
 }
 
+/// The row sums of an epilogue's sums, block by block: sum `s` of row `r` of block `b` is float
+/// `(s * count + b) * rows + r` of a workspace. A kernel after the contraction's adds each
+/// row's blocks in block order, so the sums do not depend on how tasks are dealt out.
+pub struct Partials {
+    slot: Slot,
+    count: usize,
+    rows: usize,
+    sums: usize,
+}
+
+impl Partials {
+    /// Where block `block`'s sums go from row `row` on, for [`copy_block`].
+    pub fn at(&self, e: &mut Emitter, block: Value, row: Value) -> BlockSums {
+        let base = e.buffer(self.slot);
+        let start = e.mul_imm(block, self.rows as i64);
+        let start = e.add(start, row);
+        BlockSums {
+            start: e.at(base, start),
+            stride: (self.count * self.rows) as i64,
+        }
+    }
+
+    /// The kernel that adds the blocks' sums into the output after `result` (the contraction's
+    /// result, in the same buffer), sum after sum.
+    pub fn add_up(&self, sink: &mut KernelSink, result: &Operand) {
+        let pass = Results {
+            summed: vec![self.sums, self.count, self.rows],
+            target: vec![self.sums, 1, self.rows],
+            steps: &[],
+            sums: vec![(Arg::Input(0), result.len())],
+            stores: Vec::new(),
+        };
+        let partials = Operand {
+            slot: self.slot,
+            shape: pass.summed.clone(),
+        };
+        layout::emit_sum(sink, &[partials], &pass, result);
+    }
+}
+
+/// Where a block's row sums go: sum `s` of row `r` at float `s * stride + r` from `start`.
+pub struct BlockSums {
+    start: Value,
+    stride: i64,
+}
+
 /// An epilogue input over one block: the address of its element at the block's first, and
 /// its strides along the block's rows and columns (1, or 0 where it is constant along them).
 pub struct BlockInput {
@@ -536,7 +606,8 @@ pub struct BlockInput {
 }
 
 /// Writes `rows x cols` floats from `src` (row stride `src_ld`; scratch the kernel wrote) to
-/// `dst` (row stride `dst_ld`), through `epilogue`, whose inputs over this block are `inputs`.
+/// `dst` (row stride `dst_ld`), through `epilogue`, whose inputs over this block are `inputs`;
+/// each row's sums to `sums`.
 pub fn copy_block(
     e: &mut Emitter,
     [src, dst]: [Value; 2],
@@ -544,6 +615,7 @@ pub fn copy_block(
     [rows, cols]: [Value; 2],
     epilogue: &Epilogue,
     inputs: &[BlockInput],
+    sums: Option<&BlockSums>,
 ) {
     let start = e.int(0);
     e.for_loop(start, rows, 1, |e, r| {
@@ -564,6 +636,13 @@ pub fn copy_block(
             })
             .collect();
         let zero = e.int(0);
+        let vector_zero = e.constant(F32X4, 0.0);
+        let scalar_zero = e.float(0.0);
+        let totals: Vec<[Variable; 2]> = epilogue
+            .sums
+            .iter()
+            .map(|_| [e.variable(F32X4, vector_zero), e.variable(F32, scalar_zero)])
+            .collect();
         e.vector_loop(zero, cols, UNROLL, |e, i, ty| {
             let mut loaded = vec![e.load(ty, Emitter::mutable(), from, i, 0)];
             for &(row, constant) in &input_rows {
@@ -578,9 +657,32 @@ pub fn copy_block(
                     None => e.load(ty, Emitter::frozen(), row, i, 0),
                 });
             }
-            let value = emit_steps(e, &epilogue.steps, &loaded, ty);
-            e.store(Emitter::mutable(), value, to, i, 0);
+            let values = emit_each_step(e, &epilogue.steps, &loaded, ty);
+            let value = |arg: Arg| match arg {
+                Arg::Input(k) => loaded[k],
+                Arg::Step(s) => values[s],
+            };
+            e.store(Emitter::mutable(), value(epilogue.result), to, i, 0);
+            for (&arg, total) in epilogue.sums.iter().zip(&totals) {
+                let total = total[usize::from(ty == F32)];
+                let so_far = e.get(total);
+                let new = e.b.ins().fadd(so_far, value(arg));
+                e.set(total, new);
+            }
         });
+        if let Some(sums) = sums {
+            for (s, [vector, scalar]) in totals.iter().enumerate() {
+                let vector = e.get(*vector);
+                let mut total = e.get(*scalar);
+                for lane in 0..LANES as u8 {
+                    let x = e.b.ins().extractlane(vector, lane);
+                    total = e.b.ins().fadd(total, x);
+                }
+                let at = e.at_scaled(sums.start, r, 1);
+                let zero = e.int(0);
+                e.store(Emitter::mutable(), total, at, zero, s as i64 * sums.stride);
+            }
+        }
     });
 }
 

@@ -5,7 +5,11 @@
 //! a gradient that another op reads too; it is taken while that gradient is written.
 //!
 //! The merged op is a chain with several results (`fused::Chain::results`) in place of the
-//! first op it merges: every input of the ops it merges is computed before that op. Each
+//! first op it merges: every input of the ops it merges is computed before that op. When
+//! that op is a convolution, or a convolution's input gradient, the sums are per channel and
+//! are added up as its tiles are written out (after `fuse_epilogue`): batch norm's mean is
+//! gathered as the convolution before it writes its result, and its gradient's sums as the
+//! input gradient of the convolution after it is written. Each
 //! result is read back as a `slice` of its output and a `reshape`, which share its buffer. An
 //! elementwise result that nothing outside the merged op reads is not written at all.
 
@@ -68,7 +72,7 @@ pub fn run(graph: &Graph) -> Graph {
                     summed,
                 }),
             }
-        } else if is_pointwise(&op.kind) {
+        } else if is_pointwise(&op.kind) || sums_in_write_out(&op.kind) {
             groups.push(Group {
                 host: Some(index),
                 sums: Vec::new(),
@@ -159,6 +163,17 @@ fn summed_shape(graph: &Graph, index: usize) -> Option<Shape> {
     summed.filter(|shape| shape != graph.shape(op.output))
 }
 
+/// Whether an op of this kind is a convolution (or its input gradient), with or without an
+/// epilogue, whose write-out can add up per-channel sums.
+fn sums_in_write_out(kind: &OpKind) -> bool {
+    let contraction = match kind {
+        OpKind::Fused(chain) if chain.results.is_empty() => chain.contraction().map(|(c, _)| c),
+        _ => None,
+    };
+    let kind = contraction.map_or(kind, |step| &step.kind);
+    matches!(kind, OpKind::Conv2d(_) | OpKind::Conv2dInputGrad(..))
+}
+
 /// Whether `value` is an input or the result of an op before op `index`.
 fn defined_before(graph: &Graph, value: ValueId, index: usize) -> bool {
     match graph.values[value.0].definition {
@@ -226,7 +241,8 @@ fn merged(graph: &Graph, group: &Group, uses: &Uses) -> (Vec<ValueId>, Chain) {
         let members: Vec<usize> = group.members().collect();
         let read_outside =
             uses.is_output[host.0] || uses.readers[host.0].iter().any(|r| !members.contains(r));
-        if read_outside {
+        let contraction = group.host.is_some_and(|h| sums_in_write_out(&graph.ops[h].kind));
+        if read_outside || contraction {
             results.push(last);
         }
     }

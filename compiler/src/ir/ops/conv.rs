@@ -550,6 +550,8 @@ pub fn emit(
     let ldc = nt * NR;
     let scratch = ScratchLayout::new(&[nt * NR * channel_blocks.1 * taps, mt * MR * ldc]);
     let tasks = g.batch * g.groups * m_tiles * n_tiles;
+    // Row sums per image and block of positions.
+    let partials = epilogue.partials(sink, g.batch * n_tiles, g.groups * g.group_out);
     sink.kernel(tasks, scratch.floats(), |e| {
         let (xs, packed, y) = (e.buffer(x.slot), e.buffer(weights), e.buffer(output.slot));
         let (b_panels, c_tiles) = (scratch.region(e, 0), scratch.region(e, 1));
@@ -593,9 +595,17 @@ pub fn emit(
             let (rows, cols) = tile.extent(e, [g.group_out, g.positions]);
             let inputs = epilogue.block_inputs(e, &[image, channel, first_position], 1);
             let (lds, extent) = ([ldc as i64, g.positions as i64], [rows, cols]);
-            gemm::copy_block(e, [c_tiles, to], lds, extent, epilogue, &inputs);
+            let sums = partials.as_ref().map(|partials| {
+                let block = e.mul_imm(image, n_tiles as i64);
+                let block = e.add(block, ni);
+                partials.at(e, block, channel)
+            });
+            gemm::copy_block(e, [c_tiles, to], lds, extent, epilogue, &inputs, sums.as_ref());
         });
     });
+    if let Some(partials) = partials {
+        partials.add_up(sink, output);
+    }
 }
 
 /// Packs the im2col rows of `channels` channels (from the plane at `planes`) into `panels` B
@@ -716,6 +726,8 @@ pub fn emit_input_grad(
     let scratch = ScratchLayout::new(&[m_most * MR * ldc, nt * b_panel_floats]);
     let k_blocks = gemm::balanced_blocks(g.group_out, KC);
     let tasks = g.batch * g.groups * channel_blocks;
+    // Row sums per image.
+    let partials = epilogue.partials(sink, g.batch, g.groups * g.group_in);
     sink.kernel(tasks, scratch.floats(), |e| {
         let (packed_w, grads, dx) = (e.buffer(weights), e.buffer(dy.slot), e.buffer(output.slot));
         let (dcol, b_panels) = (scratch.region(e, 0), scratch.region(e, 1));
@@ -783,12 +795,15 @@ pub fn emit_input_grad(
                     });
                 });
             });
-            if !epilogue.steps.is_empty() {
+            if !epilogue.is_none() {
                 let group_channels = e.mul_imm(group, g.group_in as i64);
                 let channel = e.add(group_channels, c0);
                 let inputs = epilogue.block_inputs(e, &[image, channel, zero], 1);
                 let plane = e.int(g.plane() as i64);
                 let lds = [g.plane() as i64; 2];
+                let sums = partials
+                    .as_ref()
+                    .map(|partials| partials.at(e, image, channel));
                 gemm::copy_block(
                     e,
                     [planes, planes],
@@ -796,10 +811,14 @@ pub fn emit_input_grad(
                     [channels, plane],
                     epilogue,
                     &inputs,
+                    sums.as_ref(),
                 );
             }
         });
     });
+    if let Some(partials) = partials {
+        partials.add_up(sink, output);
+    }
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -907,7 +926,8 @@ pub fn emit_weight_grad(
             let weights = e.at_scaled(weights, row, depth as i64);
             let to = e.at(weights, first_col);
             let lds = [ldc as i64, depth as i64];
-            gemm::copy_block(e, [c_tiles, to], lds, [rows, cols], &Epilogue::none(), &[]);
+            let none = &Epilogue::none();
+            gemm::copy_block(e, [c_tiles, to], lds, [rows, cols], none, &[], None);
         });
     });
     if let Some(partials) = partials {

@@ -204,7 +204,7 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
     if !chain.results.is_empty() {
         check_results(chain, inputs, &shapes)?;
     } else if let Some((contraction, epilogue)) = chain.contraction() {
-        check_epilogue(contraction, epilogue, inputs, &shapes)?;
+        check_epilogue(contraction, epilogue, inputs, &shapes, shapes.len() - 1)?;
     }
     if let Some((target, _)) = chain.reduction() {
         check_reads(inputs, summed_shape(chain, inputs, &shapes), target)?;
@@ -213,12 +213,14 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
 }
 
 /// What the write-out of a contraction's tiles can compute: steps that read its result (at
-/// the same position), each other and tensors [`epilogue_reads`] allows, and end with its shape.
+/// the same position), each other and tensors [`epilogue_reads`] allows, whose result (step
+/// `result`) has its shape.
 fn check_epilogue(
     contraction: &Step,
     epilogue: &[Step],
     inputs: &[&Shape],
     shapes: &[Shape],
+    result: usize,
 ) -> Result<(), String> {
     let output = &shapes[0];
     let operand = |k: usize| match contraction.args[k] {
@@ -236,7 +238,7 @@ fn check_epilogue(
             contraction.kind.name()
         ));
     }
-    if shapes.last() != Some(output) {
+    if shapes[result] != *output {
         return Err(format!(
             "a chain that begins with `{}` ends with its shape {output:?}",
             contraction.kind.name()
@@ -280,7 +282,8 @@ pub struct Results<'c> {
 /// What one pass can compute: elementwise steps over tensors of one shape (and of the shape
 /// it sums to, constant over what each sum adds), then `sum_to` steps of tensors of that shape
 /// to one shape, every one a result; the other results are elementwise steps of the summed
-/// shape.
+/// shape. Or a convolution (or its input gradient) with its epilogue, then sums per channel
+/// of the epilogue's values, with the epilogue's result first, which its write-out computes.
 fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(), String> {
     let results = &chain.results;
     if results.len() < 2 || results.windows(2).any(|w| w[0] >= w[1]) {
@@ -294,12 +297,26 @@ fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(
         .iter()
         .position(|s| matches!(s.kind, OpKind::SumTo(_)))
         .ok_or("a chain with several results sums something")?;
-    let (elementwise, sums) = chain.steps.split_at(first_sum);
-    if let Some(index) = elementwise.iter().position(|s| !is_elementwise(&s.kind)) {
+    let (before, sums) = chain.steps.split_at(first_sum);
+    let contraction = chain.contraction().map(|(contraction, _)| contraction);
+    if let Some(contraction) = contraction {
+        if !matches!(
+            contraction.kind,
+            OpKind::Conv2d(_) | OpKind::Conv2dInputGrad(..)
+        ) {
+            return Err(format!(
+                "a chain that begins with `{}` has one result",
+                contraction.kind.name()
+            ));
+        }
+    }
+    let skip = usize::from(contraction.is_some());
+    if let Some(index) = before[skip..].iter().position(|s| !is_elementwise(&s.kind)) {
         return Err(format!(
-            "step {index} is `{}`, but a chain with several results computes elementwise \
+            "step {} is `{}`, but a chain with several results computes elementwise \
              steps, then sums",
-            chain.steps[index].kind.name()
+            index + skip,
+            before[index + skip].kind.name()
         ));
     }
     let arg_shape = |arg: Arg| match arg {
@@ -331,16 +348,33 @@ fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(
             return Err(format!("step {index} sums a sum"));
         }
     }
-    if let Some(&r) = results
-        .iter()
-        .find(|&&r| r < first_sum && &shapes[r] != summed)
-    {
+    let stored: Vec<usize> = results.iter().copied().filter(|&r| r < first_sum).collect();
+    if let Some(&r) = stored.iter().find(|&&r| &shapes[r] != summed) {
         return Err(format!(
             "result t{r} is {:?}, not the summed shape {summed:?}",
             shapes[r]
         ));
     }
-    check_reads(inputs, summed, target)
+    let Some(contraction) = contraction else {
+        return check_reads(inputs, summed, target);
+    };
+    let [stored] = stored[..] else {
+        return Err(format!(
+            "a chain that begins with `{}` has its epilogue's value as its one result \
+             besides its sums",
+            contraction.kind.name()
+        ));
+    };
+    check_epilogue(contraction, &before[1..], inputs, shapes, stored)?;
+    let channels = summed.get(1).copied().unwrap_or(1);
+    if summed.len() != 4 || *target != [1, channels, 1, 1] {
+        return Err(format!(
+            "a chain that begins with `{}` sums per channel, to [1, {channels}, 1, 1], not \
+             to {target:?}",
+            contraction.kind.name()
+        ));
+    }
+    Ok(())
 }
 
 /// That a chain summing `summed` to `target` reads tensors of those shapes only, so that each
@@ -362,7 +396,7 @@ fn check_reads(inputs: &[&Shape], summed: &Shape, target: &Shape) -> Result<(), 
 impl Chain {
     /// A chain with several results as one pass computes it; `None` for other chains.
     pub fn results_pass(&self, inputs: &[&Shape]) -> Option<Results<'_>> {
-        if self.results.is_empty() {
+        if self.results.is_empty() || self.contraction().is_some() {
             return None;
         }
         let shapes = step_shapes(self, inputs).expect("a verified chain");
@@ -459,7 +493,7 @@ pub fn emit(chain: &Chain, sink: &mut KernelSink, inputs: &[Operand], output: &O
         return layout::emit_sum(sink, inputs, &pass, output);
     }
     if let Some((contraction, steps)) = chain.contraction() {
-        return emit_contraction(contraction, steps, sink, inputs, output);
+        return emit_contraction(contraction, steps, &chain.results, sink, inputs, output);
     }
     let operands: Vec<Strided> = inputs
         .iter()
@@ -472,10 +506,12 @@ pub fn emit(chain: &Chain, sink: &mut KernelSink, inputs: &[Operand], output: &O
 }
 
 /// A contraction with the steps after it as its epilogue: its operands are the inputs it
-/// reads; the epilogue's inputs are its result (input 0) and the chain's other inputs.
+/// reads; the epilogue's inputs are its result (input 0) and the chain's other inputs. With
+/// several `results`, the epilogue's result is the first, and the others are its sums.
 fn emit_contraction(
     contraction: &Step,
     steps: &[Step],
+    results: &[usize],
     sink: &mut KernelSink,
     inputs: &[Operand],
     output: &Operand,
@@ -485,6 +521,13 @@ fn emit_contraction(
         Arg::Step(_) => unreachable!("a chain's first step reads inputs"),
     };
     let operands: Vec<usize> = contraction.args.iter().map(operand).collect();
+    // The result of the contraction's shape, from the first float of the output, the sums
+    // (if any) after it.
+    let shapes: Vec<&Shape> = operands.iter().map(|&i| &inputs[i].shape).collect();
+    let output = &Operand {
+        slot: output.slot,
+        shape: contraction.kind.shape(&shapes).expect("a verified chain"),
+    };
     let others: Vec<usize> = (0..inputs.len())
         .filter(|i| !operands.contains(i))
         .collect();
@@ -493,13 +536,27 @@ fn emit_contraction(
         Arg::Step(s) => Arg::Step(s - 1),
         Arg::Input(i) => Arg::Input(1 + others.iter().position(|&o| o == i).expect("an input")),
     };
+    // Steps after the contraction: elementwise, then sums.
+    let elementwise = steps
+        .iter()
+        .position(|step| matches!(step.kind, OpKind::SumTo(_)))
+        .unwrap_or(steps.len());
+    let result = match results.first() {
+        Some(&r) => Arg::Step(r),
+        None => Arg::Step(elementwise),
+    };
     let epilogue = Epilogue {
-        steps: steps
+        steps: steps[..elementwise]
             .iter()
             .map(|step| Step {
                 kind: step.kind.clone(),
                 args: step.args.iter().map(remap).collect(),
             })
+            .collect(),
+        result: remap(&result),
+        sums: steps[elementwise..]
+            .iter()
+            .map(|step| remap(&step.args[0]))
             .collect(),
         inputs: others
             .iter()

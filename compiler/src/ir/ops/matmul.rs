@@ -157,7 +157,7 @@ pub fn emit(
             let (rows, cols) = tile.extent(e, [m, n]);
             let inputs = epilogue.block_inputs(e, &[first_row, first_col], 0);
             let (lds, extent) = ([ldc as i64, n as i64], [rows, cols]);
-            gemm::copy_block(e, [c_tiles, to], lds, extent, epilogue, &inputs);
+            gemm::copy_block(e, [c_tiles, to], lds, extent, epilogue, &inputs, None);
         });
     });
 }
