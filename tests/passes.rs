@@ -161,7 +161,11 @@ fn fused_code_agrees_with_the_interpreter_and_with_unfused_code() {
         let unfused = step_outputs(&training, PassOptions::none(), &inputs);
         let all = PassOptions::new(false, &[Pass::FuseSums]);
         let fused = step_outputs(&training, all, &inputs);
-        assert_agree(&format!("{stem} with every pass but fuse_sums"), &unfused, &fused);
+        assert_agree(
+            &format!("{stem} with every pass but fuse_sums"),
+            &unfused,
+            &fused,
+        );
     });
 }
 
@@ -184,7 +188,11 @@ fn sums_in_one_pass_train_as_separate_sums_do() {
     // next one's input gradient or with the activation's gradient (but for one shortcut's
     // sum, which goes with another's), and the sum through its mean with the gradient it sums.
     assert_eq!(merged.count(), 3 * 9, "sums fused");
-    let separate = step_outputs(&training, PassOptions::new(false, &[Pass::FuseSums]), &inputs);
+    let separate = step_outputs(
+        &training,
+        PassOptions::new(false, &[Pass::FuseSums]),
+        &inputs,
+    );
     let together = step_outputs(&training, PassOptions::default(), &inputs);
     assert_agree("resnet_small with fuse_sums", &separate, &together);
 }

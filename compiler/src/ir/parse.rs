@@ -403,7 +403,9 @@ fn read_chain(pair: &Pair<Rule>) -> Result<Chain, ParseError> {
                 if !result.as_str().starts_with('t') {
                     return Err(error_at(&result, "a chain's results are steps, like `t1`"));
                 }
-                results.push(read_integer(&result.into_inner().next().expect("a number"))?);
+                results.push(read_integer(
+                    &result.into_inner().next().expect("a number"),
+                )?);
             }
             continue;
         }
@@ -589,6 +591,8 @@ mod tests {
             (graph("  %1 = relu(%0) : [2,3"), "3:19: expected a shape like `[2,3]`"),
             (graph("  %1 = matmul(%0, %0) transpose_a=false transpose_b= : [2,2]"), "3:54: expected steps like `{mul(x0, x1); relu(t0)}`, a shape like `[2,3]`, `true` or `false`, a number, or a whole number"),
             (graph("  %1 = maxpool(%0) kernel=2 x 2 : [2,2]"), "3:29: expected an attribute like `axis=1`"),
+            (graph("  %1 = fused(%0) chain={neg(x0); sum_to(x0) shape=[1,3] -> t0, x0} : [8]"), "3:64: a chain's results are steps, like `t1`"),
+            (graph("  %1 = fused(%0) chain={neg(x0); sum_to(t0) shape=[1,3] -> t1} : [3]"), "3:8: `fused` on [2,3]: a chain lists two or more results, in step order"),
             (graph("  output los loss = %0"), "3:10: unknown output role `los`; did you mean `loss`?"),
             (graph("  output loss loss = %1"), "3:22: %1 is not defined before this line"),
             (graph("  output loss loss = %0"), "3:15: output loss loss: a loss is a scalar, not [2,3]"),

@@ -241,7 +241,9 @@ fn merged(graph: &Graph, group: &Group, uses: &Uses) -> (Vec<ValueId>, Chain) {
         let members: Vec<usize> = group.members().collect();
         let read_outside =
             uses.is_output[host.0] || uses.readers[host.0].iter().any(|r| !members.contains(r));
-        let contraction = group.host.is_some_and(|h| sums_in_write_out(&graph.ops[h].kind));
+        let contraction = group
+            .host
+            .is_some_and(|h| sums_in_write_out(&graph.ops[h].kind));
         if read_outside || contraction {
             results.push(last);
         }

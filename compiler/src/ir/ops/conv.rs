@@ -600,7 +600,15 @@ pub fn emit(
                 let block = e.add(block, ni);
                 partials.at(e, block, channel)
             });
-            gemm::copy_block(e, [c_tiles, to], lds, extent, epilogue, &inputs, sums.as_ref());
+            gemm::copy_block(
+                e,
+                [c_tiles, to],
+                lds,
+                extent,
+                epilogue,
+                &inputs,
+                sums.as_ref(),
+            );
         });
     });
     if let Some(partials) = partials {

@@ -440,7 +440,10 @@ fn summed_shape<'s>(chain: &Chain, inputs: &[&'s Shape], shapes: &'s [Shape]) ->
 pub fn shape(chain: &Chain, inputs: &[&Shape]) -> Result<Shape, String> {
     let mut shapes = step_shapes(chain, inputs)?;
     if !chain.results.is_empty() {
-        let floats = chain.results.iter().map(|&r| shapes[r].iter().product::<usize>());
+        let floats = chain
+            .results
+            .iter()
+            .map(|&r| shapes[r].iter().product::<usize>());
         return Ok(vec![floats.sum()]);
     }
     Ok(shapes.pop().expect("a chain has a step"))
@@ -645,6 +648,170 @@ mod tests {
         let y = eval(&chain, &[&x, &s, &b], &EvalContext::default());
         assert_eq!(y.shape, vec![2, 2]);
         assert_eq!(y.data, vec![1.0, 0.0, 5.0, 0.0]);
+    }
+
+    #[test]
+    fn a_chain_with_several_results_computes_them_in_one_pass() {
+        let step = |kind, args: &[Arg]| Step {
+            kind,
+            args: args.to_vec(),
+        };
+        let (x0, x1, t0, t1) = (Arg::Input(0), Arg::Input(1), Arg::Step(0), Arg::Step(1));
+        let target = OpKind::SumTo(vec![1, 2]);
+        let conv = OpKind::Conv2d(ConvAttrs {
+            stride: [1, 1],
+            pad: [0; 4],
+            dilation: [1, 1],
+            groups: 1,
+        });
+        let chain = |steps, results: &[usize]| Chain {
+            steps,
+            results: results.to_vec(),
+        };
+        // x - s, and the sums of x and of (x - s)²: the results flattened, in order.
+        let both = chain(
+            vec![
+                step(OpKind::Sub, &[x0, x1]),
+                step(OpKind::Mul, &[t0, t0]),
+                step(target.clone(), &[x0]),
+                step(target.clone(), &[t1]),
+            ],
+            &[0, 2, 3],
+        );
+        let x = Tensor::new(vec![2, 2], vec![1.0, 2.0, 3.0, 5.0]);
+        let s = Tensor::new(vec![1, 2], vec![1.0, 2.0]);
+        let y = eval(&both, &[&x, &s], &EvalContext::default());
+        assert_eq!(y.shape, vec![8]);
+        assert_eq!(y.data, vec![0.0, 0.0, 2.0, 3.0, 4.0, 7.0, 4.0, 9.0]);
+        let shapes = [vec![2, 2], vec![1, 2]];
+        let shapes: Vec<&Shape> = shapes.iter().collect();
+        assert_eq!(shape(&both, &shapes), Ok(vec![8]));
+        let cases: Vec<(Chain, Vec<Shape>, &str)> = vec![
+            (
+                chain(vec![step(target.clone(), &[x0])], &[0]),
+                vec![vec![2, 2]],
+                "a chain lists two or more results, in step order",
+            ),
+            (
+                chain(
+                    vec![
+                        step(OpKind::Map(MapFn::Neg), &[x0]),
+                        step(target.clone(), &[t0]),
+                    ],
+                    &[0, 2],
+                ),
+                vec![vec![2, 2]],
+                "result t2 is not a step",
+            ),
+            (
+                chain(
+                    vec![
+                        step(target.clone(), &[x0]),
+                        step(OpKind::Map(MapFn::Neg), &[x0]),
+                        step(target.clone(), &[t1]),
+                    ],
+                    &[0, 2],
+                ),
+                vec![vec![2, 2]],
+                "step 1 is `neg`, but only sums follow a chain's first sum",
+            ),
+            (
+                chain(
+                    vec![
+                        step(OpKind::Map(MapFn::Neg), &[x0]),
+                        step(target.clone(), &[t0]),
+                    ],
+                    &[0],
+                ),
+                vec![vec![2, 2]],
+                "a chain lists two or more results, in step order",
+            ),
+            (
+                chain(
+                    vec![
+                        step(OpKind::Map(MapFn::Neg), &[x0]),
+                        step(target.clone(), &[t0]),
+                        step(OpKind::SumTo(vec![2, 1]), &[t0]),
+                    ],
+                    &[1, 2],
+                ),
+                vec![vec![2, 2]],
+                "step 2 sums [2, 2] to [2, 1], but the chain's sums take [2, 2] to [1, 2]",
+            ),
+            (
+                chain(
+                    vec![
+                        step(OpKind::Map(MapFn::Neg), &[x0]),
+                        step(target.clone(), &[t0]),
+                        step(target.clone(), &[t0]),
+                    ],
+                    &[0, 1],
+                ),
+                vec![vec![2, 2]],
+                "sum t2 is not a result",
+            ),
+            (
+                chain(
+                    vec![
+                        step(OpKind::Map(MapFn::Neg), &[x1]),
+                        step(target.clone(), &[x0]),
+                    ],
+                    &[0, 1],
+                ),
+                vec![vec![2, 2], vec![1, 2]],
+                "result t0 is [1, 2], not the summed shape [2, 2]",
+            ),
+            (
+                chain(
+                    vec![
+                        step(
+                            OpKind::MatMul {
+                                transpose_a: false,
+                                transpose_b: false,
+                            },
+                            &[x0, x1],
+                        ),
+                        step(target.clone(), &[t0]),
+                    ],
+                    &[0, 1],
+                ),
+                vec![vec![2, 2], vec![2, 2]],
+                "a chain that begins with `matmul` has one result",
+            ),
+            (
+                chain(
+                    vec![
+                        step(conv.clone(), &[x0, x1]),
+                        step(OpKind::SumTo(vec![1, 1, 3, 3]), &[t0]),
+                    ],
+                    &[0, 1],
+                ),
+                vec![vec![1, 2, 3, 3], vec![2, 2, 1, 1]],
+                "a chain that begins with `conv2d` sums per channel, to [1, 2, 1, 1], not to \
+                 [1, 1, 3, 3]",
+            ),
+            (
+                chain(
+                    vec![
+                        step(conv, &[x0, x1]),
+                        step(OpKind::Map(MapFn::Neg), &[t0]),
+                        step(OpKind::SumTo(vec![1, 2, 1, 1]), &[t1]),
+                    ],
+                    &[0, 1, 2],
+                ),
+                vec![vec![1, 2, 3, 3], vec![2, 2, 1, 1]],
+                "a chain that begins with `conv2d` has its epilogue's value as its one result \
+                 besides its sums",
+            ),
+        ];
+        for (chain, shapes, message) in cases {
+            let shapes: Vec<&Shape> = shapes.iter().collect();
+            assert_eq!(
+                shape(&chain, &shapes),
+                Err(message.to_string()),
+                "{chain:?}"
+            );
+        }
     }
 
     #[test]

@@ -557,7 +557,13 @@ impl Terms<'_> {
             Arg::Step(s) => values[s],
         };
         for &(arg, at) in &self.pass.stores {
-            e.store(Emitter::mutable(), value(arg), out, index, offset + at as i64);
+            e.store(
+                Emitter::mutable(),
+                value(arg),
+                out,
+                index,
+                offset + at as i64,
+            );
         }
         self.pass.sums.iter().map(|&(arg, _)| value(arg)).collect()
     }
@@ -568,7 +574,10 @@ impl Terms<'_> {
 pub fn emit_sum(sink: &mut KernelSink, inputs: &[Operand], pass: &Results, output: &Operand) {
     let terms = Terms {
         slots: inputs.iter().map(|input| input.slot).collect(),
-        per_output: inputs.iter().map(|input| input.shape != pass.summed).collect(),
+        per_output: inputs
+            .iter()
+            .map(|input| input.shape != pass.summed)
+            .collect(),
         pass,
         output: output.slot,
     };
