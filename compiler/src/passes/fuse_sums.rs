@@ -9,20 +9,24 @@
 //! that op is a convolution, or a convolution's input gradient, the sums are per channel and
 //! are added up as its tiles are written out (after `fuse_epilogue`): batch norm's mean is
 //! gathered as the convolution before it writes its result, and its gradient's sums as the
-//! input gradient of the convolution after it is written. Each
-//! result is read back as a `slice` of its output and a `reshape`, which share its buffer. An
-//! elementwise result that nothing outside the merged op reads is not written at all.
+//! input gradient of the convolution after it is written. Each result is read back as a
+//! `slice` of the output and a `reshape`, which share its buffer; one that the host reads after
+//! the step (a gradient) is copied out, so that it does not keep the whole buffer (an input
+//! gradient with it) alive. An elementwise result that nothing outside the merged op reads is
+//! not written at all.
 
+use super::memory::view_of;
 use super::{rewrite, Rewrite, Uses};
 use crate::ir::ops::fused::{is_pointwise, Arg, Chain, Step};
+use crate::ir::ops::MapFn;
 use crate::ir::{Definition, Graph, OpKind, Shape, ValueId};
 use std::collections::HashMap;
 
 /// Sums one pass takes at most: each keeps its own accumulators in registers.
 const MOST_SUMS: usize = 4;
 
-/// Ops computed in one pass: at most one elementwise op whose result others sum (`host`),
-/// then sums, in graph order.
+/// Ops computed in one pass: at most one op whose result the others may sum (`host`: an
+/// elementwise op, or a convolution that sums as it writes), then sums, in graph order.
 struct Group {
     host: Option<usize>,
     sums: Vec<usize>,
@@ -81,6 +85,7 @@ pub fn run(graph: &Graph) -> Graph {
         }
     }
     groups.retain(|group| group.members().count() > 1);
+    let read_after = read_after_the_step(graph);
     // Each merged op's group by its first op, and each later member's group.
     let first_of: HashMap<usize, usize> = groups
         .iter()
@@ -123,11 +128,11 @@ pub fn run(graph: &Graph) -> Graph {
                 &[output],
                 graph.ops[member].layer.as_deref(),
             );
-            let value = new.op(
-                OpKind::Reshape(shape),
-                &[part],
-                graph.ops[member].layer.as_deref(),
-            );
+            let layer = graph.ops[member].layer.as_deref();
+            let mut value = new.op(OpKind::Reshape(shape), &[part], layer);
+            if read_after[graph.ops[member].output.0] {
+                value = new.op(OpKind::Map(MapFn::Scale(1.0)), &[value], layer);
+            }
             values_of.insert(member, value);
             start += len;
         }
@@ -137,6 +142,24 @@ pub fn run(graph: &Graph) -> Graph {
             None => Rewrite::Drop,
         }
     })
+}
+
+/// Whether the host reads each value after the step: an output, or what an output is a view of.
+fn read_after_the_step(graph: &Graph) -> Vec<bool> {
+    let mut read = vec![false; graph.values.len()];
+    for output in &graph.outputs {
+        let mut value = output.value;
+        read[value.0] = true;
+        while let Definition::Op(index) = graph.values[value.0].definition {
+            let op = &graph.ops[index];
+            if view_of(graph, op).is_none() {
+                break;
+            }
+            value = op.inputs[0];
+            read[value.0] = true;
+        }
+    }
+    read
 }
 
 /// The shape op `index` sums, if it is a sum: a `sum_to`, or a chain that ends in one.
@@ -184,7 +207,8 @@ fn defined_before(graph: &Graph, value: ValueId, index: usize) -> bool {
 
 /// The chain that computes a group's ops in one pass, and its inputs: the host's steps and
 /// every sum's elementwise steps (each distinct step once), then the sums. Its results are the
-/// host's value (when an op outside the group reads it) and the sums, in that order.
+/// host's value (a convolution's always, another's when an op outside the group reads it)
+/// and the sums, in that order.
 fn merged(graph: &Graph, group: &Group, uses: &Uses) -> (Vec<ValueId>, Chain) {
     let mut inputs: Vec<ValueId> = Vec::new();
     let mut steps: Vec<Step> = Vec::new();
