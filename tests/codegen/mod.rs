@@ -150,7 +150,8 @@ pub fn check_ops(graph: &Graph, generated: &[Vec<f32>], tolerance: f64, label: &
 /// nothing (a channel mean of a normalised map) still carries rounding of this size. A fused
 /// chain that ends in a sum carries its terms' (the steps before it, each rounded); one that
 /// begins with a contraction, the contraction's, which its elementwise epilogue passes on; one
-/// with several results, each result's, its sums' terms carrying the contraction's.
+/// with several results, each result's, its sums' terms carrying the contraction's. Softmax
+/// cross-entropy carries the logits'.
 fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -> Option<Vec<f64>> {
     let absolute = |tensors: &[&Tensor]| -> Vec<Tensor> {
         tensors
@@ -207,6 +208,20 @@ fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -
         if contraction.is_some() {
             return contraction;
         }
+    }
+    if let OpKind::SoftmaxCrossEntropy = kind {
+        // The mean of `logsumexp(z) - z[label]`: a small loss is the difference of two terms
+        // as large as the logits, and carries their rounding.
+        let (logits, labels) = (arguments[0], arguments[1]);
+        let classes = *logits.shape.last().expect("[N, K] logits");
+        let rows = logits.data.chunks(classes).zip(&labels.data);
+        let magnitude: f64 = rows
+            .map(|(row, &label)| {
+                let largest = row.iter().fold(0.0f64, |m, z| m.max(z.abs()));
+                largest + row[label as usize].abs()
+            })
+            .sum();
+        return Some(vec![magnitude / labels.data.len() as f64]);
     }
     let linear = matches!(
         kind,
