@@ -6,16 +6,16 @@
 
 use crate::codegen::check_graph;
 use crate::golden::for_each_model;
-use crate::training::{feed, network, small};
+use crate::training::{feed, network, options, small};
 use netc::codegen::{compile, CodegenOptions, Program};
 use netc::interp::{run, EvalContext, Tensor};
 use netc::ir::parse::parse;
 use netc::ir::print::print;
 use netc::ir::verify::verify;
 use netc::ir::{Graph, OpKind};
-use netc::optim::{Optimizer, OptimizerKind};
+use netc::optim::OptimizerKind;
 use netc::passes::{self, memory, Pass, PassOptions};
-use netc::pipeline::{self, Compiled, TrainingOptions};
+use netc::pipeline::{self, Compiled};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -31,11 +31,7 @@ fn stages(path: &Path) -> (String, [Compiled; 2]) {
         .expect("UTF-8 name")
         .to_string();
     let net = network(path.to_str().expect("UTF-8 path"), &small(&stem));
-    let options = TrainingOptions {
-        batch: 2,
-        optimizer: Optimizer::new(OptimizerKind::Momentum { momentum: 0.9 }),
-        frozen: Vec::new(),
-    };
+    let options = options(2, OptimizerKind::Momentum { momentum: 0.9 });
     let training = pipeline::training(&net, &options).expect("lowers");
     let inference = pipeline::inference(&net, 2).expect("lowers");
     (stem, [training, inference])
@@ -172,11 +168,7 @@ fn fused_code_agrees_with_the_interpreter_and_with_unfused_code() {
 #[test]
 fn sums_in_one_pass_train_as_separate_sums_do() {
     let net = network("../models/resnet_small.net", &small("resnet_small"));
-    let options = TrainingOptions {
-        batch: 4,
-        optimizer: Optimizer::new(OptimizerKind::Momentum { momentum: 0.9 }),
-        frozen: Vec::new(),
-    };
+    let options = options(4, OptimizerKind::Momentum { momentum: 0.9 });
     let training = pipeline::training(&net, &options).expect("lowers");
     let inputs = feed(&training, 5, 1e-3);
     let fused = passes::run(&training.graph, &PassOptions::default());
@@ -202,11 +194,7 @@ fn grouped_launches_compute_what_a_launch_each_does() {
     // mlp's first weight is 200,704 floats, so its update spans many tasks, and Adam updates
     // three tensors per parameter, each reading the ones before at the same positions.
     let net = network("../models/mlp.net", &[]);
-    let options = TrainingOptions {
-        batch: 4,
-        optimizer: Optimizer::new(OptimizerKind::from_name("adam").expect("known")),
-        frozen: Vec::new(),
-    };
+    let options = options(4, OptimizerKind::from_name("adam").expect("known"));
     let training = pipeline::training(&net, &options).expect("lowers");
     let inputs = feed(&training, 7, 1e-3);
     let run = |passes: PassOptions| {

@@ -77,7 +77,8 @@ pub fn small(stem: &str) -> Vec<(&'static str, i64)> {
     }
 }
 
-fn options(batch: usize, kind: OptimizerKind) -> TrainingOptions {
+/// Training options of `batch` examples with optimizer `kind`, no layer frozen.
+pub fn options(batch: usize, kind: OptimizerKind) -> TrainingOptions {
     TrainingOptions {
         batch,
         optimizer: Optimizer::new(kind),

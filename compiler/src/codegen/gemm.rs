@@ -15,7 +15,7 @@
 
 use super::emit::{Emitter, Slot, F32, F32X4, LANES};
 use super::{KernelSink, Operand};
-use crate::ir::ops::fused::{emit_each_step, Arg, Results, Step};
+use crate::ir::ops::fused::{arg_value, emit_each_step, Arg, Results, Step};
 use crate::ir::ops::layout;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I8X16;
@@ -658,10 +658,7 @@ pub fn copy_block(
                 });
             }
             let values = emit_each_step(e, &epilogue.steps, &loaded, ty);
-            let value = |arg: Arg| match arg {
-                Arg::Input(k) => loaded[k],
-                Arg::Step(s) => values[s],
-            };
+            let value = |arg: Arg| arg_value(arg, &loaded, &values);
             e.store(Emitter::mutable(), value(epilogue.result), to, i, 0);
             for (&arg, total) in epilogue.sums.iter().zip(&totals) {
                 let total = total[usize::from(ty == F32)];
@@ -678,9 +675,13 @@ pub fn copy_block(
                     let x = e.b.ins().extractlane(vector, lane);
                     total = e.b.ins().fadd(total, x);
                 }
-                let at = e.at_scaled(sums.start, r, 1);
-                let zero = e.int(0);
-                e.store(Emitter::mutable(), total, at, zero, s as i64 * sums.stride);
+                e.store(
+                    Emitter::mutable(),
+                    total,
+                    sums.start,
+                    r,
+                    s as i64 * sums.stride,
+                );
             }
         }
     });

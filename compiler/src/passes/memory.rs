@@ -6,8 +6,8 @@
 //!   greedily, largest value first (`pack`). Inputs and the graph's outputs keep their own
 //!   buffers (the host writes and reads them between steps). A reshape shares its input's
 //!   buffer, and a slice that is one contiguous run of its input (a result of a fused op with
-//!   several) lies inside it: that storage lives as long as any of its names. Ops' workspaces (packed operands) share buffers
-//!   too, since none outlives its op.
+//!   several) lies inside it: that storage lives as long as any of its names. Ops' workspaces
+//!   (packed operands) share buffers too, since none outlives its op.
 //! - **In-place updates** (`update_in_place`): an update of a parameter or state tensor is
 //!   computed straight into its buffer when the op computing it is elementwise, reads the old
 //!   value at the same positions, and is its last reader: no copy after the step, and no
@@ -92,20 +92,16 @@ impl Purpose {
 /// One buffer per value (but views, see [`view_of`]), as code generation does without
 /// planning.
 pub fn one_per_value(graph: &Graph) -> MemoryPlan {
-    let mut plan = MemoryPlan {
-        buffer_of: vec![0; graph.values.len()],
-        buffer_floats: Vec::new(),
-        inside: Vec::new(),
-    };
+    let mut buffer_of = vec![None; graph.values.len()];
+    let mut buffer_floats = Vec::new();
     for (index, value) in graph.values.iter().enumerate() {
         if alias_of(graph, ValueId(index)).is_none() {
-            plan.buffer_floats.push(value.shape.iter().product());
-            plan.inside.push(None);
-            plan.buffer_of[index] = plan.buffer_floats.len() - 1;
+            buffer_floats.push(value.shape.iter().product());
+            buffer_of[index] = Some(buffer_floats.len() - 1);
         }
     }
-    place_views(graph, &mut plan);
-    plan
+    let inside = vec![None; buffer_floats.len()];
+    with_views(graph, buffer_of, buffer_floats, inside)
 }
 
 /// Where op `op`'s result lies in its input's storage, in floats, if it computes nothing of
@@ -135,35 +131,48 @@ fn alias_of(graph: &Graph, value: ValueId) -> Option<(ValueId, usize)> {
     }
 }
 
-/// Places every view in its source's storage, in value order (a source before its views): a
-/// reshape in its input's buffer, a slice in a buffer of its own inside the allocation its
-/// input lies in.
-fn place_views(graph: &Graph, plan: &mut MemoryPlan) {
-    for index in 0..graph.values.len() {
-        let Some((source, offset)) = alias_of(graph, ValueId(index)) else {
-            continue;
+/// The plan from the buffers of the values that are not views, every view placed in its
+/// source's storage, in value order (a source before its views): a reshape in its input's
+/// buffer, a slice in a buffer of its own inside the allocation its input lies in.
+fn with_views(
+    graph: &Graph,
+    buffer_of: Vec<Option<usize>>,
+    buffer_floats: Vec<usize>,
+    inside: Vec<Option<(usize, usize)>>,
+) -> MemoryPlan {
+    let mut plan = MemoryPlan {
+        buffer_of: Vec::with_capacity(buffer_of.len()),
+        buffer_floats,
+        inside,
+    };
+    for (index, own) in buffer_of.into_iter().enumerate() {
+        let buffer = match alias_of(graph, ValueId(index)) {
+            None => own.expect("every value placed"),
+            Some((source, offset)) => {
+                let buffer = plan.buffer_of[source.0];
+                let floats: usize = graph.values[index].shape.iter().product();
+                if offset == 0 && floats == plan.buffer_floats[buffer] {
+                    buffer
+                } else {
+                    let (allocation, extent) = plan.extent(buffer);
+                    plan.buffer_floats.push(floats);
+                    plan.inside.push(Some((allocation, extent.start + offset)));
+                    plan.buffer_floats.len() - 1
+                }
+            }
         };
-        let buffer = plan.buffer_of[source.0];
-        let floats: usize = graph.values[index].shape.iter().product();
-        plan.buffer_of[index] = if offset == 0 && floats == plan.buffer_floats[buffer] {
-            buffer
-        } else {
-            let (allocation, extent) = plan.extent(buffer);
-            plan.buffer_floats.push(floats);
-            plan.inside.push(Some((allocation, extent.start + offset)));
-            plan.buffer_floats.len() - 1
-        };
+        plan.buffer_of.push(buffer);
     }
+    plan
 }
 
 /// The plan with reuse and in-place updates as asked.
 pub fn plan(graph: &Graph, reuse: bool, in_place: bool) -> MemoryPlan {
-    let mut plan = one_per_value(graph);
     if !reuse && !in_place {
-        return plan;
+        return one_per_value(graph);
     }
     let values = graph.values.len();
-    // Each value's storage: the value that owns its buffer (through reshapes).
+    // Each value's storage: the value that owns its buffer (through views).
     let mut owner: Vec<usize> = (0..values).collect();
     for index in 0..values {
         if let Some((source, _)) = alias_of(graph, ValueId(index)) {
@@ -240,18 +249,7 @@ pub fn plan(graph: &Graph, reuse: bool, in_place: bool) -> MemoryPlan {
     for (&update, &target) in &in_place_of {
         buffer_of[update] = buffer_of[target];
     }
-    plan.buffer_of = buffer_of
-        .into_iter()
-        .enumerate()
-        .map(|(index, b)| match owner[index] == index {
-            true => b.expect("every value placed"),
-            false => usize::MAX,
-        })
-        .collect();
-    plan.buffer_floats = buffer_floats;
-    plan.inside = inside;
-    place_views(graph, &mut plan);
-    plan
+    with_views(graph, buffer_of, buffer_floats, inside)
 }
 
 /// A value that may share a buffer, with the span of ops it is live over.

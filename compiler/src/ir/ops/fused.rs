@@ -293,9 +293,7 @@ fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(
         return Err(format!("result t{r} is not a step"));
     }
     let first_sum = chain
-        .steps
-        .iter()
-        .position(|s| matches!(s.kind, OpKind::SumTo(_)))
+        .first_sum()
         .ok_or("a chain with several results sums something")?;
     let (before, sums) = chain.steps.split_at(first_sum);
     let contraction = chain.contraction().map(|(contraction, _)| contraction);
@@ -394,17 +392,21 @@ fn check_reads(inputs: &[&Shape], summed: &Shape, target: &Shape) -> Result<(), 
 }
 
 impl Chain {
-    /// A chain with several results as one pass computes it; `None` for other chains.
-    pub fn results_pass(&self, inputs: &[&Shape]) -> Option<Results<'_>> {
-        if self.results.is_empty() || self.contraction().is_some() {
+    /// The step of the first sum, if the chain sums.
+    fn first_sum(&self) -> Option<usize> {
+        self.steps
+            .iter()
+            .position(|s| matches!(s.kind, OpKind::SumTo(_)))
+    }
+
+    /// A chain that sums without a contraction (one that ends in a sum, or has several
+    /// results) as one pass over the summed tensor computes it; `None` for other chains.
+    pub fn sum_pass(&self, inputs: &[&Shape]) -> Option<Results<'_>> {
+        let first_sum = self.first_sum()?;
+        if self.contraction().is_some() {
             return None;
         }
         let shapes = step_shapes(self, inputs).expect("a verified chain");
-        let first_sum = self
-            .steps
-            .iter()
-            .position(|s| matches!(s.kind, OpKind::SumTo(_)))
-            .expect("a sum");
         let arg_shape = |arg: Arg| match arg {
             Arg::Input(i) => inputs[i].clone(),
             Arg::Step(s) => shapes[s].clone(),
@@ -416,8 +418,15 @@ impl Chain {
             sums: Vec::new(),
             stores: Vec::new(),
         };
+        // A chain that ends in its one sum has that sum as its result.
+        let last = [self.steps.len() - 1];
+        let results = if self.results.is_empty() {
+            &last[..]
+        } else {
+            &self.results
+        };
         let mut offset = 0;
-        for &r in &self.results {
+        for &r in results {
             if r >= first_sum {
                 pass.sums.push((self.steps[r].args[0], offset));
             } else {
@@ -480,19 +489,7 @@ pub fn eval(chain: &Chain, inputs: &[&Tensor], context: &EvalContext) -> Tensor 
 /// is the reduction's kernel, its terms computed as they are summed.
 pub fn emit(chain: &Chain, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
     let shapes: Vec<&Shape> = inputs.iter().map(|input| &input.shape).collect();
-    if let Some(pass) = chain.results_pass(&shapes) {
-        return layout::emit_sum(sink, inputs, &pass, output);
-    }
-    if let Some((target, steps)) = chain.reduction() {
-        let step_shapes = step_shapes(chain, &shapes).expect("a verified chain");
-        let summed = summed_shape(chain, &shapes, &step_shapes);
-        let pass = Results {
-            summed: summed.clone(),
-            target: target.clone(),
-            steps,
-            sums: vec![(chain.steps.last().expect("a sum").args[0], 0)],
-            stores: Vec::new(),
-        };
+    if let Some(pass) = chain.sum_pass(&shapes) {
         return layout::emit_sum(sink, inputs, &pass, output);
     }
     if let Some((contraction, steps)) = chain.contraction() {
@@ -600,14 +597,19 @@ pub fn emit_steps(e: &mut Emitter, steps: &[Step], loaded: &[Value], ty: Type) -
     values.last().copied().unwrap_or(loaded[0])
 }
 
+/// The value `arg` names: a loaded input's, or a step's among `values`.
+pub fn arg_value(arg: Arg, loaded: &[Value], values: &[Value]) -> Value {
+    match arg {
+        Arg::Input(i) => loaded[i],
+        Arg::Step(s) => values[s],
+    }
+}
+
 /// The value of each of elementwise `steps` over the `loaded` elements of a chain's inputs.
 pub fn emit_each_step(e: &mut Emitter, steps: &[Step], loaded: &[Value], ty: Type) -> Vec<Value> {
     let mut values: Vec<Value> = Vec::with_capacity(steps.len());
     for step in steps {
-        let arg = |k: usize| match step.args[k] {
-            Arg::Input(i) => loaded[i],
-            Arg::Step(s) => values[s],
-        };
+        let arg = |k: usize| arg_value(step.args[k], loaded, &values);
         let value = match step.kind {
             OpKind::Map(f) => emit_apply(e, f, arg(0), ty),
             _ => emit_binary_value(e, &step.kind, arg(0), arg(1)),

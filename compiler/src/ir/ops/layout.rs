@@ -11,7 +11,7 @@
 //! contiguous range in f32x4 registers in a fixed order.
 
 use super::elementwise::{broadcast, broadcast_indices};
-use super::fused::{emit_each_step, Arg, Results};
+use super::fused::{arg_value, emit_each_step, Arg, Results};
 use super::{arity, OpKind};
 use crate::codegen::emit::{Emitter, Slot, F32, F32X4, LANES};
 use crate::codegen::strided::{for_each_element, Strided};
@@ -552,10 +552,7 @@ impl Terms<'_> {
             })
             .collect();
         let values = emit_each_step(e, self.pass.steps, &loaded, ty);
-        let value = |arg: Arg| match arg {
-            Arg::Input(i) => loaded[i],
-            Arg::Step(s) => values[s],
-        };
+        let value = |arg: Arg| arg_value(arg, &loaded, &values);
         for &(arg, at) in &self.pass.stores {
             e.store(
                 Emitter::mutable(),
