@@ -381,7 +381,7 @@ pub fn pack_b_panel(
 
 /// The transpose of the 4x4 matrix whose rows are `rows`: lane `i` of row `t` of the result
 /// is lane `t` of `rows[i]`. Interleaves of 32-bit then 64-bit lanes, one instruction each.
-fn transpose4(e: &mut Emitter, rows: [Value; 4]) -> [Value; 4] {
+pub fn transpose4(e: &mut Emitter, rows: [Value; 4]) -> [Value; 4] {
     // Byte masks of `shuffle` over the 32 bytes of its two operands, for 32-bit lanes
     // `[a0 b0 a1 b1]`, `[a2 b2 a3 b3]` and 64-bit halves `[a0 a1 b0 b1]`, `[a2 a3 b2 b3]`.
     let mask = |e: &mut Emitter, lanes: [u8; 4]| {

@@ -3,7 +3,7 @@
 
 use super::{arity, layout, ConvAttrs, OpKind};
 use crate::codegen::depthwise;
-use crate::codegen::emit::{Emitter, F32};
+use crate::codegen::emit::{Emitter, Slot, F32, F32X4};
 use crate::codegen::gemm::{self, Block, Epilogue, IndexMath, Matrices, ScratchLayout, Tile, KC};
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
@@ -850,7 +850,22 @@ pub fn emit_weight_grad(
     let g = Geometry::new(a, &x.shape, &output.shape);
     let (depth, positions) = (g.depth(), g.positions);
     // dW_g `[O/g x Kc]` = sum over images of dy_ng · im2col(x_ng)ᵀ: A = dy per image and group,
-    // packed once; B = the transposed im2col matrix, packed per task.
+    // packed once; B = the transposed im2col matrix, its columns ordered tap by tap, packed per
+    // task (see `pack_taps`).
+    let (source, image_stride) = if g.is_pointwise() {
+        (x.slot, g.groups * g.group_in * g.plane())
+    } else {
+        let [ph, pw] = padded_extent(&g);
+        (
+            emit_channels_last(sink, &g, x.slot),
+            ph * pw * g.groups * g.group_in,
+        )
+    };
+    let group_stride = if g.is_pointwise() {
+        g.group_in * g.plane()
+    } else {
+        g.group_in
+    };
     let grads = gemm::pack_a(
         sink,
         &Matrices {
@@ -878,12 +893,11 @@ pub fn emit_weight_grad(
     let partials = (image_blocks > 1).then(|| sink.workspace(image_blocks * output.len()));
     let p_blocks = gemm::balanced_blocks(positions, KC);
     let ldc = nt * NR;
-    let scratch = ScratchLayout::new(&[nt * NR * p_blocks.1, mt * MR * ldc, NR * KC]);
+    let scratch = ScratchLayout::new(&[nt * NR * p_blocks.1, mt * MR * ldc]);
     sink.kernel(image_blocks * tiles, scratch.floats(), |e| {
-        let (xs, packed) = (e.buffer(x.slot), e.buffer(grads));
+        let (source, packed) = (e.buffer(source), e.buffer(grads));
         let dw = e.buffer(partials.unwrap_or(output.slot));
         let (b_panels, c_tiles) = (scratch.region(e, 0), scratch.region(e, 1));
-        let rows_scratch = scratch.region(e, 2);
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, task| {
             let [block, group, mi, ni] =
@@ -900,7 +914,9 @@ pub fn emit_weight_grad(
             let images = e.min_imm(images_left, block_images as i64);
             let last_image = e.add(first_image, images);
             e.for_loop(first_image, last_image, 1, |e, image| {
-                let planes = g.group_planes(e, xs, image, group);
+                let image_floats = e.mul_imm(image, image_stride as i64);
+                let image_channels = e.at(source, image_floats);
+                let image_channels = e.at_scaled(image_channels, group, group_stride as i64);
                 let images = e.mul_imm(image, g.groups as i64);
                 let matrix = e.add(images, group);
                 let matrix = e.mul_imm(matrix, m_panels as i64);
@@ -909,8 +925,7 @@ pub fn emit_weight_grad(
                 let is_first_image = e.b.ins().icmp(IntCC::Equal, image, first_image);
                 gemm::for_each_k_block(e, p_blocks, positions, |e, p0, kc, first_block| {
                     let columns = [first_col, cols, tile.panels[1]];
-                    let staging = [rows_scratch, b_panels];
-                    pack_im2col_transposed(e, &g, planes, columns, [p0, kc], staging);
+                    pack_taps(e, &g, image_channels, columns, [p0, kc], b_panels);
                     let a = e.at_scaled(a_panels, p0, MR as i64);
                     let block = Block {
                         kc,
@@ -932,10 +947,30 @@ pub fn emit_weight_grad(
             let blocks_before = e.mul_imm(block, output.len() as i64);
             let weights = e.at(dw, blocks_before);
             let weights = e.at_scaled(weights, row, depth as i64);
-            let to = e.at(weights, first_col);
-            let lds = [ldc as i64, depth as i64];
-            let none = &Epilogue::none();
-            gemm::copy_block(e, [c_tiles, to], lds, [rows, cols], none, &[], None);
+            // Column (tap, c) of the tile to dW's column (c, tap).
+            let last_col = e.add(first_col, cols);
+            let taps = g.taps() as i64;
+            for_each_tap_run(
+                e,
+                &g,
+                1,
+                [first_col, last_col],
+                |e, column, tap, channel, count| {
+                    let from = e.at(c_tiles, column);
+                    let to = e.at(weights, tap);
+                    let to = e.at_scaled(to, channel, taps);
+                    let zero = e.int(0);
+                    e.for_loop(zero, rows, 1, |e, i| {
+                        let from = e.at_scaled(from, i, ldc as i64);
+                        let to = e.at_scaled(to, i, depth as i64);
+                        e.for_loop(zero, count, 1, |e, t| {
+                            let value = e.load(F32, Emitter::frozen(), from, t, 0);
+                            let target = e.mul_imm(t, taps);
+                            e.store(Emitter::mutable(), value, to, target, 0);
+                        });
+                    });
+                },
+            );
         });
     });
     if let Some(partials) = partials {
@@ -952,48 +987,224 @@ pub fn emit_weight_grad(
     }
 }
 
-/// Packs im2col columns `p0 .. p0 + kc` of rows `first ..` (`cols` of them) as B panels of
-/// the transposed matrix at `dst` (`dst[p*NR + j]`, panel after panel), zeros in the `panels`
-/// panels' columns past `cols`. `rows` is scratch for `NR` rows of `KC` floats.
-fn pack_im2col_transposed(
+/// The padded extent `[rows, columns]` of x that a convolution's taps read: the top-left
+/// padding, the image, and the bottom-right padding as far as some tap reaches it.
+fn padded_extent(g: &Geometry) -> [usize; 2] {
+    let a = &g.attrs;
+    let out_height = g.positions / g.out_width;
+    let reach = |out: usize, axis: usize| {
+        (out - 1) * a.stride[axis] + (g.kernel[axis] - 1) * a.dilation[axis] + 1
+    };
+    [reach(out_height, 0), reach(g.out_width, 1)]
+}
+
+/// Writes x with its zero padding (to [`padded_extent`]), channels last, to a workspace: image
+/// `n`'s channel `c` at padded position `(i, j)` is float `((n * ph + i) * pw + j) * C + c`. A
+/// row of the weight gradient's B panels (one position, consecutive channels of one tap) is then
+/// a contiguous run of it, which the packing copies instead of gathering and transposing.
+fn emit_channels_last(sink: &mut KernelSink, g: &Geometry, x: Slot) -> Slot {
+    let [ph, pw] = padded_extent(g);
+    let channels = g.groups * g.group_in;
+    let [height, width] = g.hw;
+    let row_floats = pw * channels;
+    let padded = sink.workspace(g.batch * ph * row_floats);
+    let (top, left) = (g.attrs.pad[0], g.attrs.pad[2]);
+    // Input columns inside the padded row.
+    let columns = width.min(pw.saturating_sub(left));
+    // Tasks: padded rows.
+    sink.kernel(g.batch * ph, 0, |e| {
+        let (xs, out) = (e.buffer(x), e.buffer(padded));
+        let (begin, end) = (e.begin(), e.end());
+        e.for_loop(begin, end, 1, |e, task| {
+            let [image, i] = e.decode(task, &[g.batch, ph])[..] else {
+                unreachable!()
+            };
+            let to = e.at_scaled(out, task, row_floats as i64);
+            let zero = e.int(0);
+            let row_end = e.int(row_floats as i64);
+            let input_row = e.add_imm(i, -(top as i64));
+            // Negative rows wrap to huge unsigned values: one comparison checks both ends.
+            let in_image =
+                e.b.ins()
+                    .icmp_imm_s(IntCC::UnsignedLessThan, input_row, height as i64);
+            e.if_else(
+                in_image,
+                |e| {
+                    let before = e.int((left * channels) as i64);
+                    gemm::zero_run(e, to, 1, zero, before);
+                    let after = e.int(((left + columns) * channels) as i64);
+                    gemm::zero_run(e, to, 1, after, row_end);
+                    let first_plane = e.mul_imm(image, (channels * height) as i64);
+                    let row = e.add(first_plane, input_row);
+                    let from = e.at_scaled(xs, row, width as i64);
+                    let to = e.at(to, before);
+                    transpose_row(e, from, to, [channels, columns], (height * width) as i64);
+                },
+                |e| gemm::zero_run(e, to, 1, zero, row_end),
+            );
+        });
+    });
+    padded
+}
+
+/// `to[w * channels + c] = from[c * plane + w]` for `c < channels` and `w < columns`: 4x4
+/// blocks transposed in registers, the rest one by one.
+fn transpose_row(
+    e: &mut Emitter,
+    from: Value,
+    to: Value,
+    [channels, columns]: [usize; 2],
+    plane: i64,
+) {
+    let (channel_quads, column_quads) = (channels / 4 * 4, columns / 4 * 4);
+    let stride = channels as i64;
+    let zero = e.int(0);
+    let channel_end = e.int(channel_quads as i64);
+    e.for_loop(zero, channel_end, 4, |e, c| {
+        let column_end = e.int(column_quads as i64);
+        e.for_loop(zero, column_end, 4, |e, w| {
+            let rows = [0, 1, 2, 3].map(|t| {
+                let channel = e.add_imm(c, t);
+                let index = e.mul_imm(channel, plane);
+                let index = e.add(index, w);
+                e.load(F32X4, Emitter::frozen(), from, index, 0)
+            });
+            let target = e.mul_imm(w, stride);
+            let target = e.add(target, c);
+            for (t, column) in gemm::transpose4(e, rows).into_iter().enumerate() {
+                e.store(Emitter::mutable(), column, to, target, t as i64 * stride);
+            }
+        });
+    });
+    let one_by_one = |e: &mut Emitter, [lo, hi]: [usize; 2], first: usize| {
+        e.for_range(lo as i64, hi as i64, |e, c| {
+            e.for_range(first as i64, columns as i64, |e, w| {
+                let index = e.mul_imm(c, plane);
+                let index = e.add(index, w);
+                let value = e.load(F32, Emitter::frozen(), from, index, 0);
+                let target = e.mul_imm(w, stride);
+                let target = e.add(target, c);
+                e.store(Emitter::mutable(), value, to, target, 0);
+            });
+        });
+    };
+    one_by_one(e, [0, channel_quads], column_quads);
+    one_by_one(e, [channel_quads, channels], 0);
+}
+
+/// Calls `body(e, column, unit, offset, count)` for each unit of `unit_taps` kernel taps that
+/// columns `lo..hi` (at least one) of the weight gradient's B matrix cross. Its columns are
+/// ordered tap by tap, the group's channels within a tap: `count` columns from `column`
+/// (counting from `lo`) are columns `offset ..` of unit `unit`, whose first tap is `unit *
+/// unit_taps`.
+fn for_each_tap_run(
     e: &mut Emitter,
     g: &Geometry,
-    planes: Value,
+    unit_taps: usize,
+    [lo, hi]: [Value; 2],
+    body: impl FnOnce(&mut Emitter, Value, Value, Value, Value),
+) {
+    let unit_columns = (unit_taps * g.group_in) as i64;
+    let first_unit = e.div_imm(lo, unit_columns);
+    let last = e.add_imm(hi, -1);
+    let last_unit = e.div_imm(last, unit_columns);
+    let unit_end = e.add_imm(last_unit, 1);
+    e.for_loop(first_unit, unit_end, 1, |e, unit| {
+        let unit_start = e.mul_imm(unit, unit_columns);
+        let before = e.sub(lo, unit_start);
+        let first = e.max_imm(before, 0);
+        let after = e.sub(hi, unit_start);
+        let end = e.min_imm(after, unit_columns);
+        let count = e.sub(end, first);
+        let column = e.add(unit_start, first);
+        let column = e.sub(column, lo);
+        body(e, column, unit, first, count);
+    });
+}
+
+/// Packs positions `p0 .. p0 + kc` of B columns `first ..` (`cols` of them, see
+/// [`for_each_tap_run`]) as `panels` B panels at `dst` (`dst[p*NR + j]`, panel after panel),
+/// zeros in the columns past `cols`. `image` is one image's group channels: of x itself for a
+/// pointwise convolution, whose B matrix is x transposed; else of x's padded, channels-last
+/// copy, in which a tap's channels are a contiguous run, and so are a kernel row's taps when
+/// the group is all the channels and the kernel is not dilated along rows.
+fn pack_taps(
+    e: &mut Emitter,
+    g: &Geometry,
+    image: Value,
     [first, cols, panels]: [Value; 3],
     [p0, kc]: [Value; 2],
-    [rows, dst]: [Value; 2],
+    dst: Value,
 ) {
-    let panel_floats = e.mul_imm(kc, NR as i64);
+    let a = &g.attrs;
+    let [_, pw] = padded_extent(g);
+    let channels = (g.groups * g.group_in) as i64;
+    let unit_taps = if g.groups == 1 && a.dilation[1] == 1 {
+        g.kernel[1]
+    } else {
+        1
+    };
     let hi = e.add(p0, kc);
+    let panel_floats = e.mul_imm(kc, NR as i64);
     let start = e.int(0);
     e.for_loop(start, panels, 1, |e, j| {
         let offset = e.mul_imm(j, NR as i64);
         let left = e.sub(cols, offset);
         let width = e.min_imm(left, NR as i64);
-        let panel_first = e.add(first, offset);
-        let (source, row_stride) = if g.is_pointwise() {
-            // The im2col matrix is x itself.
-            let source = e.at_scaled(planes, panel_first, g.plane() as i64);
-            (e.at(source, p0), g.plane())
-        } else {
-            // The panel's im2col rows, gathered along positions (contiguous, as x is).
-            let panel_end = e.add(panel_first, width);
-            e.for_loop(panel_first, panel_end, 1, |e, row| {
-                let [c, r, q] = e.decode(row, &[g.group_in, g.kernel[0], g.kernel[1]])[..] else {
-                    unreachable!()
-                };
-                let plane = e.at_scaled(planes, c, g.plane() as i64);
-                let lane = e.sub(row, panel_first);
-                let to = e.at_scaled(rows, lane, KC as i64);
-                for_each_run(e, g, [r, q], [p0, hi], |e, run| {
-                    gather_run(e, g, run, plane, to, 1)
-                });
-            });
-            (rows, KC)
-        };
-        // Transposed into the panel, four rows by four positions at a time.
+        let lo = e.add(first, offset);
         let panel_index = e.mul(j, panel_floats);
-        let to = e.at(dst, panel_index);
-        gemm::pack_b_panel(e, source, [1, row_stride], width, kc, to);
+        let panel = e.at(dst, panel_index);
+        if g.is_pointwise() {
+            let planes = e.at_scaled(image, lo, g.plane() as i64);
+            let from = e.at(planes, p0);
+            gemm::pack_b_panel(e, from, [1, g.plane()], width, kc, panel);
+            return;
+        }
+        let end = e.add(lo, width);
+        for_each_tap_run(
+            e,
+            g,
+            unit_taps,
+            [lo, end],
+            |e, column, unit, offset, count| {
+                let tap = e.mul_imm(unit, unit_taps as i64);
+                let r = e.div_imm(tap, g.kernel[1] as i64);
+                let q = e.rem_imm(tap, g.kernel[1] as i64);
+                let row_shift = e.mul_imm(r, (a.dilation[0] * pw) as i64);
+                let column_shift = e.mul_imm(q, a.dilation[1] as i64);
+                let shift = e.add(row_shift, column_shift);
+                let unit_image = e.at_scaled(image, shift, channels);
+                let from = e.at(unit_image, offset);
+                let to = e.at(panel, column);
+                for_each_row_span(e, g, [p0, hi], |e, span| {
+                    let row = e.mul_imm(span.row, (a.stride[0] * pw) as i64);
+                    let row = e.at_scaled(from, row, channels);
+                    let zero = e.int(0);
+                    e.for_loop(span.start, span.end, 1, |e, w| {
+                        let source = e.at_scaled(row, w, a.stride[1] as i64 * channels);
+                        let position = e.add(span.col, w);
+                        let target = e.at_scaled(to, position, NR as i64);
+                        gemm::copy_run(e, source, target, zero, count);
+                    });
+                });
+            },
+        );
+        // Columns past the last, in the last panel: zeros.
+        zero_columns_past(e, panel, kc, width);
+    });
+}
+
+/// Zeros columns `valid ..` of the `kc` rows of the B panel at `panel` (nothing when `valid`
+/// is `NR`).
+fn zero_columns_past(e: &mut Emitter, panel: Value, kc: Value, valid: Value) {
+    let short =
+        e.b.ins()
+            .icmp_imm_s(IntCC::SignedLessThan, valid, NR as i64);
+    let zero = e.int(0);
+    let rows = e.b.ins().select(short, kc, zero);
+    e.for_loop(zero, rows, 1, |e, k| {
+        let to = e.at_scaled(panel, k, NR as i64);
+        let all = e.int(NR as i64);
+        gemm::zero_run(e, to, 1, valid, all);
     });
 }
