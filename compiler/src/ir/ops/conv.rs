@@ -890,13 +890,16 @@ pub fn emit_weight_grad(
     let image_blocks = gemm::TASKS.div_ceil(tiles).clamp(1, g.batch);
     let block_images = g.batch.div_ceil(image_blocks);
     let image_blocks = g.batch.div_ceil(block_images);
-    let partials = (image_blocks > 1).then(|| sink.workspace(image_blocks * output.len()));
+    // Each block's dW, columns in the tile's order, when it is not dW itself.
+    let taps = g.taps();
+    let staged =
+        (image_blocks > 1 || taps > 1).then(|| sink.workspace(image_blocks * output.len()));
     let p_blocks = gemm::balanced_blocks(positions, KC);
     let ldc = nt * NR;
     let scratch = ScratchLayout::new(&[nt * NR * p_blocks.1, mt * MR * ldc]);
     sink.kernel(image_blocks * tiles, scratch.floats(), |e| {
         let (source, packed) = (e.buffer(source), e.buffer(grads));
-        let dw = e.buffer(partials.unwrap_or(output.slot));
+        let dw = e.buffer(staged.unwrap_or(output.slot));
         let (b_panels, c_tiles) = (scratch.region(e, 0), scratch.region(e, 1));
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, task| {
@@ -947,44 +950,62 @@ pub fn emit_weight_grad(
             let blocks_before = e.mul_imm(block, output.len() as i64);
             let weights = e.at(dw, blocks_before);
             let weights = e.at_scaled(weights, row, depth as i64);
-            // Column (tap, c) of the tile to dW's column (c, tap).
-            let last_col = e.add(first_col, cols);
-            let taps = g.taps() as i64;
-            for_each_tap_run(
-                e,
-                &g,
-                1,
-                [first_col, last_col],
-                |e, column, tap, channel, count| {
-                    let from = e.at(c_tiles, column);
-                    let to = e.at(weights, tap);
-                    let to = e.at_scaled(to, channel, taps);
-                    let zero = e.int(0);
-                    e.for_loop(zero, rows, 1, |e, i| {
-                        let from = e.at_scaled(from, i, ldc as i64);
-                        let to = e.at_scaled(to, i, depth as i64);
-                        e.for_loop(zero, count, 1, |e, t| {
-                            let value = e.load(F32, Emitter::frozen(), from, t, 0);
-                            let target = e.mul_imm(t, taps);
-                            e.store(Emitter::mutable(), value, to, target, 0);
-                        });
-                    });
-                },
-            );
+            let to = e.at(weights, first_col);
+            let lds = [ldc as i64, depth as i64];
+            let none = &Epilogue::none();
+            gemm::copy_block(e, [c_tiles, to], lds, [rows, cols], none, &[], None);
         });
     });
-    if let Some(partials) = partials {
-        let shape: Shape = [image_blocks]
-            .iter()
-            .chain(&output.shape)
-            .copied()
-            .collect();
-        let summands = Operand {
-            slot: partials,
-            shape,
-        };
-        layout::emit_sum_to(sink, &[summands], output);
+    match staged {
+        Some(staged) if taps > 1 => {
+            emit_tap_order_sum(sink, &g, [staged, output.slot], image_blocks)
+        }
+        Some(staged) => {
+            let shape: Shape = [image_blocks]
+                .iter()
+                .chain(&output.shape)
+                .copied()
+                .collect();
+            let summands = Operand {
+                slot: staged,
+                shape,
+            };
+            layout::emit_sum_to(sink, &[summands], output);
+        }
+        None => {}
     }
+}
+
+/// Adds up `blocks` weight gradients whose columns are ordered tap by tap (the B matrix's
+/// order, see [`for_each_tap_run`]) into dW, whose columns are ordered channel by channel:
+/// block after block, so the sum does not depend on how tasks were dealt out. Tasks: rows of
+/// dW, each read and written whole, in cache.
+fn emit_tap_order_sum(sink: &mut KernelSink, g: &Geometry, [staged, dw]: [Slot; 2], blocks: usize) {
+    let (depth, taps, channels) = (g.depth(), g.taps(), g.group_in);
+    let rows = g.groups * g.group_out;
+    sink.kernel(rows, 0, |e| {
+        let (from, to) = (e.buffer(staged), e.buffer(dw));
+        let (begin, end) = (e.begin(), e.end());
+        e.for_loop(begin, end, 1, |e, row| {
+            let from = e.at_scaled(from, row, depth as i64);
+            let to = e.at_scaled(to, row, depth as i64);
+            e.for_range(0, channels as i64, |e, c| {
+                let to = e.at_scaled(to, c, taps as i64);
+                let from = e.at(from, c);
+                e.for_range(0, taps as i64, |e, tap| {
+                    let column = e.mul_imm(tap, channels as i64);
+                    let mut total = e.load(F32, Emitter::frozen(), from, column, 0);
+                    for block in 1..blocks {
+                        let offset = e.int((block * rows * depth) as i64);
+                        let block_from = e.at(from, offset);
+                        let value = e.load(F32, Emitter::frozen(), block_from, column, 0);
+                        total = e.b.ins().fadd(total, value);
+                    }
+                    e.store(Emitter::mutable(), total, to, tap, 0);
+                });
+            });
+        });
+    });
 }
 
 /// The padded extent `[rows, columns]` of x that a convolution's taps read: the top-left
