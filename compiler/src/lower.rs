@@ -389,9 +389,9 @@ impl Lowering {
                 let sum = self.op(OpKind::SumTo(stat_shape.clone()), &[x], name);
                 let mean = self.map(MapFn::Scale(inv_count), sum, name);
                 let centred = self.op(OpKind::Sub, &[x, mean], name);
-                let squares = self.op(OpKind::Mul, &[centred, centred], name);
-                let sum_squares = self.op(OpKind::SumTo(stat_shape.clone()), &[squares], name);
-                let var = self.map(MapFn::Scale(inv_count), sum_squares, name);
+                let squares = OpKind::SumSquaredDeviationsTo(stat_shape.clone());
+                let squares = self.op(squares, &[x], name);
+                let var = self.map(MapFn::Scale(inv_count), squares, name);
                 let shifted = self.map(MapFn::AddConst(eps), var, name);
                 let inv_std = self.map(MapFn::PowConst(-0.5), shifted, name);
                 // Running statistics: PyTorch's momentum, and the unbiased variance.

@@ -43,6 +43,16 @@ proptest! {
     }
 
     #[test]
+    fn squared_deviations_match_the_interpreter(
+        (s, target) in shape_and_broadcastable(),
+        seed in any::<u64>(),
+    ) {
+        // Values far from zero: the deviations are small beside them.
+        let x = random_tensor(s, seed, 9.0, 11.0);
+        check_op(OpKind::SumSquaredDeviationsTo(target), &[x], 1e-5);
+    }
+
+    #[test]
     fn convolution_bias_gradients_match(
         n in 1usize..=4, c in 1usize..=12, h in 1usize..=13, w in 1usize..=13, seed in any::<u64>()
     ) {

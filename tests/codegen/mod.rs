@@ -150,8 +150,9 @@ pub fn check_ops(graph: &Graph, generated: &[Vec<f32>], tolerance: f64, label: &
 /// nothing (a channel mean of a normalised map) still carries rounding of this size. A fused
 /// chain that ends in a sum carries its terms' (the steps before it, each rounded); one that
 /// begins with a contraction, the contraction's, which its elementwise epilogue passes on; one
-/// with several results, each result's, its sums' terms carrying the contraction's. Softmax
-/// cross-entropy carries the logits'.
+/// with several results, each result's, its sums' terms carrying the contraction's. Squared
+/// deviations carry the squares of the values and their mean. Softmax cross-entropy carries
+/// the logits'.
 fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -> Option<Vec<f64>> {
     let absolute = |tensors: &[&Tensor]| -> Vec<Tensor> {
         tensors
@@ -192,11 +193,14 @@ fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -
             let mut magnitudes = Vec::new();
             for &r in &chain.results {
                 let step = &chain.steps[r];
-                let OpKind::SumTo(_) = step.kind else {
+                if !matches!(
+                    step.kind,
+                    OpKind::SumTo(_) | OpKind::SumSquaredDeviationsTo(_)
+                ) {
                     let none = vec![0.0; value(Arg::Step(r)).data.len()];
                     magnitudes.extend(contraction.clone().unwrap_or(none));
                     continue;
-                };
+                }
                 let mut terms = value(step.args[0]);
                 for (k, t) in terms.data.iter_mut().enumerate() {
                     *t = t.abs() + contraction.as_ref().map_or(0.0, |m| m[k]);
@@ -208,6 +212,18 @@ fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -
         if contraction.is_some() {
             return contraction;
         }
+    }
+    if let OpKind::SumSquaredDeviationsTo(target) = kind {
+        // Each deviation is no larger than the largest value's magnitude and its own.
+        let x = arguments[0];
+        let largest = x.data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let squares = x.data.iter().map(|v| (v.abs() + largest).powi(2)).collect();
+        let squares = Tensor::new(x.shape.clone(), squares);
+        return Some(
+            OpKind::SumTo(target.clone())
+                .eval(&[&squares], context)
+                .data,
+        );
     }
     if let OpKind::SoftmaxCrossEntropy = kind {
         // The mean of `logsumexp(z) - z[label]`: a small loss is the difference of two terms

@@ -44,6 +44,15 @@ proptest! {
     }
 
     #[test]
+    fn squared_deviations_match_central_differences(
+        (s, target) in shape(4).prop_flat_map(|s| (Just(s.clone()), broadcastable(s))),
+        seed in any::<u64>(),
+    ) {
+        let x = random_tensor(s, seed, -1.0, 1.0);
+        check_vjp(OpKind::SumSquaredDeviationsTo(target), vec![x], &[true], seed);
+    }
+
+    #[test]
     fn broadcast_matches_central_differences(
         (s, from) in shape(4).prop_flat_map(|s| (Just(s.clone()), broadcastable(s))),
         seed in any::<u64>(),

@@ -15,11 +15,10 @@
 
 use super::emit::{Emitter, Slot, F32, F32X4, LANES};
 use super::{KernelSink, Operand};
-use crate::ir::ops::fused::{arg_value, emit_each_step, Arg, Results, Step};
-use crate::ir::ops::layout;
+use crate::ir::ops::fused::{arg_value, emit_each_step, Arg, Step};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I8X16;
-use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::Variable;
 use cranelift_module::FuncId;
 use netc_runtime::microkernel::{MR, NR};
@@ -495,7 +494,30 @@ pub struct Epilogue {
     pub steps: Vec<Step>,
     pub inputs: Vec<(Slot, Vec<i64>)>,
     pub result: Arg,
-    pub sums: Vec<Arg>,
+    pub sums: Vec<(Arg, RowSum)>,
+}
+
+/// What an epilogue adds up along each row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RowSum {
+    /// The values.
+    Plain,
+    /// The squares of the values' deviations from the row's mean; only of the epilogue's
+    /// result, which the write-out reads back. Each block of a row keeps its count, sum and
+    /// squared deviations from its own mean, and [`Partials::add_up`] combines them (Chan et
+    /// al.'s formula): no difference of two large sums, as `E[x²] - E[x]²` would take.
+    SquaredDeviations,
+}
+
+impl RowSum {
+    /// Floats each block keeps per row: the sum; or the count, the sum and the squared
+    /// deviations.
+    fn partials(self) -> usize {
+        match self {
+            RowSum::Plain => 1,
+            RowSum::SquaredDeviations => 3,
+        }
+    }
 }
 
 impl Epilogue {
@@ -518,11 +540,12 @@ impl Epilogue {
     /// (`count` per row for each sum) before they are added up, if the epilogue sums; `rows`
     /// is the rows of the whole result (a convolution's channels).
     pub fn partials(&self, sink: &mut KernelSink, count: usize, rows: usize) -> Option<Partials> {
+        let floats: usize = self.sums.iter().map(|(_, sum)| sum.partials()).sum();
         (!self.sums.is_empty()).then(|| Partials {
-            slot: sink.workspace(self.sums.len() * count * rows),
+            slot: sink.workspace(floats * count * rows),
             count,
             rows,
-            sums: self.sums.len(),
+            sums: self.sums.iter().map(|&(_, sum)| sum).collect(),
         })
     }
 
@@ -551,14 +574,15 @@ impl Epilogue {
     }
 }
 
-/// The row sums of an epilogue's sums, block by block: sum `s` of row `r` of block `b` is float
-/// `(s * count + b) * rows + r` of a workspace. A kernel after the contraction's adds each
-/// row's blocks in block order, so the sums do not depend on how tasks are dealt out.
+/// The row sums of an epilogue's sums, block by block: partial `s` of row `r` of block `b` is
+/// float `(s * count + b) * rows + r` of a workspace, each sum taking [`RowSum::partials`]
+/// partials. A kernel after the contraction's adds each row's blocks in block order, so the
+/// sums do not depend on how tasks are dealt out.
 pub struct Partials {
     slot: Slot,
     count: usize,
     rows: usize,
-    sums: usize,
+    sums: Vec<RowSum>,
 }
 
 impl Partials {
@@ -574,24 +598,67 @@ impl Partials {
     }
 
     /// The kernel that adds the blocks' sums into the output after `result` (the contraction's
-    /// result, in the same buffer), sum after sum.
+    /// result, in the same buffer), sum after sum. Tasks: rows.
     pub fn add_up(&self, sink: &mut KernelSink, result: &Operand) {
-        let pass = Results {
-            summed: vec![self.sums, self.count, self.rows],
-            target: vec![self.sums, 1, self.rows],
-            steps: &[],
-            sums: vec![(Arg::Input(0), result.len())],
-            stores: Vec::new(),
-        };
-        let partials = Operand {
-            slot: self.slot,
-            shape: pass.summed.clone(),
-        };
-        layout::emit_sum(sink, &[partials], &pass, result);
+        let (count, rows) = (self.count, self.rows);
+        sink.kernel(rows, 0, |e| {
+            let (partials, out) = (e.buffer(self.slot), e.buffer(result.slot));
+            let sums = e.int(result.len() as i64);
+            let sums = e.at(out, sums);
+            let (begin, end) = (e.begin(), e.end());
+            e.for_loop(begin, end, 1, |e, row| {
+                let first = e.at(partials, row);
+                // Partial `s` of block `b`: float `(s * count + b) * rows` from `first`.
+                let partial = |e: &mut Emitter, s: usize, block: Value| {
+                    let index = e.add_imm(block, (s * count) as i64);
+                    let index = e.mul_imm(index, rows as i64);
+                    e.load(F32, Emitter::frozen(), first, index, 0)
+                };
+                let total = |e: &mut Emitter, s: usize| {
+                    let zero = e.float(0.0);
+                    let total = e.variable(F32, zero);
+                    e.for_range(0, count as i64, |e, block| {
+                        let value = partial(e, s, block);
+                        let sum = e.get(total);
+                        let sum = e.b.ins().fadd(sum, value);
+                        e.set(total, sum);
+                    });
+                    e.get(total)
+                };
+                let mut s = 0;
+                for (k, &sum) in self.sums.iter().enumerate() {
+                    let value = match sum {
+                        RowSum::Plain => total(e, s),
+                        RowSum::SquaredDeviations => {
+                            let [n, sum] = [s, s + 1].map(|s| total(e, s));
+                            let mean = e.b.ins().fdiv(sum, n);
+                            // Σ_b M2_b + n_b (mean_b - mean)²
+                            let zero = e.float(0.0);
+                            let squares = e.variable(F32, zero);
+                            e.for_range(0, count as i64, |e, block| {
+                                let [n, sum, own] = [s, s + 1, s + 2].map(|s| partial(e, s, block));
+                                let block_mean = e.b.ins().fdiv(sum, n);
+                                let apart = e.b.ins().fsub(block_mean, mean);
+                                let spread = e.b.ins().fmul(apart, apart);
+                                let spread = e.b.ins().fmul(n, spread);
+                                let so_far = e.get(squares);
+                                let so_far = e.b.ins().fadd(so_far, own);
+                                let so_far = e.b.ins().fadd(so_far, spread);
+                                e.set(squares, so_far);
+                            });
+                            e.get(squares)
+                        }
+                    };
+                    let index = e.add_imm(row, (k * rows) as i64);
+                    e.store(Emitter::mutable(), value, sums, index, 0);
+                    s += sum.partials();
+                }
+            });
+        });
     }
 }
 
-/// Where a block's row sums go: sum `s` of row `r` at float `s * stride + r` from `start`.
+/// Where a block's row sums go: partial `s` of row `r` at float `s * stride + r` from `start`.
 pub struct BlockSums {
     start: Value,
     stride: i64,
@@ -638,11 +705,14 @@ pub fn copy_block(
         let zero = e.int(0);
         let vector_zero = e.constant(F32X4, 0.0);
         let scalar_zero = e.float(0.0);
-        let totals: Vec<[Variable; 2]> = epilogue
-            .sums
-            .iter()
-            .map(|_| [e.variable(F32X4, vector_zero), e.variable(F32, scalar_zero)])
-            .collect();
+        let accumulators = |e: &mut Emitter| -> Vec<[Variable; 2]> {
+            epilogue
+                .sums
+                .iter()
+                .map(|_| [e.variable(F32X4, vector_zero), e.variable(F32, scalar_zero)])
+                .collect()
+        };
+        let totals = accumulators(e);
         e.vector_loop(zero, cols, UNROLL, |e, i, ty| {
             let mut loaded = vec![e.load(ty, Emitter::mutable(), from, i, 0)];
             for &(row, constant) in &input_rows {
@@ -660,31 +730,65 @@ pub fn copy_block(
             let values = emit_each_step(e, &epilogue.steps, &loaded, ty);
             let value = |arg: Arg| arg_value(arg, &loaded, &values);
             e.store(Emitter::mutable(), value(epilogue.result), to, i, 0);
-            for (&arg, total) in epilogue.sums.iter().zip(&totals) {
-                let total = total[usize::from(ty == F32)];
-                let so_far = e.get(total);
-                let new = e.b.ins().fadd(so_far, value(arg));
-                e.set(total, new);
+            for (&(arg, _), total) in epilogue.sums.iter().zip(&totals) {
+                add(e, total, value(arg), ty);
             }
         });
-        if let Some(sums) = sums {
-            for (s, [vector, scalar]) in totals.iter().enumerate() {
-                let vector = e.get(*vector);
-                let mut total = e.get(*scalar);
-                for lane in 0..LANES as u8 {
-                    let x = e.b.ins().extractlane(vector, lane);
-                    total = e.b.ins().fadd(total, x);
-                }
+        let Some(sums) = sums else { return };
+        let squares = accumulators(e);
+        let mut s = 0;
+        for (&(_, sum), (total, squares)) in epilogue.sums.iter().zip(totals.iter().zip(&squares)) {
+            let total = reduce(e, total);
+            let mut store = |e: &mut Emitter, value: Value| {
                 e.store(
                     Emitter::mutable(),
-                    total,
+                    value,
                     sums.start,
                     r,
                     s as i64 * sums.stride,
                 );
+                s += 1;
+            };
+            match sum {
+                RowSum::Plain => store(e, total),
+                RowSum::SquaredDeviations => {
+                    // A second pass over the row just written (the result), in cache.
+                    let count = e.b.ins().fcvt_from_sint(F32, cols);
+                    let mean = e.b.ins().fdiv(total, count);
+                    let means = [e.splat(F32X4, mean), mean];
+                    e.vector_loop(zero, cols, UNROLL, |e, i, ty| {
+                        let value = e.load(ty, Emitter::mutable(), to, i, 0);
+                        let apart = e.b.ins().fsub(value, means[usize::from(ty == F32)]);
+                        let square = e.b.ins().fmul(apart, apart);
+                        add(e, squares, square, ty);
+                    });
+                    let squares = reduce(e, squares);
+                    for value in [count, total, squares] {
+                        store(e, value);
+                    }
+                }
             }
         }
     });
+}
+
+/// Adds `value` (f32x4 or f32) to the accumulator of its type.
+fn add(e: &mut Emitter, [vector, scalar]: &[Variable; 2], value: Value, ty: Type) {
+    let total = if ty == F32 { *scalar } else { *vector };
+    let so_far = e.get(total);
+    let new = e.b.ins().fadd(so_far, value);
+    e.set(total, new);
+}
+
+/// The total of a vector and a scalar accumulator.
+fn reduce(e: &mut Emitter, [vector, scalar]: &[Variable; 2]) -> Value {
+    let vector = e.get(*vector);
+    let mut total = e.get(*scalar);
+    for lane in 0..LANES as u8 {
+        let x = e.b.ins().extractlane(vector, lane);
+        total = e.b.ins().fadd(total, x);
+    }
+    total
 }
 
 /// A task's tile of C in panels: its first panel and panel count along each axis.

@@ -303,6 +303,7 @@ fn blank_ops() -> Vec<OpKind> {
         OpKind::Div,
         OpKind::Reshape(vec![]),
         OpKind::SumTo(vec![]),
+        OpKind::SumSquaredDeviationsTo(vec![]),
         OpKind::Broadcast(vec![]),
         OpKind::Concat { axis: 0 },
         OpKind::Slice {
@@ -569,7 +570,7 @@ mod tests {
             (graph("  %1 = data y : [2147483647,2147483647,2147483647]"), "3:17: [2147483647,2147483647,2147483647] has too many elements"),
             (graph("  %1 = relu(%1) : [2,3]"), "3:13: %1 is not defined before this line"),
             (graph("  %1 = relux(%0) : [2,3]"), "3:8: unknown op `relux`; did you mean `relu`?"),
-            (graph("  %1 = frobnicate(%0) : [2,3]"), "3:8: unknown op `frobnicate` (one of conv2d, conv2d_input_grad, conv2d_weight_grad, matmul, maxpool, maxpool_grad, avgpool, avgpool_grad, channel_window_sum, add, sub, mul, div, reshape, sum_to, broadcast, concat, slice, softmax, softmax_grad, softmax_cross_entropy, softmax_cross_entropy_grad, binary_cross_entropy, binary_cross_entropy_grad, dropout_mask, fill, fused, neg, exp, log, sqrt, abs, sign, step, sigmoid, tanh, relu, leaky_relu, scale, add_const, pow_const)"),
+            (graph("  %1 = frobnicate(%0) : [2,3]"), "3:8: unknown op `frobnicate` (one of conv2d, conv2d_input_grad, conv2d_weight_grad, matmul, maxpool, maxpool_grad, avgpool, avgpool_grad, channel_window_sum, add, sub, mul, div, reshape, sum_to, sum_squared_deviations_to, broadcast, concat, slice, softmax, softmax_grad, softmax_cross_entropy, softmax_cross_entropy_grad, binary_cross_entropy, binary_cross_entropy_grad, dropout_mask, fill, fused, neg, exp, log, sqrt, abs, sign, step, sigmoid, tanh, relu, leaky_relu, scale, add_const, pow_const)"),
             (graph("  %1 = relu(%0) : [3,2]"), "3:19: `relu` gives [2,3] here, not [3,2]"),
             (graph("  %1 = add(%0) : [2,3]"), "3:8: `add` on [2,3]: expected 2 inputs, found 1"),
             (graph("  %1 = leaky_relu(%0) : [2,3]"), "3:8: `leaky_relu` takes the attributes slope, in this order"),

@@ -214,7 +214,10 @@ pub(crate) fn attributes(kind: &mut OpKind) -> Vec<(&'static str, Attribute<'_>)
             | MapFn::Tanh
             | MapFn::Relu => vec![],
         },
-        OpKind::Reshape(shape) | OpKind::SumTo(shape) | OpKind::Broadcast(shape) => {
+        OpKind::Reshape(shape)
+        | OpKind::SumTo(shape)
+        | OpKind::SumSquaredDeviationsTo(shape)
+        | OpKind::Broadcast(shape) => {
             vec![("shape", Shape(shape))]
         }
         OpKind::Concat { axis } => vec![("axis", Count(axis))],
@@ -299,7 +302,7 @@ pub(crate) mod examples {
     }
 
     /// How many variants `variant_number` numbers.
-    pub(crate) const VARIANTS: usize = 27 + 14;
+    pub(crate) const VARIANTS: usize = 28 + 14;
 
     /// A number in `0..VARIANTS` for each variant of `OpKind`, and of `MapFn` within `Map`. The
     /// matches are exhaustive: a new variant does not compile until it is numbered here, and
@@ -334,8 +337,9 @@ pub(crate) mod examples {
             OpKind::DropoutMask { .. } => 24,
             OpKind::Fill { .. } => 25,
             OpKind::Fused(_) => 26,
+            OpKind::SumSquaredDeviationsTo(_) => 27,
             OpKind::Map(f) => {
-                27 + match f {
+                28 + match f {
                     MapFn::Neg => 0,
                     MapFn::Exp => 1,
                     MapFn::Log => 2,
@@ -518,6 +522,21 @@ pub(crate) mod examples {
         g.op(OpKind::Fused(both), &[y, per_channel], Some("bn"));
 
         let new_w = g.op(OpKind::Mul, &[dw, lr], None);
+        g.op(
+            OpKind::SumSquaredDeviationsTo(vec![1, 4, 1, 1]),
+            &[y],
+            Some("bn"),
+        );
+        // Batch norm's statistics gathered as a convolution writes its result.
+        let statistics = Chain {
+            steps: vec![
+                step(OpKind::Conv2d(conv), &[x0, x1]),
+                step(OpKind::SumTo(vec![1, 4, 1, 1]), &[t0]),
+                step(OpKind::SumSquaredDeviationsTo(vec![1, 4, 1, 1]), &[t0]),
+            ],
+            results: vec![0, 1, 2],
+        };
+        g.op(OpKind::Fused(statistics), &[x, w], layer);
         g.output(OutputRole::Loss, "loss", loss);
         g.output(OutputRole::Prediction, "prediction", probabilities);
         g.output(OutputRole::Gradient, "conv.weight", dw);
@@ -628,6 +647,8 @@ graph every_op.training {
   %52 = fused(%8) chain={mul(x0, x0); sum_to(t0) shape=[1,4,1,1]} : [1,4,1,1] @bn
   %53 = fused(%8, %16) chain={mul(x0, x1); sum_to(x0) shape=[1,4,1,1]; sum_to(t0) shape=[1,4,1,1] -> t0, t1, t2} : [200] @bn
   %54 = mul(%10, %6) : [4,3,3,3]
+  %55 = sum_squared_deviations_to(%8) shape=[1,4,1,1] : [1,4,1,1] @bn
+  %56 = fused(%0, %3) chain={conv2d(x0, x1) stride=1x2 pad=1,1,0,2 dilation=2x1 groups=1; sum_to(t0) shape=[1,4,1,1]; sum_squared_deviations_to(t0) shape=[1,4,1,1] -> t0, t1, t2} : [200] @block.0.conv
   output loss loss = %30
   output prediction prediction = %28
   output gradient conv.weight = %10

@@ -7,9 +7,10 @@
 //! The merged op is a chain with several results (`fused::Chain::results`) in place of the
 //! first op it merges: every input of the ops it merges is computed before that op. When
 //! that op is a convolution, or a convolution's input gradient, the sums are per channel and
-//! are added up as its tiles are written out (after `fuse_epilogue`): batch norm's mean is
-//! gathered as the convolution before it writes its result, and its gradient's sums as the
-//! input gradient of the convolution after it is written. Each result is read back as a
+//! are added up as its tiles are written out (after `fuse_epilogue`): batch norm's mean and
+//! variance (`sum_squared_deviations_to`, which only a convolution's write-out computes in the
+//! same pass) are gathered as the convolution before it writes its result, and its gradient's
+//! sums as the input gradient of the convolution after it is written. Each result is read back as a
 //! `slice` of the output and a `reshape`, which share its buffer; one that the host reads after
 //! the step (a gradient) is copied out, so that it does not keep the whole buffer (an input
 //! gradient with it) alive. An elementwise result that nothing outside the merged op reads is
@@ -17,7 +18,7 @@
 
 use super::memory::view_of;
 use super::{rewrite, Rewrite, Uses};
-use crate::ir::ops::fused::{is_pointwise, Arg, Chain, Step};
+use crate::ir::ops::fused::{is_pointwise, is_sum, Arg, Chain, Step};
 use crate::ir::ops::MapFn;
 use crate::ir::{Definition, Graph, OpKind, Shape, ValueId};
 use std::collections::HashMap;
@@ -162,11 +163,14 @@ fn read_after_the_step(graph: &Graph) -> Vec<bool> {
     read
 }
 
-/// The shape op `index` sums, if it is a sum: a `sum_to`, or a chain that ends in one.
+/// The shape op `index` sums, if it is a sum: a `sum_to` or `sum_squared_deviations_to`, or
+/// a chain that ends in a `sum_to`.
 fn summed_shape(graph: &Graph, index: usize) -> Option<Shape> {
     let op = &graph.ops[index];
     let summed = match &op.kind {
-        OpKind::SumTo(_) => Some(graph.shape(op.inputs[0]).clone()),
+        OpKind::SumTo(_) | OpKind::SumSquaredDeviationsTo(_) => {
+            Some(graph.shape(op.inputs[0]).clone())
+        }
         OpKind::Fused(chain) if chain.reduction().is_some() => {
             let last = chain.steps.last().expect("a sum");
             // The summed tensor is an elementwise step's, of the shape of the chain's inputs
@@ -246,7 +250,7 @@ fn merged(graph: &Graph, group: &Group, uses: &Uses) -> (Vec<ValueId>, Chain) {
                 args: step.args.iter().map(|arg| map(arg, &placed)).collect(),
                 kind: step.kind,
             };
-            if matches!(step.kind, OpKind::SumTo(_)) {
+            if is_sum(&step.kind) {
                 sums.push(step);
                 continue;
             }

@@ -28,7 +28,7 @@ use super::elementwise::{emit_apply, emit_binary_value};
 use super::{conv, layout, matmul, OpKind};
 use crate::codegen::depthwise;
 use crate::codegen::emit::Emitter;
-use crate::codegen::gemm::Epilogue;
+use crate::codegen::gemm::{Epilogue, RowSum};
 use crate::codegen::strided::{for_each_element, Strided};
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::{EvalContext, Tensor};
@@ -77,7 +77,13 @@ pub fn is_pointwise(kind: &OpKind) -> bool {
 
 /// Whether `kind` may be a step of a chain (somewhere).
 pub fn may_be_step(kind: &OpKind) -> bool {
-    is_elementwise(kind) || is_contraction(kind) || matches!(kind, OpKind::SumTo(_))
+    is_elementwise(kind) || is_contraction(kind) || is_sum(kind)
+}
+
+/// Whether `kind` sums to a shape: `sum_to`, or (in a chain that begins with a convolution
+/// and has several results) `sum_squared_deviations_to`.
+pub fn is_sum(kind: &OpKind) -> bool {
+    matches!(kind, OpKind::SumTo(_) | OpKind::SumSquaredDeviationsTo(_))
 }
 
 /// Whether `kind` may begin a chain.
@@ -160,6 +166,12 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
         if single && matches!(step.kind, OpKind::SumTo(_)) && (index != last || index == 0) {
             return Err(format!(
                 "step {index} is `sum_to`, which only a chain's last step (not its first) may be"
+            ));
+        }
+        if single && matches!(step.kind, OpKind::SumSquaredDeviationsTo(_)) {
+            return Err(format!(
+                "step {index} is `{}`, which only a chain with several results may have",
+                step.kind.name()
             ));
         }
         if is_contraction(&step.kind) && index != 0 {
@@ -325,7 +337,7 @@ fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(
     let target = &shapes[first_sum];
     for (k, step) in sums.iter().enumerate() {
         let index = first_sum + k;
-        if !matches!(step.kind, OpKind::SumTo(_)) {
+        if !is_sum(&step.kind) {
             return Err(format!(
                 "step {index} is `{}`, but only sums follow a chain's first sum",
                 step.kind.name()
@@ -353,7 +365,18 @@ fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(
             shapes[r]
         ));
     }
+    let deviations = first_sum
+        + sums
+            .iter()
+            .position(|s| matches!(s.kind, OpKind::SumSquaredDeviationsTo(_)))
+            .unwrap_or(sums.len());
     let Some(contraction) = contraction else {
+        if deviations < chain.steps.len() {
+            return Err(format!(
+                "step {deviations} is `sum_squared_deviations_to`, which only a chain that \
+                 begins with a convolution may have"
+            ));
+        }
         return check_reads(inputs, summed, target);
     };
     let [stored] = stored[..] else {
@@ -364,6 +387,15 @@ fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(
         ));
     };
     check_epilogue(contraction, &before[1..], inputs, shapes, stored)?;
+    if let Some(index) = (first_sum..chain.steps.len()).find(|&index| {
+        matches!(chain.steps[index].kind, OpKind::SumSquaredDeviationsTo(_))
+            && chain.steps[index].args[0] != Arg::Step(stored)
+    }) {
+        return Err(format!(
+            "step {index} sums the squared deviations of something other than the \
+             epilogue's value t{stored}, which the write-out reads back"
+        ));
+    }
     let channels = summed.get(1).copied().unwrap_or(1);
     if summed.len() != 4 || *target != [1, channels, 1, 1] {
         return Err(format!(
@@ -394,9 +426,7 @@ fn check_reads(inputs: &[&Shape], summed: &Shape, target: &Shape) -> Result<(), 
 impl Chain {
     /// The step of the first sum, if the chain sums.
     fn first_sum(&self) -> Option<usize> {
-        self.steps
-            .iter()
-            .position(|s| matches!(s.kind, OpKind::SumTo(_)))
+        self.steps.iter().position(|s| is_sum(&s.kind))
     }
 
     /// A chain that sums without a contraction (one that ends in a sum, or has several
@@ -539,7 +569,7 @@ fn emit_contraction(
     // Steps after the contraction: elementwise, then sums.
     let elementwise = steps
         .iter()
-        .position(|step| matches!(step.kind, OpKind::SumTo(_)))
+        .position(|step| is_sum(&step.kind))
         .unwrap_or(steps.len());
     let result = match results.first() {
         Some(&r) => Arg::Step(r),
@@ -556,7 +586,13 @@ fn emit_contraction(
         result: remap(&result),
         sums: steps[elementwise..]
             .iter()
-            .map(|step| remap(&step.args[0]))
+            .map(|step| {
+                let sum = match step.kind {
+                    OpKind::SumSquaredDeviationsTo(_) => RowSum::SquaredDeviations,
+                    _ => RowSum::Plain,
+                };
+                (remap(&step.args[0]), sum)
+            })
             .collect(),
         inputs: others
             .iter()
@@ -795,7 +831,7 @@ mod tests {
             (
                 chain(
                     vec![
-                        step(conv, &[x0, x1]),
+                        step(conv.clone(), &[x0, x1]),
                         step(OpKind::Map(MapFn::Neg), &[t0]),
                         step(OpKind::SumTo(vec![1, 2, 1, 1]), &[t1]),
                     ],
@@ -804,6 +840,45 @@ mod tests {
                 vec![vec![1, 2, 3, 3], vec![2, 2, 1, 1]],
                 "a chain that begins with `conv2d` has its epilogue's value as its one result \
                  besides its sums",
+            ),
+            (
+                chain(
+                    vec![
+                        step(OpKind::Map(MapFn::Neg), &[x0]),
+                        step(OpKind::SumSquaredDeviationsTo(vec![1, 2]), &[t0]),
+                    ],
+                    &[],
+                ),
+                vec![vec![2, 2]],
+                "step 1 is `sum_squared_deviations_to`, which only a chain with several results \
+                 may have",
+            ),
+            (
+                chain(
+                    vec![
+                        step(OpKind::Map(MapFn::Neg), &[x0]),
+                        step(target.clone(), &[t0]),
+                        step(OpKind::SumSquaredDeviationsTo(vec![1, 2]), &[t0]),
+                    ],
+                    &[1, 2],
+                ),
+                vec![vec![2, 2]],
+                "step 2 is `sum_squared_deviations_to`, which only a chain that begins with a \
+                 convolution may have",
+            ),
+            (
+                chain(
+                    vec![
+                        step(conv.clone(), &[x0, x1]),
+                        step(OpKind::Map(MapFn::Neg), &[t0]),
+                        step(OpKind::SumTo(vec![1, 2, 1, 1]), &[t1]),
+                        step(OpKind::SumSquaredDeviationsTo(vec![1, 2, 1, 1]), &[t0]),
+                    ],
+                    &[1, 2, 3],
+                ),
+                vec![vec![1, 2, 3, 3], vec![2, 2, 1, 1]],
+                "step 3 sums the squared deviations of something other than the epilogue's \
+                 value t1, which the write-out reads back",
             ),
         ];
         for (chain, shapes, message) in cases {

@@ -8,6 +8,7 @@
 //! needs no second derivatives), and asking for their VJP is a compiler bug.
 
 pub mod conv;
+pub mod deviations;
 pub mod elementwise;
 pub mod fused;
 pub mod layout;
@@ -104,6 +105,9 @@ pub enum OpKind {
     /// Sums over the axes where the target extent is 1 (or missing at the front): the adjoint
     /// of broadcasting. `SumTo([])` sums everything.
     SumTo(Shape),
+    /// Sums, as `SumTo` does, the squares of the input's deviations from its mean over the
+    /// summed axes: batch norm's variance times the count.
+    SumSquaredDeviationsTo(Shape),
     /// Repeats along axes of extent 1 (or missing at the front).
     Broadcast(Shape),
     /// Joins along an axis.
@@ -166,6 +170,7 @@ impl OpKind {
             OpKind::Map(f) => f.name(),
             OpKind::Reshape(_) => "reshape",
             OpKind::SumTo(_) => "sum_to",
+            OpKind::SumSquaredDeviationsTo(_) => "sum_squared_deviations_to",
             OpKind::Broadcast(_) => "broadcast",
             OpKind::Concat { .. } => "concat",
             OpKind::Slice { .. } => "slice",
@@ -201,6 +206,7 @@ impl OpKind {
             OpKind::Map(_) => elementwise::map_shape(inputs),
             OpKind::Reshape(s) => layout::reshape_shape(s, inputs),
             OpKind::SumTo(s) => layout::sum_to_shape(s, inputs),
+            OpKind::SumSquaredDeviationsTo(s) => deviations::shape(s, inputs),
             OpKind::Broadcast(s) => layout::broadcast_shape(s, inputs),
             OpKind::Concat { axis } => layout::concat_shape(*axis, inputs),
             OpKind::Slice { axis, start, len } => layout::slice_shape(*axis, *start, *len, inputs),
@@ -237,6 +243,7 @@ impl OpKind {
             OpKind::Map(f) => elementwise::eval_map(*f, inputs),
             OpKind::Reshape(s) => layout::eval_reshape(s, inputs),
             OpKind::SumTo(s) => layout::eval_sum_to(s, inputs),
+            OpKind::SumSquaredDeviationsTo(s) => deviations::eval(s, inputs),
             OpKind::Broadcast(s) => layout::eval_broadcast(s, inputs),
             OpKind::Concat { axis } => layout::eval_concat(*axis, inputs),
             OpKind::Slice { axis, start, len } => layout::eval_slice(*axis, *start, *len, inputs),
@@ -275,6 +282,7 @@ impl OpKind {
             OpKind::Map(f) => elementwise::vjp_map(*f, op, graph, grad),
             OpKind::Reshape(_) => layout::vjp_reshape(op, graph, grad),
             OpKind::SumTo(_) => layout::vjp_sum_to(op, graph, grad),
+            OpKind::SumSquaredDeviationsTo(_) => deviations::vjp(op, graph, grad),
             OpKind::Broadcast(_) => layout::vjp_broadcast(op, graph, grad),
             OpKind::Concat { axis } => layout::vjp_concat(*axis, op, graph, grad),
             OpKind::Slice { .. } => layout::vjp_slice(op, graph, grad),
@@ -329,6 +337,7 @@ impl OpKind {
             // A reshape shares its input's buffer: there is nothing to compute.
             OpKind::Reshape(_) => {}
             OpKind::SumTo(_) => layout::emit_sum_to(sink, inputs, output),
+            OpKind::SumSquaredDeviationsTo(_) => deviations::emit(sink, inputs, output),
             OpKind::Broadcast(_) => layout::emit_broadcast(sink, inputs, output),
             OpKind::Concat { axis } => layout::emit_concat(*axis, sink, inputs, output),
             OpKind::Slice { axis, start, .. } => {
