@@ -125,9 +125,15 @@ pub fn check_ops(graph: &Graph, generated: &[Vec<f32>], tolerance: f64, label: &
         let reference = op.kind.eval(&arguments, &context).data;
         let magnitudes = sum_magnitudes(&op.kind, &arguments, &context);
         let got = &generated[op.output.0];
-        let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        // Each result of a chain with several is checked at its own scale.
+        let mut scales = Vec::with_capacity(reference.len());
+        for len in result_lengths(&op.kind, reference.len()) {
+            let segment = &reference[scales.len()..scales.len() + len];
+            let scale = segment.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            scales.extend(std::iter::repeat_n(scale, len));
+        }
         for (i, (g, r)) in got.iter().zip(&reference).enumerate() {
-            let g = *g as f64;
+            let (g, scale) = (*g as f64, scales[i]);
             let magnitude = magnitudes.as_ref().map_or(0.0, |m| m[i]);
             let close = g == *r
                 || (g - r).abs() <= tolerance * (scale + 1e-3 + magnitude)
@@ -145,14 +151,67 @@ pub fn check_ops(graph: &Graph, generated: &[Vec<f32>], tolerance: f64, label: &
     }
 }
 
+/// The lengths of a fused chain's results, one after the other in its output; the whole
+/// output for any other op.
+fn result_lengths(kind: &OpKind, total: usize) -> Vec<usize> {
+    let OpKind::Fused(chain) = kind else {
+        return vec![total];
+    };
+    let sum_len = |r: usize| match &chain.steps[r].kind {
+        OpKind::SumTo(target) | OpKind::SumSquaredDeviationsTo(target) => {
+            Some(target.iter().product::<usize>())
+        }
+        _ => None,
+    };
+    let summed: usize = chain.results.iter().filter_map(|&r| sum_len(r)).sum();
+    let stored = chain
+        .results
+        .iter()
+        .filter(|&&r| sum_len(r).is_none())
+        .count();
+    match chain.results.is_empty() {
+        true => vec![total],
+        false => chain
+            .results
+            .iter()
+            .map(|&r| sum_len(r).unwrap_or((total - summed) / stored.max(1)))
+            .collect(),
+    }
+}
+
+/// The rounding a sum of squared deviations `(x - m)²` carries: each square's own, and twice
+/// the deviation times the rounding of `x` and of the mean, `x` carrying `carried` (a
+/// contraction's magnitude) besides its own.
+fn deviation_magnitudes(
+    target: &[usize],
+    x: &Tensor,
+    carried: impl Fn(usize) -> f64,
+    context: &EvalContext,
+) -> Vec<f64> {
+    let sum = OpKind::SumTo(target.to_vec()).eval(&[x], context);
+    let count = (x.data.len() / sum.data.len().max(1)) as f64;
+    let means = OpKind::Broadcast(x.shape.clone()).eval(&[&sum], context);
+    let terms = x
+        .data
+        .iter()
+        .zip(&means.data)
+        .enumerate()
+        .map(|(k, (v, total))| {
+            let mean = total / count;
+            let apart = (v - mean).abs();
+            apart * apart + 2.0 * apart * (v.abs() + mean.abs() + carried(k))
+        });
+    let terms = Tensor::new(x.shape.clone(), terms.collect());
+    OpKind::SumTo(target.to_vec()).eval(&[&terms], context).data
+}
+
 /// For ops whose elements are sums of products of their inputs, the sum of the terms'
 /// magnitudes (the op applied to the inputs' absolute values): a sum that cancels to nearly
 /// nothing (a channel mean of a normalised map) still carries rounding of this size. A fused
 /// chain that ends in a sum carries its terms' (the steps before it, each rounded); one that
 /// begins with a contraction, the contraction's, which its elementwise epilogue passes on; one
 /// with several results, each result's, its sums' terms carrying the contraction's. Squared
-/// deviations carry the squares of the values and their mean. Softmax cross-entropy carries
-/// the logits'.
+/// deviations carry [`deviation_magnitudes`]. Softmax cross-entropy carries the logits'.
 fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -> Option<Vec<f64>> {
     let absolute = |tensors: &[&Tensor]| -> Vec<Tensor> {
         tensors
@@ -201,9 +260,15 @@ fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -
                     magnitudes.extend(contraction.clone().unwrap_or(none));
                     continue;
                 }
-                let mut terms = value(step.args[0]);
+                let terms = value(step.args[0]);
+                let carried = |k: usize| contraction.as_ref().map_or(0.0, |m| m[k]);
+                if let OpKind::SumSquaredDeviationsTo(target) = &step.kind {
+                    magnitudes.extend(deviation_magnitudes(target, &terms, carried, context));
+                    continue;
+                }
+                let mut terms = terms;
                 for (k, t) in terms.data.iter_mut().enumerate() {
-                    *t = t.abs() + contraction.as_ref().map_or(0.0, |m| m[k]);
+                    *t = t.abs() + carried(k);
                 }
                 magnitudes.extend(sum_magnitudes(&step.kind, &[&terms], context)?);
             }
@@ -214,16 +279,7 @@ fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -
         }
     }
     if let OpKind::SumSquaredDeviationsTo(target) = kind {
-        // Each deviation is no larger than the largest value's magnitude and its own.
-        let x = arguments[0];
-        let largest = x.data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let squares = x.data.iter().map(|v| (v.abs() + largest).powi(2)).collect();
-        let squares = Tensor::new(x.shape.clone(), squares);
-        return Some(
-            OpKind::SumTo(target.clone())
-                .eval(&[&squares], context)
-                .data,
-        );
+        return Some(deviation_magnitudes(target, arguments[0], |_| 0.0, context));
     }
     if let OpKind::SoftmaxCrossEntropy = kind {
         // The mean of `logsumexp(z) - z[label]`: a small loss is the difference of two terms
