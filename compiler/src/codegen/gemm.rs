@@ -705,14 +705,10 @@ pub fn copy_block(
         let zero = e.int(0);
         let vector_zero = e.constant(F32X4, 0.0);
         let scalar_zero = e.float(0.0);
-        let accumulators = |e: &mut Emitter| -> Vec<[Variable; 2]> {
-            epilogue
-                .sums
-                .iter()
-                .map(|_| [e.variable(F32X4, vector_zero), e.variable(F32, scalar_zero)])
-                .collect()
+        let accumulator = |e: &mut Emitter| -> [Variable; 2] {
+            [e.variable(F32X4, vector_zero), e.variable(F32, scalar_zero)]
         };
-        let totals = accumulators(e);
+        let totals: Vec<[Variable; 2]> = epilogue.sums.iter().map(|_| accumulator(e)).collect();
         e.vector_loop(zero, cols, UNROLL, |e, i, ty| {
             let mut loaded = vec![e.load(ty, Emitter::mutable(), from, i, 0)];
             for &(row, constant) in &input_rows {
@@ -735,9 +731,8 @@ pub fn copy_block(
             }
         });
         let Some(sums) = sums else { return };
-        let squares = accumulators(e);
         let mut s = 0;
-        for (&(_, sum), (total, squares)) in epilogue.sums.iter().zip(totals.iter().zip(&squares)) {
+        for (&(_, sum), total) in epilogue.sums.iter().zip(&totals) {
             let total = reduce(e, total);
             let mut store = |e: &mut Emitter, value: Value| {
                 e.store(
@@ -756,13 +751,14 @@ pub fn copy_block(
                     let count = e.b.ins().fcvt_from_sint(F32, cols);
                     let mean = e.b.ins().fdiv(total, count);
                     let means = [e.splat(F32X4, mean), mean];
+                    let squares = accumulator(e);
                     e.vector_loop(zero, cols, UNROLL, |e, i, ty| {
                         let value = e.load(ty, Emitter::mutable(), to, i, 0);
                         let apart = e.b.ins().fsub(value, means[usize::from(ty == F32)]);
                         let square = e.b.ins().fmul(apart, apart);
-                        add(e, squares, square, ty);
+                        add(e, &squares, square, ty);
                     });
-                    let squares = reduce(e, squares);
+                    let squares = reduce(e, &squares);
                     for value in [count, total, squares] {
                         store(e, value);
                     }

@@ -276,42 +276,54 @@ impl Geometry {
     }
 }
 
-/// The part of one output row inside a range of im2col columns: output columns `start..end`
-/// of row `row`, column `j` being the range's column `col + j`.
-struct RowSpan {
-    row: Value,
+/// The part of one block of `size` consecutive indices inside a range `lo..hi`: indices
+/// `start..end` of block `block`, index `j` being the range's `col + j`. Output positions in
+/// blocks of an output row (im2col columns), or the weight gradient's B columns in blocks of
+/// taps.
+struct Span {
+    block: Value,
     col: Value,
     start: Value,
     end: Value,
 }
 
-/// Calls `body` once for each output row that im2col columns `lo..hi` (at least one) cross.
-fn for_each_row_span(
+/// Calls `body` once for each block of `size` indices that `lo..hi` (at least one) crosses.
+fn for_each_span(
     e: &mut Emitter,
-    g: &Geometry,
+    size: usize,
     [lo, hi]: [Value; 2],
-    body: impl FnOnce(&mut Emitter, &RowSpan),
+    body: impl FnOnce(&mut Emitter, &Span),
 ) {
-    let ow = g.out_width as i64;
-    let first_row = e.div_imm(lo, ow);
+    let size = size as i64;
+    let first_block = e.div_imm(lo, size);
     let last = e.add_imm(hi, -1);
-    let last_row = e.div_imm(last, ow);
-    let row_end = e.add_imm(last_row, 1);
-    e.for_loop(first_row, row_end, 1, |e, row| {
-        let row_start = e.mul_imm(row, ow);
-        let before = e.sub(lo, row_start);
+    let last_block = e.div_imm(last, size);
+    let block_end = e.add_imm(last_block, 1);
+    e.for_loop(first_block, block_end, 1, |e, block| {
+        let block_start = e.mul_imm(block, size);
+        let before = e.sub(lo, block_start);
         let start = e.max_imm(before, 0);
-        let after = e.sub(hi, row_start);
-        let end = e.min_imm(after, ow);
-        let col = e.sub(row_start, lo);
-        let span = RowSpan {
-            row,
+        let after = e.sub(hi, block_start);
+        let end = e.min_imm(after, size);
+        let col = e.sub(block_start, lo);
+        let span = Span {
+            block,
             col,
             start,
             end,
         };
         body(e, &span);
     });
+}
+
+/// Calls `body` once for each output row that im2col columns `lo..hi` (at least one) cross.
+fn for_each_row_span(
+    e: &mut Emitter,
+    g: &Geometry,
+    range: [Value; 2],
+    body: impl FnOnce(&mut Emitter, &Span),
+) {
+    for_each_span(e, g.out_width, range, body)
 }
 
 /// Where the taps of kernel column `q` fall along input rows: output column `j` reads input
@@ -366,8 +378,8 @@ struct Run {
 
 impl Run {
     /// Kernel row `r` enters as `top = r * dilation - pad_top`, its column as `columns`.
-    fn new(e: &mut Emitter, g: &Geometry, span: &RowSpan, top: Value, columns: &TapColumns) -> Run {
-        let scaled = e.mul_imm(span.row, g.attrs.stride[0] as i64);
+    fn new(e: &mut Emitter, g: &Geometry, span: &Span, top: Value, columns: &TapColumns) -> Run {
+        let scaled = e.mul_imm(span.block, g.attrs.stride[0] as i64);
         let input_row = e.add(scaled, top);
         // Negative rows wrap to huge unsigned values: one comparison checks both ends.
         let in_image =
@@ -852,19 +864,14 @@ pub fn emit_weight_grad(
     // dW_g `[O/g x Kc]` = sum over images of dy_ng · im2col(x_ng)ᵀ: A = dy per image and group,
     // packed once; B = the transposed im2col matrix, its columns ordered tap by tap, packed per
     // task (see `pack_taps`).
-    let (source, image_stride) = if g.is_pointwise() {
-        (x.slot, g.groups * g.group_in * g.plane())
+    // Where B comes from, and its floats per image and per group of channels.
+    let (source, image_stride, group_stride) = if g.is_pointwise() {
+        let group = g.group_in * g.plane();
+        (x.slot, g.groups * group, group)
     } else {
         let [ph, pw] = padded_extent(&g);
-        (
-            emit_channels_last(sink, &g, x.slot),
-            ph * pw * g.groups * g.group_in,
-        )
-    };
-    let group_stride = if g.is_pointwise() {
-        g.group_in * g.plane()
-    } else {
-        g.group_in
+        let padded = emit_channels_last(sink, &g, x.slot);
+        (padded, ph * pw * g.groups * g.group_in, g.group_in)
     };
     let grads = gemm::pack_a(
         sink,
@@ -977,7 +984,7 @@ pub fn emit_weight_grad(
 }
 
 /// Adds up `blocks` weight gradients whose columns are ordered tap by tap (the B matrix's
-/// order, see [`for_each_tap_run`]) into dW, whose columns are ordered channel by channel:
+/// order, see [`pack_taps`]) into dW, whose columns are ordered channel by channel:
 /// block after block, so the sum does not depend on how tasks were dealt out. Tasks: rows of
 /// dW, each read and written whole, in cache.
 fn emit_tap_order_sum(sink: &mut KernelSink, g: &Geometry, [staged, dw]: [Slot; 2], blocks: usize) {
@@ -1113,38 +1120,8 @@ fn transpose_row(
     one_by_one(e, [channel_quads, channels], 0);
 }
 
-/// Calls `body(e, column, unit, offset, count)` for each unit of `unit_taps` kernel taps that
-/// columns `lo..hi` (at least one) of the weight gradient's B matrix cross. Its columns are
-/// ordered tap by tap, the group's channels within a tap: `count` columns from `column`
-/// (counting from `lo`) are columns `offset ..` of unit `unit`, whose first tap is `unit *
-/// unit_taps`.
-fn for_each_tap_run(
-    e: &mut Emitter,
-    g: &Geometry,
-    unit_taps: usize,
-    [lo, hi]: [Value; 2],
-    body: impl FnOnce(&mut Emitter, Value, Value, Value, Value),
-) {
-    let unit_columns = (unit_taps * g.group_in) as i64;
-    let first_unit = e.div_imm(lo, unit_columns);
-    let last = e.add_imm(hi, -1);
-    let last_unit = e.div_imm(last, unit_columns);
-    let unit_end = e.add_imm(last_unit, 1);
-    e.for_loop(first_unit, unit_end, 1, |e, unit| {
-        let unit_start = e.mul_imm(unit, unit_columns);
-        let before = e.sub(lo, unit_start);
-        let first = e.max_imm(before, 0);
-        let after = e.sub(hi, unit_start);
-        let end = e.min_imm(after, unit_columns);
-        let count = e.sub(end, first);
-        let column = e.add(unit_start, first);
-        let column = e.sub(column, lo);
-        body(e, column, unit, first, count);
-    });
-}
-
-/// Packs positions `p0 .. p0 + kc` of B columns `first ..` (`cols` of them, see
-/// [`for_each_tap_run`]) as `panels` B panels at `dst` (`dst[p*NR + j]`, panel after panel),
+/// Packs positions `p0 .. p0 + kc` of B columns `first ..` (`cols` of them; the columns are
+/// ordered tap by tap, the group's channels within a tap) as `panels` B panels at `dst` (`dst[p*NR + j]`, panel after panel),
 /// zeros in the columns past `cols`. `image` is one image's group channels: of x itself for a
 /// pointwise convolution, whose B matrix is x transposed; else of x's padded, channels-last
 /// copy, in which a tap's channels are a contiguous run, and so are a kernel row's taps when
@@ -1182,34 +1159,32 @@ fn pack_taps(
             return;
         }
         let end = e.add(lo, width);
-        for_each_tap_run(
-            e,
-            g,
-            unit_taps,
-            [lo, end],
-            |e, column, unit, offset, count| {
-                let tap = e.mul_imm(unit, unit_taps as i64);
-                let r = e.div_imm(tap, g.kernel[1] as i64);
-                let q = e.rem_imm(tap, g.kernel[1] as i64);
-                let row_shift = e.mul_imm(r, (a.dilation[0] * pw) as i64);
-                let column_shift = e.mul_imm(q, a.dilation[1] as i64);
-                let shift = e.add(row_shift, column_shift);
-                let unit_image = e.at_scaled(image, shift, channels);
-                let from = e.at(unit_image, offset);
-                let to = e.at(panel, column);
-                for_each_row_span(e, g, [p0, hi], |e, span| {
-                    let row = e.mul_imm(span.row, (a.stride[0] * pw) as i64);
-                    let row = e.at_scaled(from, row, channels);
-                    let zero = e.int(0);
-                    e.for_loop(span.start, span.end, 1, |e, w| {
-                        let source = e.at_scaled(row, w, a.stride[1] as i64 * channels);
-                        let position = e.add(span.col, w);
-                        let target = e.at_scaled(to, position, NR as i64);
-                        gemm::copy_run(e, source, target, zero, count);
-                    });
+        // Units of `unit_taps` taps: one contiguous run of the padded copy each.
+        let unit_columns = unit_taps * g.group_in;
+        for_each_span(e, unit_columns, [lo, end], |e, unit| {
+            let tap = e.mul_imm(unit.block, unit_taps as i64);
+            let r = e.div_imm(tap, g.kernel[1] as i64);
+            let q = e.rem_imm(tap, g.kernel[1] as i64);
+            let row_shift = e.mul_imm(r, (a.dilation[0] * pw) as i64);
+            let column_shift = e.mul_imm(q, a.dilation[1] as i64);
+            let shift = e.add(row_shift, column_shift);
+            let unit_image = e.at_scaled(image, shift, channels);
+            let from = e.at(unit_image, unit.start);
+            let column = e.add(unit.col, unit.start);
+            let to = e.at(panel, column);
+            let count = e.sub(unit.end, unit.start);
+            for_each_row_span(e, g, [p0, hi], |e, span| {
+                let row = e.mul_imm(span.block, (a.stride[0] * pw) as i64);
+                let row = e.at_scaled(from, row, channels);
+                let zero = e.int(0);
+                e.for_loop(span.start, span.end, 1, |e, w| {
+                    let source = e.at_scaled(row, w, a.stride[1] as i64 * channels);
+                    let position = e.add(span.col, w);
+                    let target = e.at_scaled(to, position, NR as i64);
+                    gemm::copy_run(e, source, target, zero, count);
                 });
-            },
-        );
+            });
+        });
         // Columns past the last, in the last panel: zeros.
         zero_columns_past(e, panel, kc, width);
     });
