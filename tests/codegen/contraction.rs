@@ -1,6 +1,7 @@
 //! Generated contractions (convolutions and matrix products through the microkernel) against
 //! the interpreter: the convolution and both its gradients, on random strides, asymmetric
-//! paddings, dilations, groups (one input channel per group included) and non-square kernels,
+//! paddings, dilations, groups (one input channel per group included) and non-square kernels
+//! (without stride too, where the input gradient has a route of its own),
 //! with channel and spatial extents that leave partial tiles along every axis of the products
 //! and, in the larger cases, several full tiles and several K blocks; and matrix products in
 //! every transpose combination, from single elements to several tiles and K blocks.
@@ -146,6 +147,17 @@ proptest! {
         let x = vec![x[0], x[1], side[0], side[1]];
         let w = vec![w[0], w[1], 1, 1];
         check_all_three(attrs, x, w, seed);
+    }
+
+    /// Without stride, where the input gradient may be the convolution of dy by the flipped
+    /// weights (with no more output than input channels, and padding the kernel reaches) or
+    /// else the product scattered back: both, with asymmetric paddings and dilations.
+    #[test]
+    fn unstrided_convolutions_match_the_interpreter(
+        (attrs, x, w) in conv_case(12, 8),
+        seed in any::<u64>()
+    ) {
+        check_all_three(ConvAttrs { stride: [1, 1], ..attrs }, x, w, seed);
     }
 
     #[test]
