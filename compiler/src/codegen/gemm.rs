@@ -411,26 +411,47 @@ pub fn transpose4(e: &mut Emitter, rows: [Value; 4]) -> [Value; 4] {
 }
 
 /// `to[i] = from[i]` for `i` in `lo..hi`; `from` is not written meanwhile. Runs of four or more
-/// go by f32x4, the last vector ending at `hi` (overlapping the one before it): no scalar tail.
+/// go by f32x4, in steps of `COPY_UNROLL` vectors where the run has that many: the last step
+/// ends at `hi`, overlapping the one before it, so there is no tail loop.
 pub fn copy_run(e: &mut Emitter, from: Value, to: Value, lo: Value, hi: Value) {
     let count = e.sub(hi, lo);
-    let long =
-        e.b.ins()
-            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, count, 4);
-    let copy = |e: &mut Emitter, i: Value, ty| {
-        let value = e.load(ty, Emitter::frozen(), from, i, 0);
-        e.store(Emitter::mutable(), value, to, i, 0);
+    let copy = |e: &mut Emitter, i: Value, vectors: i64| {
+        for v in 0..vectors {
+            let value = e.load(F32X4, Emitter::frozen(), from, i, 4 * v);
+            e.store(Emitter::mutable(), value, to, i, 4 * v);
+        }
     };
+    let steps = |e: &mut Emitter, vectors: i64| {
+        let last = e.add_imm(hi, -4 * vectors);
+        e.for_loop(lo, last, 4 * vectors, |e, i| copy(e, i, vectors));
+        copy(e, last, vectors);
+    };
+    let at_least = |e: &mut Emitter, floats: i64| {
+        e.b.ins()
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, count, floats)
+    };
+    let long = at_least(e, 4 * COPY_UNROLL);
     e.if_else(
         long,
+        |e| steps(e, COPY_UNROLL),
         |e| {
-            let last = e.add_imm(hi, -4);
-            e.for_loop(lo, last, 4, |e, i| copy(e, i, F32X4));
-            copy(e, last, F32X4);
+            let vectors = at_least(e, 4);
+            e.if_else(
+                vectors,
+                |e| steps(e, 1),
+                |e| {
+                    e.for_loop(lo, hi, 1, |e, i| {
+                        let value = e.load(F32, Emitter::frozen(), from, i, 0);
+                        e.store(Emitter::mutable(), value, to, i, 0);
+                    })
+                },
+            )
         },
-        |e| e.for_loop(lo, hi, 1, |e, i| copy(e, i, F32)),
     );
 }
+
+/// Vectors per step of [`copy_run`]: a panel row of `NR` floats in two steps.
+const COPY_UNROLL: i64 = 4;
 
 /// `to[i * stride] = 0` for `i` in `lo..hi`.
 pub fn zero_run(e: &mut Emitter, to: Value, stride: i64, lo: Value, hi: Value) {
