@@ -13,7 +13,7 @@ use netc::ir::ops::fused::Chain;
 use netc::ir::parse::parse;
 use netc::ir::print::print;
 use netc::ir::verify::verify;
-use netc::ir::{Graph, OpKind};
+use netc::ir::{Definition, Graph, OpKind, OutputRole, ValueId};
 use netc::optim::OptimizerKind;
 use netc::passes::{self, memory, Pass, PassOptions};
 use netc::pipeline::{self, Compiled};
@@ -114,6 +114,10 @@ fn step_outputs(
     passes: PassOptions,
     inputs: &HashMap<String, Tensor>,
 ) -> Vec<(String, Vec<f32>)> {
+    let passes = PassOptions {
+        keep_gradients: true,
+        ..passes
+    };
     let mut program = loaded(&training.graph, passes, inputs);
     program.run();
     training
@@ -220,12 +224,17 @@ fn grouped_launches_compute_what_a_launch_each_does() {
             .graph
             .outputs
             .iter()
+            .filter(|o| memory::host_reads(o.role, false))
             .map(|o| program.output(o.role, &o.name).expect("an output").to_vec())
             .collect();
         (kernels, updates)
     };
-    let (grouped_kernels, grouped) = run(PassOptions::default());
-    let (separate_kernels, separate) = run(PassOptions::new(false, &[Pass::GroupLaunches]));
+    // Every update at the end of the step, as differentiation leaves them.
+    let (grouped_kernels, grouped) = run(PassOptions::new(false, &[Pass::ScheduleUpdates]));
+    let (separate_kernels, separate) = run(PassOptions::new(
+        false,
+        &[Pass::ScheduleUpdates, Pass::GroupLaunches],
+    ));
     // Six parameters, each with two moments: 18 update kernels become one launch, and the two
     // bias corrections, which every update reads whole, a launch before it; the loss and its
     // gradient share their pass over the rows (three kernels become two).
@@ -240,11 +249,11 @@ fn no_two_values_live_at_once_share_memory() {
         let (stem, stages) = stages(path);
         for compiled in &stages {
             let graph = passes::run(&compiled.graph, &PassOptions::default());
-            let plan = memory::plan(&graph, true, true);
+            let plan = memory::plan(&graph, true, true, false);
             let values = graph.values.len();
             // Each value's storage (a view's, such as a reshape's, is its input's), and the
             // ops it lives over: from the op that defines it to its last reader through any
-            // name; inputs and outputs the whole step.
+            // name; inputs and the outputs the host reads the whole step.
             let mut storage: Vec<usize> = (0..values).collect();
             let mut life: Vec<(usize, usize)> = vec![(0, 0); values];
             let everything = (0, graph.ops.len());
@@ -264,7 +273,11 @@ fn no_two_values_live_at_once_share_memory() {
             for (id, _) in graph.inputs() {
                 life[storage[id.0]] = everything;
             }
-            for output in &graph.outputs {
+            for output in graph
+                .outputs
+                .iter()
+                .filter(|o| memory::host_reads(o.role, false))
+            {
                 life[storage[output.value.0]] = everything;
             }
             // An update computed in place is written over the input it replaces, which it
@@ -292,4 +305,86 @@ fn no_two_values_live_at_once_share_memory() {
             }
         }
     });
+}
+
+/// `schedule_updates` runs each optimizer update as soon as it can: after the last op it must
+/// follow (those computing its inputs, and the other readers of the parameter or state it
+/// replaces, so that it is still computed in place) only other updates and what they alone
+/// read run before it. Then no gradient lives to the end of the step: on resnet18 (full size,
+/// momentum, batch 8) the memory plan is smaller by more than half the weights.
+#[test]
+fn updates_run_as_soon_as_they_can_and_lower_the_peak() {
+    for_each_model(|path| {
+        let (stem, [training, _]) = stages(path);
+        let graph = passes::run(&training.graph, &PassOptions::default());
+        let producer = |value: ValueId| match graph.values[value.0].definition {
+            Definition::Op(op) => Some(op),
+            Definition::Input(_) => None,
+        };
+        let updates: Vec<usize> = graph
+            .outputs
+            .iter()
+            .filter(|o| o.role == OutputRole::Update)
+            .filter_map(|o| producer(o.value))
+            .collect();
+        let readers = |value: ValueId| {
+            let ops = graph.ops.iter().enumerate();
+            ops.filter(move |(_, op)| op.inputs.contains(&value))
+                .map(|(index, _)| index)
+        };
+        let optimizer = |index: usize| {
+            updates.contains(&index)
+                || readers(graph.ops[index].output).all(|r| updates.contains(&r))
+        };
+        for output in graph
+            .outputs
+            .iter()
+            .filter(|o| o.role == OutputRole::Update)
+        {
+            let update = producer(output.value).expect("an update is computed");
+            let op = &graph.ops[update];
+            let mut before: Vec<usize> = op.inputs.iter().filter_map(|&v| producer(v)).collect();
+            if let Some(old) = graph.find_input(&output.name) {
+                before.extend(readers(old).filter(|&r| r != update));
+            }
+            let last = before.into_iter().max().map_or(0, |m| m + 1);
+            for between in last..update {
+                assert!(
+                    optimizer(between),
+                    "{stem}: the update of {} waits behind op {between} ({})",
+                    output.name,
+                    graph.ops[between].kind.name()
+                );
+            }
+        }
+    });
+    let net = network("../models/resnet18.net", &[]);
+    let training = pipeline::training(&net, &options(8, OptimizerKind::Momentum { momentum: 0.9 }))
+        .expect("lowers");
+    let floats = |passes: PassOptions| -> usize {
+        let graph = passes::run(&training.graph, &passes);
+        let plan = memory::plan(&graph, true, true, false);
+        let allocations = plan.buffer_floats.iter().zip(&plan.inside);
+        allocations
+            .filter(|(_, inside)| inside.is_none())
+            .map(|(floats, _)| floats)
+            .sum()
+    };
+    let weights: usize = training
+        .params
+        .iter()
+        .map(|p| {
+            training
+                .graph
+                .shape(training.graph.find_input(&p.name).unwrap())
+                .iter()
+                .product::<usize>()
+        })
+        .sum();
+    let scheduled = floats(PassOptions::default());
+    let at_the_end = floats(PassOptions::new(false, &[Pass::ScheduleUpdates]));
+    assert!(
+        scheduled + weights / 2 < at_the_end,
+        "resnet18: {scheduled} floats with the updates scheduled, {at_the_end} without"
+    );
 }

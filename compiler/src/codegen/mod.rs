@@ -319,6 +319,7 @@ pub fn generate(
         graph,
         passes.enabled(Pass::ReuseBuffers),
         passes.enabled(Pass::UpdateInPlace),
+        passes.keep_gradients,
     );
     // Slot 0 is the microkernel; then the plan's buffers; then workspaces.
     let slots: Vec<Slot> = plan.buffer_of.iter().map(|&b| Slot(b + 1)).collect();
@@ -417,9 +418,12 @@ pub fn generate(
             .inputs()
             .map(|(id, input)| binding(graph, &slots, &input.name, input.kind, id))
             .collect(),
+        // A gradient another value took the buffer of (see `memory::host_reads`) is not there
+        // to read after the step.
         outputs: graph
             .outputs
             .iter()
+            .filter(|output| intact[output.value.0])
             .map(|output| binding(graph, &slots, &output.name, output.role, output.value))
             .collect(),
         op_outputs: graph

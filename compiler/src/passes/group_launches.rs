@@ -214,7 +214,7 @@ mod tests {
     /// The launches of more than one op.
     fn grouped(text: &str) -> Vec<Vec<Vec<usize>>> {
         let graph = parse(text).expect("parses");
-        let plan = memory::plan(&graph, true, true);
+        let plan = memory::plan(&graph, true, true, false);
         launches(&graph, &plan)
             .into_iter()
             .filter_map(|launch| match launch {
@@ -287,7 +287,7 @@ mod tests {
             }",
         )
         .expect("parses");
-        let plan = memory::plan(&graph, true, true);
+        let plan = memory::plan(&graph, true, true, false);
         assert_eq!(
             launches(&graph, &plan),
             vec![Launch::Op(0), Launch::Group(vec![vec![1, 2, 3, 4]])]
@@ -309,7 +309,7 @@ mod tests {
             }}"
         ))
         .expect("parses");
-        launches(&graph, &memory::plan(&graph, true, true))
+        launches(&graph, &memory::plan(&graph, true, true, false))
     }
 
     #[test]

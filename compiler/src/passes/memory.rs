@@ -3,8 +3,9 @@
 //! - **Buffer reuse** (`reuse_buffers`): the values ops compute share one arena, each at an
 //!   offset where no value live at the same time lies; a value lives from the op that computes
 //!   it to its last reader, so an op never writes over what it reads. Offsets are chosen
-//!   greedily, largest value first (`pack`). Inputs and the graph's outputs keep their own
-//!   buffers (the host writes and reads them between steps). A reshape shares its input's
+//!   greedily, largest value first (`pack`). Inputs and the outputs the host reads keep their
+//!   own buffers (it writes and reads them between steps); gradients, unless it asks, do not
+//!   (`host_reads`). A reshape shares its input's
 //!   buffer, and a slice that is one contiguous run of its input (a result of a fused op with
 //!   several) lies inside it: that storage lives as long as any of its names. Ops' workspaces
 //!   (packed operands) share buffers too, since none outlives its op.
@@ -166,8 +167,19 @@ fn with_views(
     plan
 }
 
-/// The plan with reuse and in-place updates as asked.
-pub fn plan(graph: &Graph, reuse: bool, in_place: bool) -> MemoryPlan {
+/// Whether the host reads outputs of `role` after a step, so that they keep their own buffers:
+/// the loss, the prediction and the updates, and the gradients only if it asks to keep them.
+/// The gradient checks read gradients from the interpreter; training needs only the updates,
+/// so in its code each gradient lives in the arena until its update has read it.
+pub fn host_reads(role: OutputRole, keep_gradients: bool) -> bool {
+    match role {
+        OutputRole::Loss | OutputRole::Prediction | OutputRole::Update => true,
+        OutputRole::Gradient => keep_gradients,
+    }
+}
+
+/// The plan with reuse and in-place updates as asked; gradients kept as `host_reads` says.
+pub fn plan(graph: &Graph, reuse: bool, in_place: bool, keep_gradients: bool) -> MemoryPlan {
     if !reuse && !in_place {
         return one_per_value(graph);
     }
@@ -191,7 +203,11 @@ pub fn plan(graph: &Graph, reuse: bool, in_place: bool) -> MemoryPlan {
             pinned[owner[index]] = true;
         }
     }
-    for output in &graph.outputs {
+    for output in graph
+        .outputs
+        .iter()
+        .filter(|o| host_reads(o.role, keep_gradients))
+    {
         pinned[owner[output.value.0]] = true;
     }
     // The last op that reads each storage, through any of its names.

@@ -12,6 +12,7 @@ pub mod fuse_sums;
 pub mod group_launches;
 pub mod memory;
 pub mod merge_duplicates;
+pub mod schedule;
 
 use crate::ir::{Graph, Op, ValueId};
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ pub enum Pass {
     FuseElementwise,
     FuseEpilogue,
     FuseSums,
+    ScheduleUpdates,
     ReuseBuffers,
     UpdateInPlace,
     GroupLaunches,
@@ -32,12 +34,13 @@ pub enum Pass {
 
 impl Pass {
     /// Every pass, in the order `run` applies them.
-    pub const ALL: [Pass; 8] = [
+    pub const ALL: [Pass; 9] = [
         Pass::MergeDuplicates,
         Pass::FoldBatchNorm,
         Pass::FuseElementwise,
         Pass::FuseEpilogue,
         Pass::FuseSums,
+        Pass::ScheduleUpdates,
         Pass::ReuseBuffers,
         Pass::UpdateInPlace,
         Pass::GroupLaunches,
@@ -50,6 +53,7 @@ impl Pass {
             Pass::FuseElementwise => "fuse_elementwise",
             Pass::FuseEpilogue => "fuse_epilogue",
             Pass::FuseSums => "fuse_sums",
+            Pass::ScheduleUpdates => "schedule_updates",
             Pass::ReuseBuffers => "reuse_buffers",
             Pass::UpdateInPlace => "update_in_place",
             Pass::GroupLaunches => "group_launches",
@@ -82,7 +86,10 @@ impl Pass {
             | Pass::FuseEpilogue
             | Pass::FuseSums
             | Pass::GroupLaunches => true,
-            Pass::MergeDuplicates | Pass::ReuseBuffers | Pass::UpdateInPlace => false,
+            Pass::MergeDuplicates
+            | Pass::ScheduleUpdates
+            | Pass::ReuseBuffers
+            | Pass::UpdateInPlace => false,
         }
     }
 
@@ -93,7 +100,8 @@ impl Pass {
             | Pass::FoldBatchNorm
             | Pass::FuseElementwise
             | Pass::FuseEpilogue
-            | Pass::FuseSums => true,
+            | Pass::FuseSums
+            | Pass::ScheduleUpdates => true,
             Pass::ReuseBuffers | Pass::UpdateInPlace | Pass::GroupLaunches => false,
         }
     }
@@ -115,6 +123,10 @@ impl Pass {
                 "sums of tensors of one shape in one pass, with each other and with the \
                  elementwise op whose result they sum"
             }
+            Pass::ScheduleUpdates => {
+                "each optimizer update (with the gradient it reads) as early as its inputs allow, \
+                 so that gradients do not live to the end of the step"
+            }
             Pass::ReuseBuffers => "values whose lives do not overlap share a buffer",
             Pass::UpdateInPlace => "parameters and state updated in their own buffers",
             Pass::GroupLaunches => {
@@ -135,6 +147,9 @@ impl fmt::Display for Pass {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PassOptions {
     pub disabled: Vec<Pass>,
+    /// Whether the host reads the gradients after a step (tests compare them), so that the
+    /// memory plan keeps them in buffers of their own; see `memory::host_reads`.
+    pub keep_gradients: bool,
 }
 
 impl PassOptions {
@@ -142,6 +157,7 @@ impl PassOptions {
     pub fn unfused() -> PassOptions {
         PassOptions {
             disabled: Pass::ALL.into_iter().filter(|p| p.is_fusion()).collect(),
+            keep_gradients: false,
         }
     }
 
@@ -149,6 +165,7 @@ impl PassOptions {
     pub fn none() -> PassOptions {
         PassOptions {
             disabled: Pass::ALL.to_vec(),
+            keep_gradients: false,
         }
     }
 
@@ -193,6 +210,7 @@ pub fn apply(pass: Pass, graph: &Graph) -> Graph {
         Pass::FuseElementwise => fuse_elementwise::run(graph),
         Pass::FuseEpilogue => fuse_epilogue::run(graph),
         Pass::FuseSums => fuse_sums::run(graph),
+        Pass::ScheduleUpdates => schedule::run(graph),
         Pass::ReuseBuffers | Pass::UpdateInPlace | Pass::GroupLaunches => graph.clone(),
     }
 }
@@ -240,6 +258,16 @@ pub(crate) enum Rewrite {
 /// fate: it gets the new graph to add ops to and the map from old values to new ones.
 pub(crate) fn rewrite(
     graph: &Graph,
+    each: impl FnMut(&mut Graph, usize, &HashMap<ValueId, ValueId>) -> Rewrite,
+) -> Graph {
+    rewrite_in_order(graph, 0..graph.ops.len(), each)
+}
+
+/// [`rewrite`], visiting the ops in `order` (every op once, each after the ops whose results
+/// it reads), which becomes the new graph's order.
+pub(crate) fn rewrite_in_order(
+    graph: &Graph,
+    order: impl IntoIterator<Item = usize>,
     mut each: impl FnMut(&mut Graph, usize, &HashMap<ValueId, ValueId>) -> Rewrite,
 ) -> Graph {
     let mut new = Graph::new(graph.name.clone());
@@ -248,7 +276,8 @@ pub(crate) fn rewrite(
         let value = new.input(input.kind, input.name.clone(), graph.shape(old).clone());
         renumber.insert(old, value);
     }
-    for (index, op) in graph.ops.iter().enumerate() {
+    for index in order {
+        let op = &graph.ops[index];
         let value = match each(&mut new, index, &renumber) {
             Rewrite::Keep => copy(&mut new, op, &renumber),
             Rewrite::Drop => continue,
