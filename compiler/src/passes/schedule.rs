@@ -22,12 +22,23 @@ pub fn run(graph: &Graph) -> Graph {
 fn order(graph: &Graph) -> Vec<usize> {
     let ops = graph.ops.len();
     let uses = Uses::of(graph);
-    let role_of = |value| graph.outputs.iter().filter(move |o| o.value == value);
+    // Which values the graph outputs as updates, and which as gradients.
+    let mut outputs_as = [
+        vec![false; graph.values.len()],
+        vec![false; graph.values.len()],
+    ];
+    for output in &graph.outputs {
+        match output.role {
+            OutputRole::Update => outputs_as[0][output.value.0] = true,
+            OutputRole::Gradient => outputs_as[1][output.value.0] = true,
+            OutputRole::Loss | OutputRole::Prediction => {}
+        }
+    }
+    let [is_update, is_gradient] = &outputs_as;
     // The optimizer's ops: those computing an update, and the ops computing what only they
     // read (a learning-rate factor, a weight decay term); each reads nothing computed but the
     // gradients and other ops of the optimizer. Found from everything by striking out, until
     // none is left to strike, each op that breaks either rule.
-    let is_gradient = |value| role_of(value).any(|o| o.role == OutputRole::Gradient);
     let mut optimizer = vec![true; ops];
     let mut changed = true;
     while changed {
@@ -35,14 +46,14 @@ fn order(graph: &Graph) -> Vec<usize> {
         for index in (0..ops).rev() {
             let op = &graph.ops[index];
             let readers = &uses.readers[op.output.0];
-            let serves = role_of(op.output).any(|o| o.role == OutputRole::Update)
+            let serves = is_update[op.output.0]
                 || (!readers.is_empty() && readers.iter().all(|&r| optimizer[r]));
             let reads = op
                 .inputs
                 .iter()
                 .all(|input| match graph.values[input.0].definition {
                     Definition::Input(_) => true,
-                    Definition::Op(producer) => optimizer[producer] || is_gradient(*input),
+                    Definition::Op(producer) => optimizer[producer] || is_gradient[input.0],
                 });
             if optimizer[index] && !(serves && reads) {
                 optimizer[index] = false;
