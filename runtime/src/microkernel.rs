@@ -5,11 +5,14 @@
 //! a [`Microkernel`] through a function pointer once per `MR x NR` tile of C:
 //!
 //! ```text
-//! c[i*ldc + j] (+)= sum_{k < kc} a[k*MR + i] * b[k*NR + j]      for i < MR, j < NR
+//! c[i*ldc + j] (+)= sum_{k < kc} a[k*MR + i] * b[row(k) + j]      for i < MR, j < NR
 //! ```
 //!
 //! * `a` is A's packed panel: `MR` floats per `k`, i.e. a column-major `MR x kc` panel.
-//! * `b` is B's packed panel: `NR` floats per `k`, i.e. a row-major `kc x NR` panel.
+//! * `b` is B: with `rows` null, its packed panel, `row(k) = k*NR` (a row-major `kc x NR`
+//!   panel); otherwise `row(k) = rows[k]`, an offset in floats, so that B's rows can be read
+//!   where they lie in a tensor (a stride-1 convolution's taps over a padded image) instead of
+//!   being copied into a panel first.
 //! * `c` is the tile's first element, with a row stride of `ldc` floats (in practice
 //!   `ldc >= NR`, and the tile never overlaps itself or the panels).
 //! * `accumulate != 0` adds the product to `c`; `accumulate == 0` overwrites `c`. `kc` may be 0:
@@ -32,16 +35,17 @@ pub const MR: usize = 6;
 /// Columns of a tile (of B's packed panel).
 pub const NR: usize = 32;
 
-/// `c[i*ldc + j] (+)= sum_k a[k*MR + i] * b[k*NR + j]` for i < MR, j < NR, k < kc.
-/// `a`: A's packed panel, MR floats per k (column-major MR x kc panel); `b`: B's packed panel, NR
-/// floats per k; `c`: the tile, row stride `ldc` floats; `accumulate != 0` adds to `c`,
-/// otherwise overwrites it. kc may be 0 (then the tile becomes 0, or stays when accumulating).
-/// No alignment is guaranteed for any pointer. `ldc >= NR` always holds in practice; the tile
-/// never overlaps itself.
+/// `c[i*ldc + j] (+)= sum_k a[k*MR + i] * b[row(k) + j]` for i < MR, j < NR, k < kc.
+/// `a`: A's packed panel, MR floats per k (column-major MR x kc panel); `b`: B, whose row `k`
+/// starts `row(k)` floats on: `k*NR` (a packed panel) when `rows` is null, else `rows[k]`; `c`:
+/// the tile, row stride `ldc` floats; `accumulate != 0` adds to `c`, otherwise overwrites it. kc
+/// may be 0 (then the tile becomes 0, or stays when accumulating). No alignment is guaranteed
+/// for any pointer. `ldc >= NR` always holds in practice; the tile never overlaps itself.
 pub type Microkernel = unsafe extern "C" fn(
     kc: i64,
     a: *const f32,
     b: *const f32,
+    rows: *const i64,
     c: *mut f32,
     ldc: i64,
     accumulate: i64,
@@ -137,13 +141,15 @@ fn has_avx2_fma() -> bool {
 /// The AVX-512 microkernel (see [`Microkernel`]). Aborts if the CPU lacks AVX-512F.
 ///
 /// # Safety
-/// `a` must be readable for `MR * kc` floats, `b` for `NR * kc` floats, and `c` readable and
-/// writable for the `MR x NR` tile with row stride `ldc`; none of them may overlap the tile.
+/// `a` must be readable for `MR * kc` floats; `rows`, unless null, for `kc` offsets; `b` for
+/// `NR` floats from each row's offset; `c` readable and writable for the `MR x NR` tile with row
+/// stride `ldc`; none of them may overlap the tile.
 #[no_mangle]
 pub unsafe extern "C" fn netc_microkernel_avx512(
     kc: i64,
     a: *const f32,
     b: *const f32,
+    rows: *const i64,
     c: *mut f32,
     ldc: i64,
     accumulate: i64,
@@ -155,11 +161,17 @@ pub unsafe extern "C" fn netc_microkernel_avx512(
         }
         // SAFETY: the CPU has AVX-512F (checked above); the pointers are valid as the caller
         // promised.
-        unsafe { x86::avx512(kc.max(0) as usize, a, b, c, ldc as isize, accumulate != 0) }
+        unsafe {
+            let (kc, ldc, accumulate) = (kc.max(0) as usize, ldc as isize, accumulate != 0);
+            match x86::BRows::new(b, rows) {
+                x86::BRows::Packed(b) => x86::avx512(kc, a, b, c, ldc, accumulate),
+                x86::BRows::Placed(b) => x86::avx512(kc, a, b, c, ldc, accumulate),
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (kc, a, b, c, ldc, accumulate);
+        let _ = (kc, a, b, rows, c, ldc, accumulate);
         std::process::abort();
     }
 }
@@ -173,6 +185,7 @@ pub unsafe extern "C" fn netc_microkernel_avx2(
     kc: i64,
     a: *const f32,
     b: *const f32,
+    rows: *const i64,
     c: *mut f32,
     ldc: i64,
     accumulate: i64,
@@ -184,11 +197,17 @@ pub unsafe extern "C" fn netc_microkernel_avx2(
         }
         // SAFETY: the CPU has AVX2 and FMA (checked above); the pointers are valid as the
         // caller promised.
-        unsafe { x86::avx2(kc.max(0) as usize, a, b, c, ldc as isize, accumulate != 0) }
+        unsafe {
+            let (kc, ldc, accumulate) = (kc.max(0) as usize, ldc as isize, accumulate != 0);
+            match x86::BRows::new(b, rows) {
+                x86::BRows::Packed(b) => x86::avx2(kc, a, b, c, ldc, accumulate),
+                x86::BRows::Placed(b) => x86::avx2(kc, a, b, c, ldc, accumulate),
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (kc, a, b, c, ldc, accumulate);
+        let _ = (kc, a, b, rows, c, ldc, accumulate);
         std::process::abort();
     }
 }
@@ -206,8 +225,9 @@ mod x86 {
     /// One k step of the AVX-512 kernel: two zmm of `b`, six broadcasts of `a`, 12 FMAs.
     macro_rules! step512 {
         ($acc:ident, $a:expr, $b:expr) => {{
-            let b0 = _mm512_loadu_ps($b);
-            let b1 = _mm512_loadu_ps($b.add(16));
+            let b = $b;
+            let b0 = _mm512_loadu_ps(b);
+            let b1 = _mm512_loadu_ps(b.add(16));
             for i in 0..MR {
                 let ai = _mm512_set1_ps(*$a.add(i));
                 $acc[i][0] = _mm512_fmadd_ps(ai, b0, $acc[i][0]);
@@ -216,35 +236,85 @@ mod x86 {
         }};
     }
 
+    /// Where B's row `k` starts, for a kernel monomorphised over the two ways B is given.
+    pub(super) trait Rows: Copy {
+        /// # Safety
+        /// `k < kc`, with the row's `NR` floats readable (the kernel's contract).
+        unsafe fn row(self, k: usize) -> *const f32;
+    }
+
+    /// A packed panel: row `k` at `k * NR`.
+    #[derive(Clone, Copy)]
+    pub(super) struct Packed(*const f32);
+
+    /// Rows where they lie: row `k` at `offsets[k]`.
+    #[derive(Clone, Copy)]
+    pub(super) struct Placed {
+        b: *const f32,
+        offsets: *const i64,
+    }
+
+    impl Rows for Packed {
+        #[inline(always)]
+        unsafe fn row(self, k: usize) -> *const f32 {
+            // SAFETY: the caller keeps `k` inside the panel.
+            unsafe { self.0.add(k * NR) }
+        }
+    }
+
+    impl Rows for Placed {
+        #[inline(always)]
+        unsafe fn row(self, k: usize) -> *const f32 {
+            // SAFETY: the caller keeps `k < kc`; `offsets[k]` points at a readable row.
+            unsafe { self.b.offset(*self.offsets.add(k) as isize) }
+        }
+    }
+
+    /// B as the exported functions receive it.
+    pub(super) enum BRows {
+        Packed(Packed),
+        Placed(Placed),
+    }
+
+    impl BRows {
+        pub(super) fn new(b: *const f32, rows: *const i64) -> BRows {
+            if rows.is_null() {
+                BRows::Packed(Packed(b))
+            } else {
+                BRows::Placed(Placed { b, offsets: rows })
+            }
+        }
+    }
+
     /// # Safety
     /// The CPU must have AVX-512F; pointers as for [`super::Microkernel`], `kc` of them.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512(
         kc: usize,
         a: *const f32,
-        b: *const f32,
+        b: impl Rows,
         c: *mut f32,
         ldc: isize,
         accumulate: bool,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         let mut ap = a;
-        let mut bp = b;
-        // SAFETY: `a` holds `MR * kc` floats and `b` `NR * kc`; every load below stays in
-        // step `k < kc` of the panels, and the pointers advance by whole steps.
+        let mut k = 0;
+        // SAFETY: `a` holds `MR * kc` floats and B `kc` rows; every load below stays in step
+        // `k < kc`, and `ap` advances by whole steps.
         unsafe {
-            for _ in 0..kc / UNROLL {
-                step512!(acc, ap, bp);
-                step512!(acc, ap.add(MR), bp.add(NR));
-                step512!(acc, ap.add(2 * MR), bp.add(2 * NR));
-                step512!(acc, ap.add(3 * MR), bp.add(3 * NR));
+            while k + UNROLL <= kc {
+                step512!(acc, ap, b.row(k));
+                step512!(acc, ap.add(MR), b.row(k + 1));
+                step512!(acc, ap.add(2 * MR), b.row(k + 2));
+                step512!(acc, ap.add(3 * MR), b.row(k + 3));
                 ap = ap.add(UNROLL * MR);
-                bp = bp.add(UNROLL * NR);
+                k += UNROLL;
             }
-            for _ in 0..kc % UNROLL {
-                step512!(acc, ap, bp);
+            while k < kc {
+                step512!(acc, ap, b.row(k));
                 ap = ap.add(MR);
-                bp = bp.add(NR);
+                k += 1;
             }
         }
         // SAFETY: the tile's row `i` is `c[i*ldc .. i*ldc + NR]`, readable and writable.
@@ -265,8 +335,9 @@ mod x86 {
     /// One k step of an AVX2 pass: two ymm of `b`, six broadcasts of `a`, 12 FMAs.
     macro_rules! step256 {
         ($acc:ident, $a:expr, $b:expr) => {{
-            let b0 = _mm256_loadu_ps($b);
-            let b1 = _mm256_loadu_ps($b.add(8));
+            let b = $b;
+            let b0 = _mm256_loadu_ps(b);
+            let b1 = _mm256_loadu_ps(b.add(8));
             for i in 0..MR {
                 let ai = _mm256_broadcast_ss(&*$a.add(i));
                 $acc[i][0] = _mm256_fmadd_ps(ai, b0, $acc[i][0]);
@@ -281,7 +352,7 @@ mod x86 {
     pub(super) unsafe fn avx2(
         kc: usize,
         a: *const f32,
-        b: *const f32,
+        b: impl Rows,
         c: *mut f32,
         ldc: isize,
         accumulate: bool,
@@ -291,22 +362,21 @@ mod x86 {
             let col = half * 16;
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
             let mut ap = a;
-            let mut bp = b.wrapping_add(col);
-            // SAFETY: as in `avx512`; `bp` points at column `col` of step `k < kc` of B's
-            // panel, and the loads read columns `col .. col + 16 <= NR` of it.
+            let mut k = 0;
+            // SAFETY: as in `avx512`; the loads read columns `col .. col + 16 <= NR` of a row.
             unsafe {
-                for _ in 0..kc / UNROLL {
-                    step256!(acc, ap, bp);
-                    step256!(acc, ap.add(MR), bp.add(NR));
-                    step256!(acc, ap.add(2 * MR), bp.add(2 * NR));
-                    step256!(acc, ap.add(3 * MR), bp.add(3 * NR));
+                while k + UNROLL <= kc {
+                    step256!(acc, ap, b.row(k).add(col));
+                    step256!(acc, ap.add(MR), b.row(k + 1).add(col));
+                    step256!(acc, ap.add(2 * MR), b.row(k + 2).add(col));
+                    step256!(acc, ap.add(3 * MR), b.row(k + 3).add(col));
                     ap = ap.add(UNROLL * MR);
-                    bp = bp.add(UNROLL * NR);
+                    k += UNROLL;
                 }
-                for _ in 0..kc % UNROLL {
-                    step256!(acc, ap, bp);
+                while k < kc {
+                    step256!(acc, ap, b.row(k).add(col));
                     ap = ap.add(MR);
-                    bp = bp.add(NR);
+                    k += 1;
                 }
             }
             // SAFETY: columns `col .. col + 16` of the tile's row `i`, inside the tile.
@@ -355,24 +425,44 @@ mod tests {
             .collect()
     }
 
-    /// Runs `kernel` on one random case and compares with an f64 reference.
-    fn check(kind: MicrokernelKind, kernel: Microkernel, kc: usize, ldc: usize, acc: bool) {
-        let mut rng = Lcg((kc * 1000 + ldc * 10 + acc as usize) as u64 + 1);
+    /// Runs `kernel` on one random case and compares with an f64 reference. B is a packed panel,
+    /// or with `placed` its rows lie in reverse order `NR + 3` floats apart, found through
+    /// `rows`.
+    fn check(
+        kind: MicrokernelKind,
+        kernel: Microkernel,
+        kc: usize,
+        ldc: usize,
+        acc: bool,
+        placed: bool,
+    ) {
+        let case = format!("{kind:?} kc={kc} ldc={ldc} acc={acc} placed={placed}");
+        let mut rng = Lcg((kc * 1000 + ldc * 10 + acc as usize + 2 * placed as usize) as u64 + 1);
+        let row_stride = if placed { NR + 3 } else { NR };
+        let offsets: Vec<i64> = (0..kc)
+            .map(|k| (if placed { kc - 1 - k } else { k } * row_stride) as i64)
+            .collect();
         // One spare element before and after each panel, and spare rows after the tile, to
         // catch reads or writes out of bounds (at least the writes are checked).
         let a = rng.fill(MR * kc + 2);
-        let b = rng.fill(NR * kc + 2);
+        let b = rng.fill(row_stride * kc + 2);
         let rows = MR + 2;
         let c0 = rng.fill(rows * ldc + 1);
         let mut c = c0.clone();
+        let rows_pointer = if placed {
+            offsets.as_ptr()
+        } else {
+            std::ptr::null()
+        };
         // Offset by one float so that nothing is aligned.
-        // SAFETY: the panels hold `MR * kc` and `NR * kc` floats past the offset, and `c` the
-        // `MR x NR` tile with stride `ldc` past it.
+        // SAFETY: A's panel holds `MR * kc` floats past the offset, B's rows `NR` floats from
+        // each offset, and `c` the `MR x NR` tile with stride `ldc` past it.
         unsafe {
             kernel(
                 kc as i64,
                 a.as_ptr().add(1),
                 b.as_ptr().add(1),
+                rows_pointer,
                 c.as_mut_ptr().add(1),
                 ldc as i64,
                 acc as i64,
@@ -384,22 +474,22 @@ mod tests {
                 assert_eq!(
                     got.to_bits(),
                     before.to_bits(),
-                    "{kind:?} kc={kc} ldc={ldc} acc={acc}: element {index} outside the tile changed"
+                    "{case}: element {index} outside the tile changed"
                 );
                 continue;
             }
             let (i, j) = ((index - 1) / ldc, (index - 1) % ldc);
             let mut want = if acc { before as f64 } else { 0.0 };
             let mut magnitude = want.abs();
-            for k in 0..kc {
-                let p = a[1 + k * MR + i] as f64 * b[1 + k * NR + j] as f64;
+            for (k, &offset) in offsets.iter().enumerate() {
+                let p = a[1 + k * MR + i] as f64 * b[1 + offset as usize + j] as f64;
                 want += p;
                 magnitude += p.abs();
             }
             let error = (got as f64 - want).abs();
             assert!(
                 error <= 1e-5 * magnitude.max(1e-30) + f64::MIN_POSITIVE,
-                "{kind:?} kc={kc} ldc={ldc} acc={acc} c[{i}][{j}]: got {got}, want {want}"
+                "{case} c[{i}][{j}]: got {got}, want {want}"
             );
         }
     }
@@ -410,7 +500,9 @@ mod tests {
             for kc in [0, 1, 2, 3, 5, 17, 256] {
                 for ldc in [32, 40] {
                     for acc in [false, true] {
-                        check(kind, kernel, kc, ldc, acc);
+                        for placed in [false, true] {
+                            check(kind, kernel, kc, ldc, acc, placed);
+                        }
                     }
                 }
             }
@@ -423,7 +515,18 @@ mod tests {
             for acc in [0, 1] {
                 let mut c = vec![7.0f32; MR * NR];
                 // SAFETY: kc = 0 reads nothing from the panels; `c` is the whole tile.
-                unsafe { kernel(0, [].as_ptr(), [].as_ptr(), c.as_mut_ptr(), NR as i64, acc) };
+                unsafe {
+                    let none = std::ptr::null();
+                    kernel(
+                        0,
+                        none,
+                        none,
+                        std::ptr::null(),
+                        c.as_mut_ptr(),
+                        NR as i64,
+                        acc,
+                    )
+                };
                 let want = if acc != 0 { 7.0 } else { 0.0 };
                 assert!(c.iter().all(|&x| x == want), "{kind:?} acc={acc}");
             }
@@ -491,6 +594,7 @@ mod tests {
                                 kc as i64,
                                 a.as_ptr(),
                                 b.as_ptr().add(p * NR * kc),
+                                std::ptr::null(),
                                 c.as_mut_ptr().add(p * NR),
                                 ldc as i64,
                                 0,

@@ -7,6 +7,7 @@
 //! beside the code, and the executable rebuilds exactly the memory the JIT would have.
 
 use crate::init::{initial_values, InitKind, TensorInit};
+use crate::microkernel::NR;
 use crate::pool::Pool;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
@@ -161,7 +162,9 @@ impl Layout {
 /// The generated `step(table, pool)`: every kernel of the graph in order.
 pub type StepFn = unsafe extern "C" fn(table: *const *mut f32, pool: *const Pool);
 
-/// A 64-byte-aligned run of floats, zeroed.
+/// A 64-byte-aligned run of floats, zeroed, readable `NR` floats past its end: a contraction
+/// may read B's rows where they lie in a tensor ([`crate::microkernel`]), whole rows of `NR`
+/// floats of which only the first may belong to the tensor.
 struct Buffer(Vec<Align64>);
 
 #[derive(Clone, Copy)]
@@ -170,7 +173,7 @@ struct Align64([f32; 16]);
 
 impl Buffer {
     fn new(floats: usize) -> Buffer {
-        Buffer(vec![Align64([0.0; 16]); floats.div_ceil(16).max(1)])
+        Buffer(vec![Align64([0.0; 16]); (floats + NR).div_ceil(16)])
     }
 
     fn pointer(&mut self) -> *mut f32 {

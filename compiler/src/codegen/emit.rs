@@ -339,12 +339,13 @@ impl<'f> Emitter<'f> {
         func
     }
 
-    /// Calls the microkernel (table slot 0): `c (+)= a · b` on one `MR x NR` tile.
+    /// Calls the microkernel (table slot 0): `c (+)= a · b` on one `MR x NR` tile, B's rows
+    /// found through the offsets at `rows`, or a packed panel without.
     pub fn microkernel(
         &mut self,
         kc: Value,
         a: Value,
-        b: Value,
+        [b, rows]: [Value; 2],
         c: Value,
         ldc: Value,
         accumulate: bool,
@@ -353,7 +354,7 @@ impl<'f> Emitter<'f> {
             Some(sig) => sig,
             None => {
                 let mut signature = self.b.func.signature.clone();
-                signature.params = vec![AbiParam::new(I64); 6];
+                signature.params = vec![AbiParam::new(I64); 7];
                 signature.returns.clear();
                 let sig = self.b.import_signature(signature);
                 self.microkernel_sig = Some(sig);
@@ -364,7 +365,7 @@ impl<'f> Emitter<'f> {
         let accumulate = self.int(accumulate as i64);
         self.b
             .ins()
-            .call_indirect(sig, callee, &[kc, a, b, c, ldc, accumulate]);
+            .call_indirect(sig, callee, &[kc, a, b, rows, c, ldc, accumulate]);
     }
 
     /// `if condition { then } else { otherwise }`, for an integer truth value.

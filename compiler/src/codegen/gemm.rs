@@ -17,7 +17,7 @@ use super::emit::{Emitter, Slot, F32, F32X4, LANES};
 use super::{KernelSink, Operand};
 use crate::ir::ops::fused::{arg_value, emit_each_step, Arg, Step};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::I8X16;
+use cranelift_codegen::ir::types::{I64, I8X16};
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::Variable;
 use cranelift_module::FuncId;
@@ -479,6 +479,9 @@ pub struct Block {
     pub m_panels: Value,
     pub b: Value,
     pub b_stride: Value,
+    /// Where B's rows start, in floats from a panel's start (`kc` i64 offsets), when they are
+    /// read where they lie; null (0) for packed panels.
+    pub b_rows: Value,
     pub n_panels: Value,
 }
 
@@ -499,8 +502,8 @@ pub fn multiply(e: &mut Emitter, block: &Block, c: Value, ldc: i64, first: Value
             let tile = e.at_scaled(c_column, i, (MR as i64) * ldc);
             e.if_else(
                 first,
-                |e| e.microkernel(block.kc, a, b, tile, ldc_value, false),
-                |e| e.microkernel(block.kc, a, b, tile, ldc_value, true),
+                |e| e.microkernel(block.kc, a, [b, block.b_rows], tile, ldc_value, false),
+                |e| e.microkernel(block.kc, a, [b, block.b_rows], tile, ldc_value, true),
             );
         });
     });
@@ -900,31 +903,42 @@ pub fn for_each_k_block(
 /// which with the two `b` vectors and a broadcast fit Cranelift's 16 vector registers.
 const PASS_COLUMNS: usize = 8;
 
-/// Defines `(kc, a, b, c, ldc, accumulate)`: `c[i*ldc + j] (+)= sum_k a[k*MR + i] b[k*NR + j]`,
-/// in `NR / 8` passes over the panels.
+/// Defines `(kc, a, b, rows, c, ldc, accumulate)`: `c[i*ldc + j] (+)= sum_k a[k*MR + i]
+/// b[row(k) + j]`, `row(k)` being `k*NR`, or `rows[k]` unless `rows` is null, in `NR / 8` passes
+/// over the panels.
 pub fn define_microkernel(sink: &mut KernelSink) -> FuncId {
-    sink.define(6, |e: &mut Emitter| {
-        let [kc, a, b, c, ldc, accumulate] = [0, 1, 2, 3, 4, 5].map(|i| e.params[i]);
+    sink.define(7, |e: &mut Emitter| {
+        let [kc, a, b, rows, c, ldc, accumulate] = [0, 1, 2, 3, 4, 5, 6].map(|i| e.params[i]);
         let flags = Emitter::frozen();
         for pass in 0..NR / PASS_COLUMNS {
             let zero = e.constant(F32X4, 0.0);
             let acc: Vec<_> = (0..MR * 2).map(|_| e.variable(F32X4, zero)).collect();
-            let start = e.int(0);
-            e.for_loop(start, kc, 1, |e, k| {
-                let b_row = e.b.ins().imul_imm_s(k, NR as i64);
-                let b0 = e.load(F32X4, flags, b, b_row, (pass * PASS_COLUMNS) as i64);
-                let b1 = e.load(F32X4, flags, b, b_row, (pass * PASS_COLUMNS + 4) as i64);
-                let a_row = e.b.ins().imul_imm_s(k, MR as i64);
-                for i in 0..MR {
-                    let ai = e.load(F32, flags, a, a_row, i as i64);
-                    let ai = e.splat(F32X4, ai);
-                    for (j, bj) in [b0, b1].into_iter().enumerate() {
-                        let sum = e.get(acc[2 * i + j]);
-                        let sum = e.b.ins().fma(ai, bj, sum);
-                        e.set(acc[2 * i + j], sum);
+            // One k loop per way of finding B's rows, so that neither tests which in its body.
+            let k_loop = |e: &mut Emitter, placed: bool| {
+                let start = e.int(0);
+                e.for_loop(start, kc, 1, |e, k| {
+                    let b_row = if placed {
+                        let bytes = e.b.ins().ishl_imm_s(k, 3);
+                        let at = e.b.ins().iadd(rows, bytes);
+                        e.b.ins().load(I64, flags, at, 0)
+                    } else {
+                        e.b.ins().imul_imm_s(k, NR as i64)
+                    };
+                    let b0 = e.load(F32X4, flags, b, b_row, (pass * PASS_COLUMNS) as i64);
+                    let b1 = e.load(F32X4, flags, b, b_row, (pass * PASS_COLUMNS + 4) as i64);
+                    let a_row = e.b.ins().imul_imm_s(k, MR as i64);
+                    for i in 0..MR {
+                        let ai = e.load(F32, flags, a, a_row, i as i64);
+                        let ai = e.splat(F32X4, ai);
+                        for (j, bj) in [b0, b1].into_iter().enumerate() {
+                            let sum = e.get(acc[2 * i + j]);
+                            let sum = e.b.ins().fma(ai, bj, sum);
+                            e.set(acc[2 * i + j], sum);
+                        }
                     }
-                }
-            });
+                });
+            };
+            e.if_else(rows, |e| k_loop(e, true), |e| k_loop(e, false));
             for i in 0..MR {
                 let row = e.b.ins().imul_imm_s(ldc, i as i64);
                 for j in 0..2 {

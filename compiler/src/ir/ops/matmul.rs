@@ -146,6 +146,7 @@ pub fn emit(
                     m_panels: tile.panels[0],
                     b: e.at_scaled(b_tile, k0, NR as i64),
                     b_stride: e.int((k * NR) as i64),
+                    b_rows: e.int(0),
                     n_panels: tile.panels[1],
                 };
                 gemm::multiply(e, &block, c_tiles, ldc as i64, first);
