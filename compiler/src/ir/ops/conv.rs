@@ -1165,8 +1165,9 @@ pub fn emit_weight_grad(
     let g = Geometry::new(a, &x.shape, &output.shape);
     let (depth, positions) = (g.depth(), g.positions);
     // dW_g `[O/g x Kc]` = sum over images of dy_ng · im2col(x_ng)ᵀ: A = dy per image and group,
-    // packed once; B = the transposed im2col matrix, its columns ordered tap by tap, packed per
-    // task (see `pack_taps`).
+    // packed once; B = the transposed im2col matrix, its columns ordered tap by tap, its panels
+    // read in x's padded channels-last copy where they are a run of it for every position,
+    // else packed per task (see `pack_taps`).
     // Where B comes from, and its floats per image and per group of channels.
     let (source, image_stride, group_stride) = if g.is_pointwise() {
         let group = g.group_in * g.plane();
@@ -1205,12 +1206,16 @@ pub fn emit_weight_grad(
     let staged =
         (image_blocks > 1 || taps > 1).then(|| sink.workspace(image_blocks * output.len()));
     let p_blocks = gemm::balanced_blocks(positions, KC);
+    // Whether some B panels can lie inside one unit of taps (see `unit_taps`).
+    let rows_in_place = !g.is_pointwise() && unit_taps(&g) * g.group_in >= NR;
     let ldc = nt * NR;
-    let scratch = ScratchLayout::new(&[nt * NR * p_blocks.1, mt * MR * ldc]);
+    // B's packed panels, the C tiles, and the offsets of B's rows in the padded copy (i64).
+    let scratch = ScratchLayout::new(&[nt * NR * p_blocks.1, mt * MR * ldc, 2 * p_blocks.1]);
     sink.kernel(image_blocks * tiles, scratch.floats(), |e| {
         let (source, packed) = (e.buffer(source), e.buffer(grads));
         let dw = e.buffer(staged.unwrap_or(output.slot));
         let (b_panels, c_tiles) = (scratch.region(e, 0), scratch.region(e, 1));
+        let row_offsets = scratch.region(e, 2);
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, task| {
             let [block, group, mi, ni] =
@@ -1237,21 +1242,61 @@ pub fn emit_weight_grad(
                 let a_panels = e.at_scaled(packed, panel, (positions * MR) as i64);
                 let is_first_image = e.b.ins().icmp(IntCC::Equal, image, first_image);
                 gemm::for_each_k_block(e, p_blocks, positions, |e, p0, kc, first_block| {
-                    let columns = [first_col, cols, tile.panels[1]];
-                    pack_taps(e, &g, image_channels, columns, [p0, kc], b_panels);
                     let a = e.at_scaled(a_panels, p0, MR as i64);
-                    let block = Block {
+                    let first = e.b.ins().band(is_first_image, first_block);
+                    let block = |e: &mut Emitter, b, b_rows, n_panels| Block {
                         kc,
                         a,
                         a_stride: e.int((positions * MR) as i64),
                         m_panels: tile.panels[0],
-                        b: b_panels,
+                        b,
                         b_stride: e.mul_imm(kc, NR as i64),
-                        b_rows: e.int(0),
-                        n_panels: tile.panels[1],
+                        b_rows,
+                        n_panels,
                     };
-                    let first = e.b.ins().band(is_first_image, first_block);
-                    gemm::multiply(e, &block, c_tiles, ldc as i64, first);
+                    if !rows_in_place {
+                        let columns = [first_col, cols, tile.panels[1]];
+                        pack_taps(e, &g, image_channels, columns, [p0, kc], b_panels);
+                        let zero = e.int(0);
+                        let block = block(e, b_panels, zero, tile.panels[1]);
+                        gemm::multiply(e, &block, c_tiles, ldc as i64, first);
+                        return;
+                    }
+                    // A panel inside one unit of taps is a run of the padded copy for every
+                    // position: its rows are read there. The others are packed.
+                    unit_row_offsets(e, &g, [p0, kc], row_offsets);
+                    let zero = e.int(0);
+                    e.for_loop(zero, tile.panels[1], 1, |e, j| {
+                        let offset = e.mul_imm(j, NR as i64);
+                        let left = e.sub(cols, offset);
+                        let width = e.min_imm(left, NR as i64);
+                        let lo = e.add(first_col, offset);
+                        let c_panel = e.at(c_tiles, offset);
+                        let one = e.int(1);
+                        let unit = unit_of_column(e, &g, lo);
+                        let last = e.add(lo, width);
+                        let last = e.add_imm(last, -1);
+                        let last_unit = unit_of_column(e, &g, last);
+                        let inside = e.b.ins().icmp(IntCC::Equal, unit.index, last_unit.index);
+                        e.if_else(
+                            inside,
+                            |e| {
+                                let channels = (g.groups * g.group_in) as i64;
+                                let unit_image = e.at_scaled(image_channels, unit.shift, channels);
+                                let within = e.sub(lo, unit.first_column);
+                                let b = e.at(unit_image, within);
+                                let block = block(e, b, row_offsets, one);
+                                gemm::multiply(e, &block, c_panel, ldc as i64, first);
+                            },
+                            |e| {
+                                let columns = [lo, width, one];
+                                pack_taps(e, &g, image_channels, columns, [p0, kc], b_panels);
+                                let zero = e.int(0);
+                                let block = block(e, b_panels, zero, one);
+                                gemm::multiply(e, &block, c_panel, ldc as i64, first);
+                            },
+                        );
+                    });
                 });
             });
             let first_row = e.mul_imm(tile.first_panel[0], MR as i64);
@@ -1424,6 +1469,64 @@ fn transpose_row(
     one_by_one(e, [channel_quads, channels], 0);
 }
 
+/// The taps of the weight gradient's B columns that are one contiguous run of x's padded,
+/// channels-last copy per position: a whole kernel row when the group is all the channels and
+/// the kernel is not dilated along rows, else one tap.
+fn unit_taps(g: &Geometry) -> usize {
+    if g.groups == 1 && g.attrs.dilation[1] == 1 {
+        g.kernel[1]
+    } else {
+        1
+    }
+}
+
+/// The unit of taps (see [`unit_taps`]) a B column of the weight gradient falls in: its index,
+/// its first column, and how far its run starts from a position's, in padded positions.
+struct TapUnit {
+    index: Value,
+    first_column: Value,
+    shift: Value,
+}
+
+fn unit_of_column(e: &mut Emitter, g: &Geometry, column: Value) -> TapUnit {
+    let a = &g.attrs;
+    let [_, pw] = padded_extent(g);
+    let taps = unit_taps(g);
+    let index = e.div_imm(column, (taps * g.group_in) as i64);
+    let first_column = e.mul_imm(index, (taps * g.group_in) as i64);
+    let tap = e.mul_imm(index, taps as i64);
+    let r = e.div_imm(tap, g.kernel[1] as i64);
+    let q = e.rem_imm(tap, g.kernel[1] as i64);
+    let row_shift = e.mul_imm(r, (a.dilation[0] * pw) as i64);
+    let column_shift = e.mul_imm(q, a.dilation[1] as i64);
+    let shift = e.add(row_shift, column_shift);
+    TapUnit {
+        index,
+        first_column,
+        shift,
+    }
+}
+
+/// Writes, for positions `p0 .. p0 + kc`, where each one's channels start in x's padded,
+/// channels-last copy, in floats from its image's (i64, at `table`).
+fn unit_row_offsets(e: &mut Emitter, g: &Geometry, [p0, kc]: [Value; 2], table: Value) {
+    let a = &g.attrs;
+    let [_, pw] = padded_extent(g);
+    let channels = (g.groups * g.group_in) as i64;
+    let hi = e.add(p0, kc);
+    for_each_row_span(e, g, [p0, hi], |e, span| {
+        let row = e.mul_imm(span.block, (a.stride[0] * pw) as i64 * channels);
+        e.for_loop(span.start, span.end, 1, |e, w| {
+            let column = e.mul_imm(w, a.stride[1] as i64 * channels);
+            let value = e.add(row, column);
+            let k = e.add(span.col, w);
+            let bytes = e.b.ins().ishl_imm_s(k, 3);
+            let at = e.b.ins().iadd(table, bytes);
+            e.b.ins().store(Emitter::mutable(), value, at, 0);
+        });
+    });
+}
+
 /// Packs positions `p0 .. p0 + kc` of B columns `first ..` (`cols` of them; the columns are
 /// ordered tap by tap, the group's channels within a tap) as `panels` B panels at `dst` (`dst[p*NR + j]`, panel after panel),
 /// zeros in the columns past `cols`. `image` is one image's group channels: of x itself for a
@@ -1441,11 +1544,7 @@ fn pack_taps(
     let a = &g.attrs;
     let [_, pw] = padded_extent(g);
     let channels = (g.groups * g.group_in) as i64;
-    let unit_taps = if g.groups == 1 && a.dilation[1] == 1 {
-        g.kernel[1]
-    } else {
-        1
-    };
+    let unit_taps = unit_taps(g);
     let hi = e.add(p0, kc);
     let panel_floats = e.mul_imm(kc, NR as i64);
     let start = e.int(0);
