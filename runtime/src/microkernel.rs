@@ -2,10 +2,11 @@
 //! that netc compiles.
 //!
 //! Generated code packs A into panels of `MR` rows and B into panels of `NR` columns, then calls
-//! a [`Microkernel`] through a function pointer once per `MR x NR` tile of C:
+//! a [`Microkernel`] through a function pointer once per `MR x NR` tile of C, of which the first
+//! `height` rows are wanted (fewer than `MR` in the last panel of a matrix of `M % MR != 0` rows):
 //!
 //! ```text
-//! c[i*ldc + j] (+)= sum_{k < kc} a[k*MR + i] * b[row(k) + j]      for i < MR, j < NR
+//! c[i*ldc + j] (+)= sum_{k < kc} a[k*MR + i] * b[row(k) + j]      for i < height, j < NR
 //! ```
 //!
 //! * `a` is A's packed panel: `MR` floats per `k`, i.e. a column-major `MR x kc` panel.
@@ -17,7 +18,9 @@
 //!   `ldc >= NR`, and the tile never overlaps itself or the panels).
 //! * `accumulate != 0` adds the product to `c`; `accumulate == 0` overwrites `c`. `kc` may be 0:
 //!   the tile then becomes 0, or stays as it was when accumulating. A negative `kc` counts as 0.
-//! * No pointer needs any alignment. Only the `MR x NR` tile of `c` is read or written.
+//! * `height` counts as `MR` when larger, and as 1 when smaller. The native kernels multiply
+//!   only those rows, so a 16-row matrix costs 16 rows' work, not 18.
+//! * No pointer needs any alignment. Only the `height x NR` tile of `c` is read or written.
 //!
 //! The kernels are chosen at run time ([`MicrokernelKind::best`]) from the CPU's features:
 //! AVX-512 (`netc_microkernel_avx512`, 12 zmm accumulators) or AVX2+FMA
@@ -35,7 +38,8 @@ pub const MR: usize = 6;
 /// Columns of a tile (of B's packed panel).
 pub const NR: usize = 32;
 
-/// `c[i*ldc + j] (+)= sum_k a[k*MR + i] * b[row(k) + j]` for i < MR, j < NR, k < kc.
+/// `c[i*ldc + j] (+)= sum_k a[k*MR + i] * b[row(k) + j]` for i < height, j < NR, k < kc
+/// (`height` clamped to `1..=MR`).
 /// `a`: A's packed panel, MR floats per k (column-major MR x kc panel); `b`: B, whose row `k`
 /// starts `row(k)` floats on: `k*NR` (a packed panel) when `rows` is null, else `rows[k]`; `c`:
 /// the tile, row stride `ldc` floats; `accumulate != 0` adds to `c`, otherwise overwrites it. kc
@@ -43,6 +47,7 @@ pub const NR: usize = 32;
 /// for any pointer. `ldc >= NR` always holds in practice; the tile never overlaps itself.
 pub type Microkernel = unsafe extern "C" fn(
     kc: i64,
+    height: i64,
     a: *const f32,
     b: *const f32,
     rows: *const i64,
@@ -142,11 +147,12 @@ fn has_avx2_fma() -> bool {
 ///
 /// # Safety
 /// `a` must be readable for `MR * kc` floats; `rows`, unless null, for `kc` offsets; `b` for
-/// `NR` floats from each row's offset; `c` readable and writable for the `MR x NR` tile with row
-/// stride `ldc`; none of them may overlap the tile.
+/// `NR` floats from each row's offset; `c` readable and writable for the `height x NR` tile
+/// with row stride `ldc`; none of them may overlap the tile.
 #[no_mangle]
 pub unsafe extern "C" fn netc_microkernel_avx512(
     kc: i64,
+    height: i64,
     a: *const f32,
     b: *const f32,
     rows: *const i64,
@@ -163,15 +169,20 @@ pub unsafe extern "C" fn netc_microkernel_avx512(
         // promised.
         unsafe {
             let (kc, ldc, accumulate) = (kc.max(0) as usize, ldc as isize, accumulate != 0);
+            let height = height.clamp(1, MR as i64);
             match x86::BRows::new(b, rows) {
-                x86::BRows::Packed(b) => x86::avx512(kc, a, b, c, ldc, accumulate),
-                x86::BRows::Placed(b) => x86::avx512(kc, a, b, c, ldc, accumulate),
+                x86::BRows::Packed(b) => {
+                    x86::by_height!(x86::avx512, height, kc, a, b, c, ldc, accumulate)
+                }
+                x86::BRows::Placed(b) => {
+                    x86::by_height!(x86::avx512, height, kc, a, b, c, ldc, accumulate)
+                }
             }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (kc, a, b, rows, c, ldc, accumulate);
+        let _ = (kc, height, a, b, rows, c, ldc, accumulate);
         std::process::abort();
     }
 }
@@ -183,6 +194,7 @@ pub unsafe extern "C" fn netc_microkernel_avx512(
 #[no_mangle]
 pub unsafe extern "C" fn netc_microkernel_avx2(
     kc: i64,
+    height: i64,
     a: *const f32,
     b: *const f32,
     rows: *const i64,
@@ -199,15 +211,20 @@ pub unsafe extern "C" fn netc_microkernel_avx2(
         // caller promised.
         unsafe {
             let (kc, ldc, accumulate) = (kc.max(0) as usize, ldc as isize, accumulate != 0);
+            let height = height.clamp(1, MR as i64);
             match x86::BRows::new(b, rows) {
-                x86::BRows::Packed(b) => x86::avx2(kc, a, b, c, ldc, accumulate),
-                x86::BRows::Placed(b) => x86::avx2(kc, a, b, c, ldc, accumulate),
+                x86::BRows::Packed(b) => {
+                    x86::by_height!(x86::avx2, height, kc, a, b, c, ldc, accumulate)
+                }
+                x86::BRows::Placed(b) => {
+                    x86::by_height!(x86::avx2, height, kc, a, b, c, ldc, accumulate)
+                }
             }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (kc, a, b, rows, c, ldc, accumulate);
+        let _ = (kc, height, a, b, rows, c, ldc, accumulate);
         std::process::abort();
     }
 }
@@ -222,13 +239,29 @@ mod x86 {
     /// How many k steps each loop iteration does.
     const UNROLL: usize = 4;
 
+    /// Calls `$kernel::<height>(args)` for a `height` in `1..=MR`.
+    macro_rules! by_height {
+        ($($kernel:ident)::+, $height:expr, $($arg:expr),*) => {
+            match $height {
+                1 => $($kernel)::+::<1>($($arg),*),
+                2 => $($kernel)::+::<2>($($arg),*),
+                3 => $($kernel)::+::<3>($($arg),*),
+                4 => $($kernel)::+::<4>($($arg),*),
+                5 => $($kernel)::+::<5>($($arg),*),
+                _ => $($kernel)::+::<6>($($arg),*),
+            }
+        };
+    }
+    pub(super) use by_height;
+    const _: () = assert!(MR == 6, "by_height covers heights 1 to 6");
+
     /// One k step of the AVX-512 kernel: two zmm of `b`, six broadcasts of `a`, 12 FMAs.
     macro_rules! step512 {
         ($acc:ident, $a:expr, $b:expr) => {{
             let b = $b;
             let b0 = _mm512_loadu_ps(b);
             let b1 = _mm512_loadu_ps(b.add(16));
-            for i in 0..MR {
+            for i in 0..$acc.len() {
                 let ai = _mm512_set1_ps(*$a.add(i));
                 $acc[i][0] = _mm512_fmadd_ps(ai, b0, $acc[i][0]);
                 $acc[i][1] = _mm512_fmadd_ps(ai, b1, $acc[i][1]);
@@ -289,7 +322,7 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX-512F; pointers as for [`super::Microkernel`], `kc` of them.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn avx512(
+    pub(super) unsafe fn avx512<const HEIGHT: usize>(
         kc: usize,
         a: *const f32,
         b: impl Rows,
@@ -297,7 +330,7 @@ mod x86 {
         ldc: isize,
         accumulate: bool,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm512_setzero_ps(); 2]; HEIGHT];
         let mut ap = a;
         let mut k = 0;
         // SAFETY: `a` holds `MR * kc` floats and B `kc` rows; every load below stays in step
@@ -338,7 +371,7 @@ mod x86 {
             let b = $b;
             let b0 = _mm256_loadu_ps(b);
             let b1 = _mm256_loadu_ps(b.add(8));
-            for i in 0..MR {
+            for i in 0..$acc.len() {
                 let ai = _mm256_broadcast_ss(&*$a.add(i));
                 $acc[i][0] = _mm256_fmadd_ps(ai, b0, $acc[i][0]);
                 $acc[i][1] = _mm256_fmadd_ps(ai, b1, $acc[i][1]);
@@ -349,7 +382,7 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX2 and FMA; pointers as for [`super::Microkernel`], `kc` of them.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2(
+    pub(super) unsafe fn avx2<const HEIGHT: usize>(
         kc: usize,
         a: *const f32,
         b: impl Rows,
@@ -360,7 +393,7 @@ mod x86 {
         // 24 ymm accumulators would not fit in 16 registers: two passes of 16 columns each.
         for half in 0..NR / 16 {
             let col = half * 16;
-            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            let mut acc = [[_mm256_setzero_ps(); 2]; HEIGHT];
             let mut ap = a;
             let mut k = 0;
             // SAFETY: as in `avx512`; the loads read columns `col .. col + 16 <= NR` of a row.
@@ -425,19 +458,19 @@ mod tests {
             .collect()
     }
 
-    /// Runs `kernel` on one random case and compares with an f64 reference. B is a packed panel,
-    /// or with `placed` its rows lie in reverse order `NR + 3` floats apart, found through
-    /// `rows`.
+    /// Runs `kernel` on one random case and compares with an f64 reference: the first `height`
+    /// rows of a tile. B is a packed panel, or with `placed` its rows lie in reverse order
+    /// `NR + 3` floats apart, found through `rows`.
     fn check(
         kind: MicrokernelKind,
         kernel: Microkernel,
-        kc: usize,
-        ldc: usize,
+        [kc, height, ldc]: [usize; 3],
         acc: bool,
         placed: bool,
     ) {
-        let case = format!("{kind:?} kc={kc} ldc={ldc} acc={acc} placed={placed}");
-        let mut rng = Lcg((kc * 1000 + ldc * 10 + acc as usize + 2 * placed as usize) as u64 + 1);
+        let case = format!("{kind:?} kc={kc} height={height} ldc={ldc} acc={acc} placed={placed}");
+        let seed = kc * 1000 + height * 100 + ldc * 10 + acc as usize + 2 * placed as usize;
+        let mut rng = Lcg(seed as u64 + 1);
         let row_stride = if placed { NR + 3 } else { NR };
         let offsets: Vec<i64> = (0..kc)
             .map(|k| (if placed { kc - 1 - k } else { k } * row_stride) as i64)
@@ -456,10 +489,11 @@ mod tests {
         };
         // Offset by one float so that nothing is aligned.
         // SAFETY: A's panel holds `MR * kc` floats past the offset, B's rows `NR` floats from
-        // each offset, and `c` the `MR x NR` tile with stride `ldc` past it.
+        // each offset, and `c` the `height x NR` tile with stride `ldc` past it.
         unsafe {
             kernel(
                 kc as i64,
+                height as i64,
                 a.as_ptr().add(1),
                 b.as_ptr().add(1),
                 rows_pointer,
@@ -469,7 +503,7 @@ mod tests {
             )
         };
         for (index, (&got, &before)) in c.iter().zip(&c0).enumerate() {
-            let inside = index >= 1 && (index - 1) / ldc < MR && (index - 1) % ldc < NR;
+            let inside = index >= 1 && (index - 1) / ldc < height && (index - 1) % ldc < NR;
             if !inside {
                 assert_eq!(
                     got.to_bits(),
@@ -498,10 +532,12 @@ mod tests {
     fn native_kernels_match_reference() {
         for (kind, kernel) in natives() {
             for kc in [0, 1, 2, 3, 5, 17, 256] {
-                for ldc in [32, 40] {
-                    for acc in [false, true] {
-                        for placed in [false, true] {
-                            check(kind, kernel, kc, ldc, acc, placed);
+                for height in 1..=MR {
+                    for ldc in [32, 40] {
+                        for acc in [false, true] {
+                            for placed in [false, true] {
+                                check(kind, kernel, [kc, height, ldc], acc, placed);
+                            }
                         }
                     }
                 }
@@ -519,6 +555,7 @@ mod tests {
                     let none = std::ptr::null();
                     kernel(
                         0,
+                        MR as i64,
                         none,
                         none,
                         std::ptr::null(),
@@ -592,6 +629,7 @@ mod tests {
                         unsafe {
                             kernel(
                                 kc as i64,
+                                MR as i64,
                                 a.as_ptr(),
                                 b.as_ptr().add(p * NR * kc),
                                 std::ptr::null(),

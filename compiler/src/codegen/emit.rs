@@ -339,11 +339,11 @@ impl<'f> Emitter<'f> {
         func
     }
 
-    /// Calls the microkernel (table slot 0): `c (+)= a · b` on one `MR x NR` tile, B's rows
-    /// found through the offsets at `rows`, or a packed panel without.
+    /// Calls the microkernel (table slot 0): `c (+)= a · b` on the first `height` rows of one
+    /// `MR x NR` tile, B's rows found through the offsets at `rows`, or a packed panel without.
     pub fn microkernel(
         &mut self,
-        kc: Value,
+        [kc, height]: [Value; 2],
         a: Value,
         [b, rows]: [Value; 2],
         c: Value,
@@ -354,7 +354,7 @@ impl<'f> Emitter<'f> {
             Some(sig) => sig,
             None => {
                 let mut signature = self.b.func.signature.clone();
-                signature.params = vec![AbiParam::new(I64); 7];
+                signature.params = vec![AbiParam::new(I64); 8];
                 signature.returns.clear();
                 let sig = self.b.import_signature(signature);
                 self.microkernel_sig = Some(sig);
@@ -365,7 +365,7 @@ impl<'f> Emitter<'f> {
         let accumulate = self.int(accumulate as i64);
         self.b
             .ins()
-            .call_indirect(sig, callee, &[kc, a, b, rows, c, ldc, accumulate]);
+            .call_indirect(sig, callee, &[kc, height, a, b, rows, c, ldc, accumulate]);
     }
 
     /// `if condition { then } else { otherwise }`, for an integer truth value.

@@ -477,6 +477,8 @@ pub struct Block {
     pub a: Value,
     pub a_stride: Value,
     pub m_panels: Value,
+    /// The rows of those panels that are wanted: `MR` each, but maybe fewer in the last.
+    pub m_rows: Value,
     pub b: Value,
     pub b_stride: Value,
     /// Where B's rows start, in floats from a panel's start (`kc` i64 offsets), when they are
@@ -500,10 +502,14 @@ pub fn multiply(e: &mut Emitter, block: &Block, c: Value, ldc: i64, first: Value
             let a_index = e.mul(i, block.a_stride);
             let a = e.at(block.a, a_index);
             let tile = e.at_scaled(c_column, i, (MR as i64) * ldc);
+            let rows_before = e.mul_imm(i, MR as i64);
+            let rows_left = e.sub(block.m_rows, rows_before);
+            let sizes = [block.kc, e.min_imm(rows_left, MR as i64)];
+            let b = [b, block.b_rows];
             e.if_else(
                 first,
-                |e| e.microkernel(block.kc, a, [b, block.b_rows], tile, ldc_value, false),
-                |e| e.microkernel(block.kc, a, [b, block.b_rows], tile, ldc_value, true),
+                |e| e.microkernel(sizes, a, b, tile, ldc_value, false),
+                |e| e.microkernel(sizes, a, b, tile, ldc_value, true),
             );
         });
     });
@@ -903,12 +909,14 @@ pub fn for_each_k_block(
 /// which with the two `b` vectors and a broadcast fit Cranelift's 16 vector registers.
 const PASS_COLUMNS: usize = 8;
 
-/// Defines `(kc, a, b, rows, c, ldc, accumulate)`: `c[i*ldc + j] (+)= sum_k a[k*MR + i]
+/// Defines `(kc, height, a, b, rows, c, ldc, accumulate)`: `c[i*ldc + j] (+)= sum_k a[k*MR + i]
 /// b[row(k) + j]`, `row(k)` being `k*NR`, or `rows[k]` unless `rows` is null, in `NR / 8` passes
-/// over the panels.
+/// over the panels. It multiplies all `MR` rows (they are few panels on CPUs that need it) but
+/// writes only the first `height`.
 pub fn define_microkernel(sink: &mut KernelSink) -> FuncId {
-    sink.define(7, |e: &mut Emitter| {
-        let [kc, a, b, rows, c, ldc, accumulate] = [0, 1, 2, 3, 4, 5, 6].map(|i| e.params[i]);
+    sink.define(8, |e: &mut Emitter| {
+        let [kc, height, a, b, rows, c, ldc, accumulate] =
+            [0, 1, 2, 3, 4, 5, 6, 7].map(|i| e.params[i]);
         let flags = Emitter::frozen();
         for pass in 0..NR / PASS_COLUMNS {
             let zero = e.constant(F32X4, 0.0);
@@ -940,15 +948,24 @@ pub fn define_microkernel(sink: &mut KernelSink) -> FuncId {
             };
             e.if_else(rows, |e| k_loop(e, true), |e| k_loop(e, false));
             for i in 0..MR {
-                let row = e.b.ins().imul_imm_s(ldc, i as i64);
-                for j in 0..2 {
-                    let offset = (pass * PASS_COLUMNS + 4 * j) as i64;
-                    let sum = e.get(acc[2 * i + j]);
-                    let old = e.load(F32X4, Emitter::mutable(), c, row, offset);
-                    let added = e.b.ins().fadd(sum, old);
-                    let value = e.b.ins().select(accumulate, added, sum);
-                    e.store(Emitter::mutable(), value, c, row, offset);
-                }
+                let wanted =
+                    e.b.ins()
+                        .icmp_imm_s(IntCC::SignedGreaterThan, height, i as i64);
+                e.if_else(
+                    wanted,
+                    |e| {
+                        let row = e.b.ins().imul_imm_s(ldc, i as i64);
+                        for j in 0..2 {
+                            let offset = (pass * PASS_COLUMNS + 4 * j) as i64;
+                            let sum = e.get(acc[2 * i + j]);
+                            let old = e.load(F32X4, Emitter::mutable(), c, row, offset);
+                            let added = e.b.ins().fadd(sum, old);
+                            let value = e.b.ins().select(accumulate, added, sum);
+                            e.store(Emitter::mutable(), value, c, row, offset);
+                        }
+                    },
+                    |_| {},
+                );
             }
         }
     })

@@ -156,7 +156,7 @@ impl KernelSink<'_> {
     }
 
     /// Defines a function of `params` i64 parameters without scheduling it: kernels have four;
-    /// the generated microkernel, called through a pointer, has seven.
+    /// the generated microkernel, called through a pointer, has eight.
     pub(crate) fn define(&mut self, params: usize, body: impl FnOnce(&mut Emitter)) -> FuncId {
         let mut signature = self.module.make_signature();
         signature.params = vec![AbiParam::new(I64); params];

@@ -779,6 +779,7 @@ fn emit_product(
             let group_panels = e.mul_imm(group, m_panels as i64);
             let panel = e.add(group_panels, tile.first_panel[0]);
             let panels = e.at_scaled(packed, panel, (depth * MR) as i64);
+            let (rows, cols) = tile.extent(e, [g.group_out, columns]);
             gemm::for_each_k_block(e, channel_blocks, g.group_in, |e, c0, channels, first| {
                 let kc = e.mul_imm(channels, taps as i64);
                 let block_planes = e.at_scaled(planes, c0, image_plane as i64);
@@ -799,6 +800,7 @@ fn emit_product(
                     a,
                     a_stride: e.int((depth * MR) as i64),
                     m_panels: tile.panels[0],
+                    m_rows: rows,
                     b,
                     b_stride,
                     b_rows,
@@ -806,7 +808,6 @@ fn emit_product(
                 };
                 gemm::multiply(e, &block, c_tiles, ldc as i64, first);
             });
-            let (rows, cols) = tile.extent(e, [g.group_out, columns]);
             let (first_position, cols) = match &placed {
                 Some(placed) => {
                     let past = e.add(first_column, cols);
@@ -992,8 +993,8 @@ pub fn emit_input_grad(
             let zero = e.int(0);
             gemm::zero_run(e, planes, 1, zero, floats);
             // A: the block's rows of W_gᵀ; B: dy_ng.
-            let rows = e.mul_imm(channels, taps as i64);
-            let rows = e.add_imm(rows, MR as i64 - 1);
+            let m_rows = e.mul_imm(channels, taps as i64);
+            let rows = e.add_imm(m_rows, MR as i64 - 1);
             let m_count = e.div_imm(rows, MR as i64);
             let group_panels = e.mul_imm(group, depth_panels as i64);
             let block_panel = e.mul_imm(c0, taps as i64);
@@ -1025,6 +1026,7 @@ pub fn emit_input_grad(
                         a: e.at_scaled(a_panels, k0, MR as i64),
                         a_stride: e.int((g.group_out * MR) as i64),
                         m_panels: m_count,
+                        m_rows,
                         b: e.at_scaled(b_panels, k0, NR as i64),
                         b_stride: e.int(b_panel_floats as i64),
                         b_rows: e.int(0),
@@ -1249,6 +1251,7 @@ pub fn emit_weight_grad(
                         a,
                         a_stride: e.int((positions * MR) as i64),
                         m_panels: tile.panels[0],
+                        m_rows: rows,
                         b,
                         b_stride: e.mul_imm(kc, NR as i64),
                         b_rows,

@@ -138,12 +138,14 @@ pub fn emit(
             let tile = Tile::new(e, [mi, ni], [mt, nt], [m_panels, n_panels]);
             let a_tile = e.at_scaled(a_panels, tile.first_panel[0], (k * MR) as i64);
             let b_tile = e.at_scaled(b_panels, tile.first_panel[1], (k * NR) as i64);
+            let (rows, cols) = tile.extent(e, [m, n]);
             gemm::for_each_k_block(e, k_blocks, k, |e, k0, kc, first| {
                 let block = Block {
                     kc,
                     a: e.at_scaled(a_tile, k0, MR as i64),
                     a_stride: e.int((k * MR) as i64),
                     m_panels: tile.panels[0],
+                    m_rows: rows,
                     b: e.at_scaled(b_tile, k0, NR as i64),
                     b_stride: e.int((k * NR) as i64),
                     b_rows: e.int(0),
@@ -153,9 +155,8 @@ pub fn emit(
             });
             let first_row = e.mul_imm(tile.first_panel[0], MR as i64);
             let first_col = e.mul_imm(tile.first_panel[1], NR as i64);
-            let rows = e.at_scaled(y, first_row, n as i64);
-            let to = e.at(rows, first_col);
-            let (rows, cols) = tile.extent(e, [m, n]);
+            let row_start = e.at_scaled(y, first_row, n as i64);
+            let to = e.at(row_start, first_col);
             let inputs = epilogue.block_inputs(e, &[first_row, first_col], 0);
             let (lds, extent) = ([ldc as i64, n as i64], [rows, cols]);
             gemm::copy_block(e, [c_tiles, to], lds, extent, epilogue, &inputs, None);
