@@ -519,8 +519,15 @@ fn for_each_tap_row(
 
 /// The most rows of C one task of a convolution's product keeps in scratch.
 const MOST_ROWS: usize = 256;
-/// The most columns (positions, or im2col rows) one task of a convolution covers, in panels.
+/// The most columns (positions, or im2col rows) one task of a convolution's gradients covers,
+/// in panels.
 const MOST_PANELS: usize = 8;
+/// The most floats of C one task of a convolution's product or weight gradient keeps in
+/// scratch: its tile is as wide as fits, up to [`MOST_PRODUCT_PANELS`] (and twice
+/// [`MOST_PANELS`] for the weight gradient). Wide tiles of few rows (resnet_small's 16 to 64
+/// channels) made its step 6% faster than tiles of at most 8 (and 4) panels, googlenet's 1.5%.
+const MOST_TILE_FLOATS: usize = 1 << 16;
+const MOST_PRODUCT_PANELS: usize = 32;
 
 /// The convolution, its output written through `epilogue`.
 pub fn emit(
@@ -726,11 +733,14 @@ fn emit_product(
     };
     // Tasks: tiles of `[O/g x columns]` per image and group; K blocks: whole channels.
     let (m_panels, n_panels) = (gemm::row_panels(g.group_out), gemm::col_panels(columns));
+    let most_rows = m_panels.min(gemm::row_panels(MOST_ROWS));
+    let most_cols = MOST_TILE_FLOATS / (most_rows * MR * NR);
+    let most_cols = most_cols.clamp(MOST_PANELS, MOST_PRODUCT_PANELS);
     let (mt, nt) = gemm::tiles(
         g.batch * g.groups,
         m_panels,
         n_panels,
-        [gemm::row_panels(MOST_ROWS), MOST_PANELS],
+        [most_rows, most_cols],
     );
     let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
     let channel_blocks = gemm::balanced_blocks(g.group_in, KC / taps);
@@ -1197,7 +1207,8 @@ pub fn emit_weight_grad(
     // the result does not depend on the thread count.
     let (m_panels, n_panels) = (gemm::row_panels(g.group_out), gemm::col_panels(depth));
     let mt = m_panels.min(gemm::row_panels(MOST_ROWS));
-    let nt = n_panels.min(MOST_PANELS / 2);
+    let most_cols = (MOST_TILE_FLOATS / (mt * MR * NR)).clamp(MOST_PANELS / 2, MOST_PANELS * 2);
+    let nt = n_panels.min(most_cols);
     let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
     let tiles = g.groups * m_tiles * n_tiles;
     let image_blocks = gemm::TASKS.div_ceil(tiles).clamp(1, g.batch);
