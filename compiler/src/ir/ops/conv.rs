@@ -560,42 +560,57 @@ pub fn emit(
 const MOST_PLACED_ROWS: usize = 64;
 const MOST_PLACED_PLANE: usize = 16 * 16;
 
-/// Where a stride-1 convolution's product reads its im2col rows as they lie, instead of packing
-/// them: in x, or in a copy of x with its padding written out (`copy`), of `hw` padded
-/// extents. Output positions are then counted along padded rows: position `(oy, ox)` is column
-/// `oy * width + ox` of the product, and each output row is followed by the `width - out_width`
-/// columns of no position, computed and dropped. The im2col row of channel `c` and tap `(r, q)`
-/// is the padded plane shifted by `c * plane + r * dilation * width + q * dilation`: contiguous,
-/// so the microkernel reads it through a table of those offsets.
+/// Where a convolution's product reads its im2col rows as they lie, instead of packing them:
+/// in x, or in a copy of x with its padding written out (`copy`) and, with a stride `s`, its
+/// rows and columns dealt into `s x s` phases (row `i` of the padded image into phase `i % s`,
+/// as its row `i / s`; columns likewise), each of `hw` extents. Output positions are then
+/// counted along phase rows: position `(oy, ox)` is column `oy * width + ox` of the product, and
+/// each output row is followed by the `width - out_width` columns of no position, computed and
+/// dropped. The im2col row of channel `c` and tap `(r, q)` is then the phase of
+/// `(r * dilation) % s` (rows; columns likewise) of channel `c`, shifted by
+/// `(r * dilation) / s` rows and `(q * dilation) / s` columns: contiguous, so the microkernel
+/// reads it through a table of those offsets.
 struct Placed {
     hw: [usize; 2],
+    phases: [usize; 2],
     copy: bool,
 }
 
 impl Placed {
-    /// Where it applies and pays: stride 1; more than one tap (a 1x1 kernel's packing is a
-    /// plain copy); no more than a quarter more column panels than positions need (dropped
-    /// columns are multiplied too); and few output channels or small planes. A packed panel is
-    /// read by every panel of output channels from L1, while rows read in place lie a plane
-    /// apart: on googlenet's 192-channel 3x3 layers over 28x28 and 56x56 images the packed
-    /// product was faster, on resnet_small's 16 to 64 channels and googlenet's 14x14 ones the
-    /// placed one.
+    /// Where it applies and pays: more than one tap (a 1x1 kernel's packing is a plain copy, or
+    /// with a stride reads one phase of the copy's several, which resnet_small's subsampling
+    /// shortcuts did in twice the time); no more than a quarter more column panels than positions need
+    /// (dropped columns are multiplied too); and few output channels or small planes. A packed
+    /// panel is read by every panel of output channels from L1, while rows read in place lie a
+    /// plane apart: on googlenet's 192-channel 3x3 layers over 28x28 and 56x56 images the
+    /// packed product was faster, on resnet_small's 16 to 64 channels and googlenet's 14x14
+    /// ones the placed one.
     fn new(g: &Geometry) -> Option<Placed> {
         let a = &g.attrs;
-        let hw = [0, 1].map(|axis| g.hw[axis] + a.pad[2 * axis] + a.pad[2 * axis + 1]);
+        let hw = [0, 1].map(|axis| {
+            let padded = g.hw[axis] + a.pad[2 * axis] + a.pad[2 * axis + 1];
+            padded.div_ceil(a.stride[axis])
+        });
         let dropped = hw[1] - g.out_width;
         let placed = Placed {
             hw,
-            copy: a.pad != [0; 4],
+            phases: a.stride,
+            copy: a.pad != [0; 4] || a.stride != [1, 1],
         };
         let panels = [placed.columns(g), g.positions].map(gemm::col_panels);
         let reused = g.group_out > MOST_PLACED_ROWS && placed.plane() > MOST_PLACED_PLANE;
-        let pays = g.taps() > 1 && 4 * panels[0] <= 5 * panels[1] && !reused;
-        (a.stride == [1, 1] && dropped < NR && pays).then_some(placed)
+        (g.taps() > 1 && dropped < NR && 4 * panels[0] <= 5 * panels[1] && !reused)
+            .then_some(placed)
     }
 
-    fn plane(&self) -> usize {
+    /// Floats of one phase of one channel.
+    fn phase_plane(&self) -> usize {
         self.hw[0] * self.hw[1]
+    }
+
+    /// Floats of one channel, all its phases.
+    fn plane(&self) -> usize {
+        self.phase_plane() * self.phases[0] * self.phases[1]
     }
 
     /// Columns of the product, up to the last position's.
@@ -604,18 +619,23 @@ impl Placed {
         (out_height - 1) * self.hw[1] + g.out_width
     }
 
-    /// The offset of each tap from its channel's plane, `r * kw + q` in order.
+    /// The offset of each tap from its channel's first phase, `r * kw + q` in order.
     fn tap_offsets(&self, g: &Geometry) -> Vec<i64> {
-        let ([kh, kw], dilation) = (g.kernel, g.attrs.dilation);
+        let ([kh, kw], [sh, sw], dilation) = (g.kernel, self.phases, g.attrs.dilation);
         (0..kh)
             .flat_map(|r| {
-                (0..kw).map(move |q| (r * dilation[0] * self.hw[1] + q * dilation[1]) as i64)
+                (0..kw).map(move |q| {
+                    let [row, column] = [r * dilation[0], q * dilation[1]];
+                    let phase = (row % sh) * sw + column % sw;
+                    let shift = (row / sh) * self.hw[1] + column / sw;
+                    (phase * self.phase_plane() + shift) as i64
+                })
             })
             .collect()
     }
 
-    /// x with its padding written out, in a workspace (or x itself, which has none). One task
-    /// per channel plane.
+    /// x with its padding written out and dealt into phases, in a workspace (or x itself,
+    /// which has neither). One task per channel plane.
     fn image(&self, sink: &mut KernelSink, g: &Geometry, x: Slot) -> Slot {
         if !self.copy {
             return x;
@@ -623,6 +643,7 @@ impl Placed {
         let planes = g.batch * g.groups * g.group_in;
         let padded = sink.workspace(planes * self.plane());
         let [height, width] = self.hw;
+        let [sh, sw] = self.phases;
         let [top, _, left, _] = g.attrs.pad.map(|p| p as i64);
         sink.kernel(planes, 0, |e| {
             let (from, to) = (e.buffer(x), e.buffer(padded));
@@ -630,29 +651,56 @@ impl Placed {
             e.for_loop(begin, end, 1, |e, plane| {
                 let from = e.at_scaled(from, plane, g.plane() as i64);
                 let to = e.at_scaled(to, plane, self.plane() as i64);
-                e.for_range(0, height as i64, |e, row| {
-                    let to = e.at_scaled(to, row, width as i64);
-                    let input_row = e.add_imm(row, -top);
-                    // Negative rows wrap to huge unsigned values: one comparison checks both ends.
-                    let inside =
-                        e.b.ins()
-                            .icmp_imm_s(IntCC::UnsignedLessThan, input_row, g.hw[0] as i64);
-                    let [zero, left, right, width] =
-                        [0, left, left + g.hw[1] as i64, width as i64].map(|v| e.int(v));
-                    e.if_else(
-                        inside,
-                        |e| {
-                            gemm::zero_run(e, to, 1, zero, left);
-                            let row_start = e.mul_imm(input_row, g.hw[1] as i64);
-                            let from = e.at(from, row_start);
-                            let shifted = e.at(to, left);
-                            let count = e.int(g.hw[1] as i64);
-                            gemm::copy_run(e, from, shifted, zero, count);
-                            gemm::zero_run(e, to, 1, right, width);
-                        },
-                        |e| gemm::zero_run(e, to, 1, zero, width),
-                    );
-                });
+                for (phase_row, phase_column) in (0..sh).flat_map(|a| (0..sw).map(move |b| (a, b)))
+                {
+                    let phase = phase_row * sw + phase_column;
+                    let phase_start = e.int((phase * self.phase_plane()) as i64);
+                    let to = e.at(to, phase_start);
+                    // Phase columns `inside..outside` hold input columns; the rest, padding.
+                    let column_of = |j: i64| j * sw as i64 + phase_column as i64 - left;
+                    let inside = (0..width as i64)
+                        .find(|&j| column_of(j) >= 0)
+                        .unwrap_or(width as i64);
+                    let outside = (inside..width as i64)
+                        .find(|&j| column_of(j) >= g.hw[1] as i64)
+                        .unwrap_or(width as i64);
+                    e.for_range(0, height as i64, |e, row| {
+                        let to = e.at_scaled(to, row, width as i64);
+                        let padded_row = e.mul_imm(row, sh as i64);
+                        let padded_row = e.add_imm(padded_row, phase_row as i64);
+                        let input_row = e.add_imm(padded_row, -top);
+                        // Negative rows wrap to huge unsigned values: one comparison checks
+                        // both ends.
+                        let in_image = e.b.ins().icmp_imm_s(
+                            IntCC::UnsignedLessThan,
+                            input_row,
+                            g.hw[0] as i64,
+                        );
+                        let [zero, inside, outside, width] =
+                            [0, inside, outside, width as i64].map(|v| e.int(v));
+                        e.if_else(
+                            in_image,
+                            |e| {
+                                gemm::zero_run(e, to, 1, zero, inside);
+                                let row_start = e.mul_imm(input_row, g.hw[1] as i64);
+                                let from = e.at(from, row_start);
+                                let first_column = e.int(column_of(0));
+                                let from = e.at(from, first_column);
+                                if sw == 1 {
+                                    gemm::copy_run(e, from, to, inside, outside);
+                                } else {
+                                    e.for_loop(inside, outside, 1, |e, j| {
+                                        let source = e.mul_imm(j, sw as i64);
+                                        let value = e.load(F32, Emitter::frozen(), from, source, 0);
+                                        e.store(Emitter::mutable(), value, to, j, 0);
+                                    });
+                                }
+                                gemm::zero_run(e, to, 1, outside, width);
+                            },
+                            |e| gemm::zero_run(e, to, 1, zero, width),
+                        );
+                    });
+                }
             });
         });
         padded
