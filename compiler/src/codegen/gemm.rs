@@ -253,6 +253,11 @@ fn pack_kernel(
     workspace
 }
 
+const _: () = assert!(
+    MR == 6,
+    "pack_a_panel's vector loop transposes rows 0-3 and 4-5"
+);
+
 /// Packs `rows` (1 to `MR`) rows of a matrix, `kc` columns deep, into the A panel at `dst`
 /// (`dst[k*MR + i]`), zeros past `rows`. `src` is the address of its element `(0, 0)`, and
 /// `strides` its row and column strides in floats.
@@ -276,7 +281,32 @@ fn pack_a_panel(
         })
         .collect();
     let zero = e.float(0.0);
-    let start = e.int(0);
+    let mut start = e.int(0);
+    if col_stride == 1 {
+        // Rows contiguous along k: four k at a time, rows 0-3 and 4-5 transposed in registers
+        // (`MR` is 6, checked at compile time below).
+        // Each k's rows 4-5 are stored as a vector whose last two lanes land on the next k's
+        // rows 0-1, which that k then overwrites: so the last k is left to the loop below.
+        let vectors = e.add_imm(kc, -1);
+        let vectors = e.b.ins().band_imm_s(vectors, !3);
+        let whole = e.b.ins().icmp_imm_s(IntCC::Equal, rows, MR as i64);
+        let vectors = e.b.ins().select(whole, vectors, start);
+        e.for_loop(start, vectors, 4, |e, k| {
+            let load = |e: &mut Emitter, i: usize| {
+                e.load(F32X4, Emitter::frozen(), sources[i.min(MR - 1)].0, k, 0)
+            };
+            let low = [0, 1, 2, 3].map(|i| load(e, i));
+            let high = [4, 5, 5, 5].map(|i| load(e, i));
+            let row = e.mul_imm(k, MR as i64);
+            let [low, high] = [low, high].map(|rows| transpose4(e, rows));
+            for t in 0..4 {
+                let at = (t * MR) as i64;
+                e.store(Emitter::mutable(), low[t], dst, row, at);
+                e.store(Emitter::mutable(), high[t], dst, row, at + 4);
+            }
+        });
+        start = vectors;
+    }
     e.for_loop(start, kc, 1, |e, k| {
         let column = e.mul_imm(k, col_stride);
         let row = e.mul_imm(k, MR as i64);
