@@ -559,6 +559,10 @@ pub fn emit(
 /// im2col rows in place pays (see [`Placed::new`]).
 const MOST_PLACED_ROWS: usize = 64;
 const MOST_PLACED_PLANE: usize = 16 * 16;
+/// The largest copy of x (in floats) a convolution makes to read its im2col rows in place: the
+/// copy is a workspace as large as x, which the packing route does without (vgg_small's 64
+/// channels of 224x224 at batch 64 would add 789 MiB to its 6.8 GiB).
+const MOST_PLACED_COPY: usize = 1 << 24;
 
 /// Where a convolution's product reads its im2col rows as they lie, instead of packing them:
 /// in x, or in a copy of x with its padding written out (`copy`) and, with a stride `s`, its
@@ -584,7 +588,7 @@ impl Placed {
     /// panel is read by every panel of output channels from L1, while rows read in place lie a
     /// plane apart: on googlenet's 192-channel 3x3 layers over 28x28 and 56x56 images the
     /// packed product was faster, on resnet_small's 16 to 64 channels and googlenet's 14x14
-    /// ones the placed one.
+    /// ones the placed one. And a copy of x no larger than [`MOST_PLACED_COPY`].
     fn new(g: &Geometry) -> Option<Placed> {
         let a = &g.attrs;
         let hw = [0, 1].map(|axis| {
@@ -599,8 +603,10 @@ impl Placed {
         };
         let panels = [placed.columns(g), g.positions].map(gemm::col_panels);
         let reused = g.group_out > MOST_PLACED_ROWS && placed.plane() > MOST_PLACED_PLANE;
-        (g.taps() > 1 && dropped < NR && 4 * panels[0] <= 5 * panels[1] && !reused)
-            .then_some(placed)
+        let copy = g.batch * g.groups * g.group_in * placed.plane();
+        let small = !placed.copy || copy <= MOST_PLACED_COPY;
+        let pays = g.taps() > 1 && dropped < NR && 4 * panels[0] <= 5 * panels[1] && !reused;
+        (pays && small).then_some(placed)
     }
 
     /// Floats of one phase of one channel.
