@@ -672,39 +672,27 @@ impl Placed {
                         .unwrap_or(width as i64);
                     e.for_range(0, height as i64, |e, row| {
                         let to = e.at_scaled(to, row, width as i64);
-                        let padded_row = e.mul_imm(row, sh as i64);
-                        let padded_row = e.add_imm(padded_row, phase_row as i64);
-                        let input_row = e.add_imm(padded_row, -top);
-                        // Negative rows wrap to huge unsigned values: one comparison checks
-                        // both ends.
-                        let in_image = e.b.ins().icmp_imm_s(
-                            IntCC::UnsignedLessThan,
-                            input_row,
-                            g.hw[0] as i64,
-                        );
-                        let [zero, inside, outside, width] =
-                            [0, inside, outside, width as i64].map(|v| e.int(v));
-                        e.if_else(
-                            in_image,
-                            |e| {
-                                gemm::zero_run(e, to, 1, zero, inside);
-                                let row_start = e.mul_imm(input_row, g.hw[1] as i64);
-                                let from = e.at(from, row_start);
-                                let first_column = e.int(column_of(0));
-                                let from = e.at(from, first_column);
-                                if sw == 1 {
-                                    gemm::copy_run(e, from, to, inside, outside);
-                                } else {
-                                    e.for_loop(inside, outside, 1, |e, j| {
-                                        let source = e.mul_imm(j, sw as i64);
-                                        let value = e.load(F32, Emitter::frozen(), from, source, 0);
-                                        e.store(Emitter::mutable(), value, to, j, 0);
-                                    });
-                                }
-                                gemm::zero_run(e, to, 1, outside, width);
-                            },
-                            |e| gemm::zero_run(e, to, 1, zero, width),
-                        );
+                        let padded = e.mul_imm(row, sh as i64);
+                        let padded = e.add_imm(padded, phase_row as i64);
+                        let input_row = e.add_imm(padded, -top);
+                        let rows = [input_row, e.int(g.hw[0] as i64)];
+                        let columns = [inside, outside, width as i64].map(|v| e.int(v));
+                        let [inside, outside, _] = columns;
+                        padded_row(e, to, rows, columns, |e, input_row| {
+                            let row_start = e.mul_imm(input_row, g.hw[1] as i64);
+                            let from = e.at(from, row_start);
+                            let first_column = e.int(column_of(0));
+                            let from = e.at(from, first_column);
+                            if sw == 1 {
+                                gemm::copy_run(e, from, to, inside, outside);
+                            } else {
+                                e.for_loop(inside, outside, 1, |e, j| {
+                                    let source = e.mul_imm(j, sw as i64);
+                                    let value = e.load(F32, Emitter::frozen(), from, source, 0);
+                                    e.store(Emitter::mutable(), value, to, j, 0);
+                                });
+                            }
+                        });
                     });
                 }
             });
@@ -1443,6 +1431,30 @@ fn padded_extent(g: &Geometry) -> [usize; 2] {
     [reach(out_height, 0), reach(g.out_width, 1)]
 }
 
+/// Writes one row of a padded copy of an image at `to`, `width` floats: zeros, but for input
+/// row `input_row` of an image `height` rows tall, floats `inside..outside`, which
+/// `fill(e, input_row)` writes.
+fn padded_row(
+    e: &mut Emitter,
+    to: Value,
+    [input_row, height]: [Value; 2],
+    [inside, outside, width]: [Value; 3],
+    fill: impl FnOnce(&mut Emitter, Value),
+) {
+    // Negative rows wrap to huge unsigned values: one comparison checks both ends.
+    let in_image = e.b.ins().icmp(IntCC::UnsignedLessThan, input_row, height);
+    let zero = e.int(0);
+    e.if_else(
+        in_image,
+        |e| {
+            gemm::zero_run(e, to, 1, zero, inside);
+            fill(e, input_row);
+            gemm::zero_run(e, to, 1, outside, width);
+        },
+        |e| gemm::zero_run(e, to, 1, zero, width),
+    );
+}
+
 /// Writes x with its zero padding (to [`padded_extent`]), channels last, to a workspace: image
 /// `n`'s channel `c` at padded position `(i, j)` is float `((n * ph + i) * pw + j) * C + c`. A
 /// row of the weight gradient's B panels (one position, consecutive channels of one tap) is then
@@ -1465,28 +1477,17 @@ fn emit_channels_last(sink: &mut KernelSink, g: &Geometry, x: Slot) -> Slot {
                 unreachable!()
             };
             let to = e.at_scaled(out, task, row_floats as i64);
-            let zero = e.int(0);
-            let row_end = e.int(row_floats as i64);
             let input_row = e.add_imm(i, -(top as i64));
-            // Negative rows wrap to huge unsigned values: one comparison checks both ends.
-            let in_image =
-                e.b.ins()
-                    .icmp_imm_s(IntCC::UnsignedLessThan, input_row, height as i64);
-            e.if_else(
-                in_image,
-                |e| {
-                    let before = e.int((left * channels) as i64);
-                    gemm::zero_run(e, to, 1, zero, before);
-                    let after = e.int(((left + columns) * channels) as i64);
-                    gemm::zero_run(e, to, 1, after, row_end);
-                    let first_plane = e.mul_imm(image, (channels * height) as i64);
-                    let row = e.add(first_plane, input_row);
-                    let from = e.at_scaled(xs, row, width as i64);
-                    let to = e.at(to, before);
-                    transpose_row(e, from, to, [channels, columns], (height * width) as i64);
-                },
-                |e| gemm::zero_run(e, to, 1, zero, row_end),
-            );
+            let rows = [input_row, e.int(height as i64)];
+            let [before, after, row_end] =
+                [left, left + columns, pw].map(|c| e.int((c * channels) as i64));
+            padded_row(e, to, rows, [before, after, row_end], |e, input_row| {
+                let first_plane = e.mul_imm(image, (channels * height) as i64);
+                let row = e.add(first_plane, input_row);
+                let from = e.at_scaled(xs, row, width as i64);
+                let to = e.at(to, before);
+                transpose_row(e, from, to, [channels, columns], (height * width) as i64);
+            });
         });
     });
     padded
