@@ -583,12 +583,12 @@ struct Placed {
 impl Placed {
     /// Where it applies and pays: more than one tap (a 1x1 kernel's packing is a plain copy, or
     /// with a stride reads one phase of the copy's several, which resnet_small's subsampling
-    /// shortcuts did in twice the time); no more than a quarter more column panels than positions need
-    /// (dropped columns are multiplied too); and few output channels or small planes. A packed
-    /// panel is read by every panel of output channels from L1, while rows read in place lie a
-    /// plane apart: on googlenet's 192-channel 3x3 layers over 28x28 and 56x56 images the
-    /// packed product was faster, on resnet_small's 16 to 64 channels and googlenet's 14x14
-    /// ones the placed one. And a copy of x no larger than [`MOST_PLACED_COPY`].
+    /// shortcuts did in twice the time); no more than a quarter more column panels than
+    /// positions need (dropped columns are multiplied too); few output channels or small
+    /// planes; and a copy of x no larger than [`MOST_PLACED_COPY`]. A packed panel is read by
+    /// every panel of output channels from L1, while rows read in place lie a plane apart: on
+    /// googlenet's 192-channel 3x3 layers over 28x28 and 56x56 images the packed product was
+    /// faster, on resnet_small's 16 to 64 channels and googlenet's 14x14 ones the placed one.
     fn new(g: &Geometry) -> Option<Placed> {
         let a = &g.attrs;
         let hw = [0, 1].map(|axis| {
