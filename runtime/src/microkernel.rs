@@ -167,18 +167,7 @@ pub unsafe extern "C" fn netc_microkernel_avx512(
         }
         // SAFETY: the CPU has AVX-512F (checked above); the pointers are valid as the caller
         // promised.
-        unsafe {
-            let (kc, ldc, accumulate) = (kc.max(0) as usize, ldc as isize, accumulate != 0);
-            let height = height.clamp(1, MR as i64);
-            match x86::BRows::new(b, rows) {
-                x86::BRows::Packed(b) => {
-                    x86::by_height!(x86::avx512, height, kc, a, b, c, ldc, accumulate)
-                }
-                x86::BRows::Placed(b) => {
-                    x86::by_height!(x86::avx512, height, kc, a, b, c, ldc, accumulate)
-                }
-            }
-        }
+        unsafe { x86::dispatch!(x86::avx512, kc, height, a, b, rows, c, ldc, accumulate) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -209,18 +198,7 @@ pub unsafe extern "C" fn netc_microkernel_avx2(
         }
         // SAFETY: the CPU has AVX2 and FMA (checked above); the pointers are valid as the
         // caller promised.
-        unsafe {
-            let (kc, ldc, accumulate) = (kc.max(0) as usize, ldc as isize, accumulate != 0);
-            let height = height.clamp(1, MR as i64);
-            match x86::BRows::new(b, rows) {
-                x86::BRows::Packed(b) => {
-                    x86::by_height!(x86::avx2, height, kc, a, b, c, ldc, accumulate)
-                }
-                x86::BRows::Placed(b) => {
-                    x86::by_height!(x86::avx2, height, kc, a, b, c, ldc, accumulate)
-                }
-            }
-        }
+        unsafe { x86::dispatch!(x86::avx2, kc, height, a, b, rows, c, ldc, accumulate) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -252,8 +230,26 @@ mod x86 {
             }
         };
     }
-    pub(super) use by_height;
     const _: () = assert!(MR == 6, "by_height covers heights 1 to 6");
+
+    /// Runs `$kernel` on the exported functions' arguments: `kc` and `height` clamped, B packed
+    /// or placed as `rows` says, the kernel for that height.
+    macro_rules! dispatch {
+        ($($kernel:ident)::+, $kc:expr, $height:expr, $a:expr, $b:expr, $rows:expr, $c:expr,
+         $ldc:expr, $accumulate:expr) => {{
+            let (kc, ldc, accumulate) = ($kc.max(0) as usize, $ldc as isize, $accumulate != 0);
+            let height = $height.clamp(1, MR as i64);
+            match x86::BRows::new($b, $rows) {
+                x86::BRows::Packed(b) => {
+                    x86::by_height!($($kernel)::+, height, kc, $a, b, $c, ldc, accumulate)
+                }
+                x86::BRows::Placed(b) => {
+                    x86::by_height!($($kernel)::+, height, kc, $a, b, $c, ldc, accumulate)
+                }
+            }
+        }};
+    }
+    pub(super) use {by_height, dispatch};
 
     /// One k step of the AVX-512 kernel: two zmm of `b`, six broadcasts of `a`, 12 FMAs.
     macro_rules! step512 {

@@ -154,6 +154,13 @@ impl<'f> Emitter<'f> {
         self.b.ins().iadd(base, bytes)
     }
 
+    /// The address of i64 element `index` of `base`: an entry of a table of offsets (the
+    /// microkernel's B rows).
+    pub fn offset_entry(&mut self, base: Value, index: Value) -> Value {
+        let bytes = self.b.ins().ishl_imm_s(index, 3);
+        self.b.ins().iadd(base, bytes)
+    }
+
     /// Loads `ty` (F32 or F32X4) at element `index` of `base` plus `offset` elements.
     pub fn load(
         &mut self,

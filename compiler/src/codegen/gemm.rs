@@ -284,7 +284,7 @@ fn pack_a_panel(
     let mut start = e.int(0);
     if col_stride == 1 {
         // Rows contiguous along k: four k at a time, rows 0-3 and 4-5 transposed in registers
-        // (`MR` is 6, checked at compile time below).
+        // (`MR` is 6, checked at compile time above).
         // Each k's rows 4-5 are stored as a vector whose last two lanes land on the next k's
         // rows 0-1, which that k then overwrites: so the last k is left to the loop below.
         let vectors = e.add_imm(kc, -1);
@@ -941,8 +941,8 @@ const PASS_COLUMNS: usize = 8;
 
 /// Defines `(kc, height, a, b, rows, c, ldc, accumulate)`: `c[i*ldc + j] (+)= sum_k a[k*MR + i]
 /// b[row(k) + j]`, `row(k)` being `k*NR`, or `rows[k]` unless `rows` is null, in `NR / 8` passes
-/// over the panels. It multiplies all `MR` rows (they are few panels on CPUs that need it) but
-/// writes only the first `height`.
+/// over the panels. It multiplies all `MR` rows but writes only the first `height`: it serves
+/// only CPUs without AVX2, where skipping rows is not worth a kernel per height.
 pub fn define_microkernel(sink: &mut KernelSink) -> FuncId {
     sink.define(8, |e: &mut Emitter| {
         let [kc, height, a, b, rows, c, ldc, accumulate] =
@@ -956,8 +956,7 @@ pub fn define_microkernel(sink: &mut KernelSink) -> FuncId {
                 let start = e.int(0);
                 e.for_loop(start, kc, 1, |e, k| {
                     let b_row = if placed {
-                        let bytes = e.b.ins().ishl_imm_s(k, 3);
-                        let at = e.b.ins().iadd(rows, bytes);
+                        let at = e.offset_entry(rows, k);
                         e.b.ins().load(I64, flags, at, 0)
                     } else {
                         e.b.ins().imul_imm_s(k, NR as i64)

@@ -268,11 +268,17 @@ impl Geometry {
         self.hw[0] * self.hw[1]
     }
 
-    /// The address of the first channel plane of `group` in `image` of x (or dx) at `base`.
-    fn group_planes(&self, e: &mut Emitter, base: Value, image: Value, group: Value) -> Value {
+    /// The address of the first channel plane of `group` in `image` of x (or dx, or a copy of
+    /// x of `plane` floats per channel) at `base`.
+    fn group_planes(
+        &self,
+        e: &mut Emitter,
+        [base, image, group]: [Value; 3],
+        plane: usize,
+    ) -> Value {
         let images = e.mul_imm(image, self.groups as i64);
         let index = e.add(images, group);
-        e.at_scaled(base, index, (self.group_in * self.plane()) as i64)
+        e.at_scaled(base, index, (self.group_in * plane) as i64)
     }
 }
 
@@ -811,8 +817,7 @@ fn emit_product(
                 for (t, &offset) in offsets.iter().enumerate() {
                     let value = e.add_imm(plane, offset);
                     let index = e.add_imm(row, t as i64);
-                    let bytes = e.b.ins().ishl_imm_s(index, 3);
-                    let at = e.b.ins().iadd(b_scratch, bytes);
+                    let at = e.offset_entry(b_scratch, index);
                     e.b.ins().store(Emitter::mutable(), value, at, 0);
                 }
             });
@@ -824,9 +829,7 @@ fn emit_product(
                 unreachable!()
             };
             let tile = Tile::new(e, [mi, ni], [mt, nt], [m_panels, n_panels]);
-            let images = e.mul_imm(image, g.groups as i64);
-            let plane_index = e.add(images, group);
-            let planes = e.at_scaled(xs, plane_index, (g.group_in * image_plane) as i64);
+            let planes = g.group_planes(e, [xs, image, group], image_plane);
             let first_column = e.mul_imm(tile.first_panel[1], NR as i64);
             let group_panels = e.mul_imm(group, m_panels as i64);
             let panel = e.add(group_panels, tile.first_panel[0]);
@@ -1039,7 +1042,7 @@ pub fn emit_input_grad(
             let left = e.int(g.group_in as i64);
             let left = e.sub(left, c0);
             let channels = e.min_imm(left, block_channels as i64);
-            let group_planes = g.group_planes(e, dx, image, group);
+            let group_planes = g.group_planes(e, [dx, image, group], g.plane());
             let planes = e.at_scaled(group_planes, c0, g.plane() as i64);
             let floats = e.mul_imm(channels, g.plane() as i64);
             let zero = e.int(0);
@@ -1336,22 +1339,20 @@ pub fn emit_weight_grad(
                         let inside = e.b.ins().icmp(IntCC::Equal, unit.index, last_unit.index);
                         e.if_else(
                             inside,
-                            |e| {
-                                let channels = (g.groups * g.group_in) as i64;
-                                let unit_image = e.at_scaled(image_channels, unit.shift, channels);
-                                let within = e.sub(lo, unit.first_column);
-                                let b = e.at(unit_image, within);
-                                let block = block(e, b, row_offsets, one);
-                                gemm::multiply(e, &block, c_panel, ldc as i64, first);
-                            },
+                            |_| {},
                             |e| {
                                 let columns = [lo, width, one];
                                 pack_taps(e, &g, image_channels, columns, [p0, kc], b_panels);
-                                let zero = e.int(0);
-                                let block = block(e, b_panels, zero, one);
-                                gemm::multiply(e, &block, c_panel, ldc as i64, first);
                             },
                         );
+                        let channels = (g.groups * g.group_in) as i64;
+                        let unit_image = e.at_scaled(image_channels, unit.shift, channels);
+                        let within = e.sub(lo, unit.first_column);
+                        let in_place = e.at(unit_image, within);
+                        let b = e.b.ins().select(inside, in_place, b_panels);
+                        let b_rows = e.b.ins().select(inside, row_offsets, zero);
+                        let block = block(e, b, b_rows, one);
+                        gemm::multiply(e, &block, c_panel, ldc as i64, first);
                     });
                 });
             });
@@ -1589,8 +1590,7 @@ fn unit_row_offsets(e: &mut Emitter, g: &Geometry, [p0, kc]: [Value; 2], table: 
             let column = e.mul_imm(w, a.stride[1] as i64 * channels);
             let value = e.add(row, column);
             let k = e.add(span.col, w);
-            let bytes = e.b.ins().ishl_imm_s(k, 3);
-            let at = e.b.ins().iadd(table, bytes);
+            let at = e.offset_entry(table, k);
             e.b.ins().store(Emitter::mutable(), value, at, 0);
         });
     });
