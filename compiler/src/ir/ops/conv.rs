@@ -500,6 +500,31 @@ fn scatter_add_run(e: &mut Emitter, g: &Geometry, run: &Run, plane: Value, src: 
     }
 }
 
+/// Adds a whole image's im2col row of kernel position `[r, q]`, read from `src`, to the plane
+/// elements its taps read, for a convolution without padding or column stride: output row `oy`
+/// is one run of input row `oy * stride + r * dilation`, from column `q * dilation`.
+fn scatter_add_image(e: &mut Emitter, g: &Geometry, [r, q]: [Value; 2], plane: Value, src: Value) {
+    let a = &g.attrs;
+    let width = g.hw[1] as i64;
+    let top = e.mul_imm(r, a.dilation[0] as i64 * width);
+    let left = e.mul_imm(q, a.dilation[1] as i64);
+    let first = e.add(top, left);
+    let to = e.at(plane, first);
+    let out_width = g.out_width as i64;
+    e.for_range(0, (g.positions / g.out_width) as i64, |e, oy| {
+        let input_row = e.mul_imm(oy, a.stride[0] as i64 * width);
+        let to = e.at(to, input_row);
+        let output_row = e.mul_imm(oy, out_width);
+        let from = e.at(src, output_row);
+        e.vector_range(0, out_width, 2, |e, j, ty| {
+            let value = e.load(ty, Emitter::mutable(), from, j, 0);
+            let old = e.load(ty, Emitter::mutable(), to, j, 0);
+            let sum = e.b.ins().fadd(old, value);
+            e.store(Emitter::mutable(), sum, to, j, 0);
+        });
+    });
+}
+
 /// Runs `body(e, c, [r, q], row)` over the im2col rows `(c, r, q)` of `channels` channels,
 /// `row` counting from the first.
 fn for_each_tap_row(
@@ -1007,14 +1032,23 @@ pub fn emit_input_grad(
             col_stride: depth,
         },
     );
-    // Tasks: blocks of input channels per image and group, each owning its dx planes, which
-    // it zeroes and then adds every position block's dcol to, in order. A block's im2col rows
-    // start on an A panel: its channel count is a multiple of `unit`, unless it is the only
-    // one. Fewer blocks repack dy less often.
+    // Planes of few positions (a late layer's) would leave most of a B panel's columns zero: a
+    // task then takes several images, their dy side by side in one panel (mnist_cnn's conv2,
+    // 4x4, two to a panel).
+    let images_per_task = if positions * 2 <= NR {
+        NR / positions
+    } else {
+        1
+    };
+    let image_blocks = g.batch.div_ceil(images_per_task);
+    // Tasks: blocks of input channels per block of images and group, each owning its dx planes,
+    // which it zeroes and then adds every position block's dcol to, in order. A block's im2col
+    // rows start on an A panel: its channel count is a multiple of `unit`, unless it is the
+    // only one. Fewer blocks repack dy less often.
     let unit = MR / gcd(MR, taps);
     let most = (MOST_ROWS / taps / unit).max(1) * unit;
     let mut blocks = g.group_in.div_ceil(most);
-    while g.batch * g.groups * blocks < gemm::TASKS && blocks < g.group_in.div_ceil(unit) {
+    while image_blocks * g.groups * blocks < gemm::TASKS && blocks < g.group_in.div_ceil(unit) {
         blocks += 1;
     }
     let block_channels = (g.group_in.div_ceil(blocks).div_ceil(unit) * unit).min(g.group_in);
@@ -1026,7 +1060,10 @@ pub fn emit_input_grad(
     let b_panel_floats = g.group_out * NR;
     let scratch = ScratchLayout::new(&[m_most * MR * ldc, nt * b_panel_floats]);
     let k_blocks = gemm::balanced_blocks(g.group_out, KC);
-    let tasks = g.batch * g.groups * channel_blocks;
+    let tasks = image_blocks * g.groups * channel_blocks;
+    // Whether each dcol tile holds whole images whose taps all land inside x: their col2im is
+    // then the same for every image, its loops of constant bounds.
+    let whole_images_inside = n_panels <= nt && g.attrs.pad == [0; 4] && g.attrs.stride[1] == 1;
     // Row sums per image.
     let partials = epilogue.partials(sink, g.batch, g.groups * g.group_in);
     sink.kernel(tasks, scratch.floats(), |e| {
@@ -1034,19 +1071,37 @@ pub fn emit_input_grad(
         let (dcol, b_panels) = (scratch.region(e, 0), scratch.region(e, 1));
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, task| {
-            let [image, group, block] = e.decode(task, &[g.batch, g.groups, channel_blocks])[..]
+            let [image_block, group, block] =
+                e.decode(task, &[image_blocks, g.groups, channel_blocks])[..]
             else {
                 unreachable!()
             };
+            let first_image = e.mul_imm(image_block, images_per_task as i64);
+            let batch = e.int(g.batch as i64);
+            let left_images = e.sub(batch, first_image);
+            let images = e.min_imm(left_images, images_per_task as i64);
             let c0 = e.mul_imm(block, block_channels as i64);
             let left = e.int(g.group_in as i64);
             let left = e.sub(left, c0);
             let channels = e.min_imm(left, block_channels as i64);
-            let group_planes = g.group_planes(e, [dx, image, group], g.plane());
-            let planes = e.at_scaled(group_planes, c0, g.plane() as i64);
-            let floats = e.mul_imm(channels, g.plane() as i64);
+            // The task's dx planes and dy rows in image `first_image + t`.
+            let planes = |e: &mut Emitter, t: Value| {
+                let image = e.add(first_image, t);
+                let group_planes = g.group_planes(e, [dx, image, group], g.plane());
+                e.at_scaled(group_planes, c0, g.plane() as i64)
+            };
+            let dy_rows = |e: &mut Emitter, t: Value| {
+                let image = e.add(first_image, t);
+                let images = e.mul_imm(image, g.groups as i64);
+                let matrix = e.add(images, group);
+                e.at_scaled(grads, matrix, (g.group_out * positions) as i64)
+            };
             let zero = e.int(0);
-            gemm::zero_run(e, planes, 1, zero, floats);
+            e.for_loop(zero, images, 1, |e, t| {
+                let planes = planes(e, t);
+                let floats = e.mul_imm(channels, g.plane() as i64);
+                gemm::zero_run(e, planes, 1, zero, floats);
+            });
             // A: the block's rows of W_gᵀ; B: dy_ng.
             let m_rows = e.mul_imm(channels, taps as i64);
             let rows = e.add_imm(m_rows, MR as i64 - 1);
@@ -1056,25 +1111,7 @@ pub fn emit_input_grad(
             let block_panel = e.div_imm(block_panel, MR as i64);
             let panel = e.add(group_panels, block_panel);
             let a_panels = e.at_scaled(packed_w, panel, (g.group_out * MR) as i64);
-            let images = e.mul_imm(image, g.groups as i64);
-            let matrix = e.add(images, group);
-            let dy_rows = e.at_scaled(grads, matrix, (g.group_out * positions) as i64);
-            let position_blocks = n_panels.div_ceil(nt) as i64;
-            e.for_range(0, position_blocks, |e, pb| {
-                let tile = Tile::new(e, [zero, pb], [1, nt], [1, n_panels]);
-                let lo = e.mul_imm(tile.first_panel[1], NR as i64);
-                let next = e.add_imm(lo, ldc as i64);
-                let hi = e.min_imm(next, positions as i64);
-                e.for_loop(zero, tile.panels[1], 1, |e, j| {
-                    let offset = e.mul_imm(j, NR as i64);
-                    let first = e.add(lo, offset);
-                    let from = e.at(dy_rows, first);
-                    let left = e.sub(hi, first);
-                    let cols = e.min_imm(left, NR as i64);
-                    let depth = e.int(g.group_out as i64);
-                    let to = e.at_scaled(b_panels, j, b_panel_floats as i64);
-                    gemm::pack_b_panel(e, from, [positions, 1], cols, depth, to);
-                });
+            let multiply = |e: &mut Emitter, panels: Value| {
                 gemm::for_each_k_block(e, k_blocks, g.group_out, |e, k0, kc, first| {
                     let block = Block {
                         kc,
@@ -1085,37 +1122,97 @@ pub fn emit_input_grad(
                         b: e.at_scaled(b_panels, k0, NR as i64),
                         b_stride: e.int(b_panel_floats as i64),
                         b_rows: e.int(0),
-                        n_panels: tile.panels[1],
+                        n_panels: panels,
                     };
                     gemm::multiply(e, &block, dcol, ldc as i64, first);
                 });
-                // col2im: every dcol row back onto the taps it came from.
+            };
+            // col2im: every dcol row, from column `col`, back onto the taps of positions
+            // `lo..hi` of the planes at `planes`.
+            let col2im = |e: &mut Emitter, planes: Value, col: Value, [lo, hi]: [Value; 2]| {
                 for_each_tap_row(e, &g, channels, |e, c, tap, row| {
                     let plane = e.at_scaled(planes, c, g.plane() as i64);
-                    let src = e.at_scaled(dcol, row, ldc as i64);
-                    for_each_run(e, &g, tap, [lo, hi], |e, run| {
-                        scatter_add_run(e, &g, run, plane, src)
+                    let row_start = e.at_scaled(dcol, row, ldc as i64);
+                    let src = e.at(row_start, col);
+                    if whole_images_inside {
+                        scatter_add_image(e, &g, tap, plane, src);
+                    } else {
+                        for_each_run(e, &g, tap, [lo, hi], |e, run| {
+                            scatter_add_run(e, &g, run, plane, src)
+                        });
+                    }
+                });
+            };
+            if images_per_task == 1 {
+                let (planes, dy_rows) = (planes(e, zero), dy_rows(e, zero));
+                let position_blocks = n_panels.div_ceil(nt) as i64;
+                e.for_range(0, position_blocks, |e, pb| {
+                    let tile = Tile::new(e, [zero, pb], [1, nt], [1, n_panels]);
+                    let lo = e.mul_imm(tile.first_panel[1], NR as i64);
+                    let next = e.add_imm(lo, ldc as i64);
+                    let hi = e.min_imm(next, positions as i64);
+                    e.for_loop(zero, tile.panels[1], 1, |e, j| {
+                        let offset = e.mul_imm(j, NR as i64);
+                        let first = e.add(lo, offset);
+                        let from = e.at(dy_rows, first);
+                        let left = e.sub(hi, first);
+                        let cols = e.min_imm(left, NR as i64);
+                        let depth = e.int(g.group_out as i64);
+                        let to = e.at_scaled(b_panels, j, b_panel_floats as i64);
+                        gemm::pack_b_panel(e, from, [positions, 1], cols, depth, to);
+                    });
+                    multiply(e, tile.panels[1]);
+                    col2im(e, planes, zero, [lo, hi]);
+                });
+            } else {
+                let depth = e.int(g.group_out as i64);
+                let width = e.int(positions as i64);
+                e.for_loop(zero, images, 1, |e, t| {
+                    let dy_rows = dy_rows(e, t);
+                    let col = e.mul_imm(t, positions as i64);
+                    let to = e.at(b_panels, col);
+                    e.for_loop(zero, depth, 1, |e, k| {
+                        let from = e.at_scaled(dy_rows, k, positions as i64);
+                        let to = e.at_scaled(to, k, NR as i64);
+                        gemm::copy_run(e, from, to, zero, width);
                     });
                 });
-            });
+                let filled = e.mul_imm(images, positions as i64);
+                let panel_width = e.int(NR as i64);
+                e.for_loop(zero, depth, 1, |e, k| {
+                    let row = e.at_scaled(b_panels, k, NR as i64);
+                    gemm::zero_run(e, row, 1, filled, panel_width);
+                });
+                let one = e.int(1);
+                multiply(e, one);
+                e.for_loop(zero, images, 1, |e, t| {
+                    let planes = planes(e, t);
+                    let col = e.mul_imm(t, positions as i64);
+                    col2im(e, planes, col, [zero, width]);
+                });
+            }
             if !epilogue.is_none() {
                 let group_channels = e.mul_imm(group, g.group_in as i64);
                 let channel = e.add(group_channels, c0);
-                let inputs = epilogue.block_inputs(e, &[image, channel, zero], 1);
-                let plane = e.int(g.plane() as i64);
-                let lds = [g.plane() as i64; 2];
-                let sums = partials
-                    .as_ref()
-                    .map(|partials| partials.at(e, image, channel));
-                gemm::copy_block(
-                    e,
-                    [planes, planes],
-                    lds,
-                    [channels, plane],
-                    epilogue,
-                    &inputs,
-                    sums.as_ref(),
-                );
+                e.for_loop(zero, images, 1, |e, t| {
+                    let image = e.add(first_image, t);
+                    let planes = planes(e, t);
+                    let inputs = epilogue.block_inputs(e, &[image, channel, zero], 1);
+                    let plane = e.int(g.plane() as i64);
+                    let lds = [g.plane() as i64; 2];
+                    let sums = partials
+                        .as_ref()
+                        .map(|partials| partials.at(e, image, channel));
+                    gemm::copy_block(
+                        e,
+                        [planes, planes],
+                        lds,
+                        [channels, plane],
+                        epilogue,
+                        &inputs,
+                        sums.as_ref(),
+                    );
+                });
             }
         });
     });
