@@ -9,7 +9,7 @@ use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::{Graph, Op, Shape, ValueId};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
 use netc_runtime::microkernel::{MR, NR};
 
 /// Output extent of one spatial axis, or `None` when the dilated kernel does not fit.
@@ -263,6 +263,23 @@ impl Geometry {
         self.kernel == [1, 1] && self.attrs.stride == [1, 1] && self.attrs.pad == [0; 4]
     }
 
+    /// Images whose positions one B panel holds side by side: several where a plane has few
+    /// positions (a late layer's), which would otherwise leave most of the panel's columns zero
+    /// (mnist_cnn's conv2, 4x4, two to a panel).
+    fn images_per_panel(&self) -> usize {
+        if self.positions * 2 <= NR {
+            NR / self.positions
+        } else {
+            1
+        }
+    }
+
+    /// Whether every tap lands inside x and the columns have no stride: then an output row's
+    /// taps of one kernel position are one run of an input row, the same for every image.
+    fn taps_inside(&self) -> bool {
+        self.attrs.pad == [0; 4] && self.attrs.stride[1] == 1
+    }
+
     /// Floats in one channel plane of x.
     fn plane(&self) -> usize {
         self.hw[0] * self.hw[1]
@@ -500,28 +517,31 @@ fn scatter_add_run(e: &mut Emitter, g: &Geometry, run: &Run, plane: Value, src: 
     }
 }
 
-/// Adds a whole image's im2col row of kernel position `[r, q]`, read from `src`, to the plane
-/// elements its taps read, for a convolution without padding or column stride: output row `oy`
-/// is one run of input row `oy * stride + r * dilation`, from column `q * dilation`.
-fn scatter_add_image(e: &mut Emitter, g: &Geometry, [r, q]: [Value; 2], plane: Value, src: Value) {
+/// Calls `visit(e, x, col, j, ty)` over a whole image's im2col row of kernel position
+/// `[r, q]`, for a convolution whose taps all land inside x (see [`Geometry::taps_inside`]):
+/// elements `j` (one, or a vector's) of the run of output row `oy` lie at `x + j` in the plane
+/// at `plane` (input row `oy * stride + r * dilation`, from column `q * dilation`) and at
+/// `col + j` in the row (`oy * out_width`). The loops have constant bounds.
+fn for_each_image_run(
+    e: &mut Emitter,
+    g: &Geometry,
+    [r, q]: [Value; 2],
+    [plane, row]: [Value; 2],
+    mut visit: impl FnMut(&mut Emitter, Value, Value, Value, Type),
+) {
     let a = &g.attrs;
     let width = g.hw[1] as i64;
     let top = e.mul_imm(r, a.dilation[0] as i64 * width);
     let left = e.mul_imm(q, a.dilation[1] as i64);
     let first = e.add(top, left);
-    let to = e.at(plane, first);
+    let x = e.at(plane, first);
     let out_width = g.out_width as i64;
     e.for_range(0, (g.positions / g.out_width) as i64, |e, oy| {
         let input_row = e.mul_imm(oy, a.stride[0] as i64 * width);
-        let to = e.at(to, input_row);
+        let x = e.at(x, input_row);
         let output_row = e.mul_imm(oy, out_width);
-        let from = e.at(src, output_row);
-        e.vector_range(0, out_width, 2, |e, j, ty| {
-            let value = e.load(ty, Emitter::mutable(), from, j, 0);
-            let old = e.load(ty, Emitter::mutable(), to, j, 0);
-            let sum = e.b.ins().fadd(old, value);
-            e.store(Emitter::mutable(), sum, to, j, 0);
-        });
+        let col = e.at(row, output_row);
+        e.vector_range(0, out_width, 2, |e, j, ty| visit(e, x, col, j, ty));
     });
 }
 
@@ -632,7 +652,12 @@ impl Placed {
             phases: a.stride,
             copy: a.pad != [0; 4] || a.stride != [1, 1],
         };
-        let panels = [placed.columns(g), g.positions].map(gemm::col_panels);
+        // Packed, the positions of several small images share a panel.
+        let images = g.images_per_panel();
+        let panels = [
+            gemm::col_panels(placed.columns(g)) * images,
+            gemm::col_panels(g.positions * images),
+        ];
         let reused = g.group_out > MOST_PLACED_ROWS && placed.plane() > MOST_PLACED_PLANE;
         let copy = g.batch * g.groups * g.group_in * placed.plane();
         let small = !placed.copy || copy <= MOST_PLACED_COPY;
@@ -804,13 +829,20 @@ fn emit_product(
         Some(placed) => (placed.image(sink, g, x), placed.plane(), placed.columns(g)),
         None => (x, g.plane(), g.positions),
     };
-    // Tasks: tiles of `[O/g x columns]` per image and group; K blocks: whole channels.
+    let images_per_panel = match placed {
+        Some(_) => 1,
+        None => g.images_per_panel(),
+    };
+    let image_blocks = g.batch.div_ceil(images_per_panel);
+    let columns = columns * images_per_panel;
+    // Tasks: tiles of `[O/g x columns]` per block of images and group; K blocks: whole
+    // channels.
     let (m_panels, n_panels) = (gemm::row_panels(g.group_out), gemm::col_panels(columns));
     let most_rows = m_panels.min(gemm::row_panels(MOST_ROWS));
     let most_cols = MOST_TILE_FLOATS / (most_rows * MR * NR);
     let most_cols = most_cols.clamp(MOST_PANELS, MOST_PRODUCT_PANELS);
     let (mt, nt) = gemm::tiles(
-        g.batch * g.groups,
+        image_blocks * g.groups,
         m_panels,
         n_panels,
         [most_rows, most_cols],
@@ -825,7 +857,7 @@ fn emit_product(
         None => nt * NR * block_rows,
     };
     let scratch = ScratchLayout::new(&[b_floats, mt * MR * ldc]);
-    let tasks = g.batch * g.groups * m_tiles * n_tiles;
+    let tasks = image_blocks * g.groups * m_tiles * n_tiles;
     // Row sums per image and block of positions.
     let partials = epilogue.partials(sink, g.batch * n_tiles, g.groups * g.group_out);
     sink.kernel(tasks, scratch.floats(), |e| {
@@ -849,28 +881,64 @@ fn emit_product(
         }
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, task| {
-            let [image, group, mi, ni] = e.decode(task, &[g.batch, g.groups, m_tiles, n_tiles])[..]
+            let [image_block, group, mi, ni] =
+                e.decode(task, &[image_blocks, g.groups, m_tiles, n_tiles])[..]
             else {
                 unreachable!()
             };
+            let first_image = e.mul_imm(image_block, images_per_panel as i64);
+            let batch = e.int(g.batch as i64);
+            let left_images = e.sub(batch, first_image);
+            let images = e.min_imm(left_images, images_per_panel as i64);
             let tile = Tile::new(e, [mi, ni], [mt, nt], [m_panels, n_panels]);
-            let planes = g.group_planes(e, [xs, image, group], image_plane);
+            // The group's planes in image `first_image + t`.
+            let planes = |e: &mut Emitter, t: Value| {
+                let image = e.add(first_image, t);
+                g.group_planes(e, [xs, image, group], image_plane)
+            };
             let first_column = e.mul_imm(tile.first_panel[1], NR as i64);
             let group_panels = e.mul_imm(group, m_panels as i64);
             let panel = e.add(group_panels, tile.first_panel[0]);
             let panels = e.at_scaled(packed, panel, (depth * MR) as i64);
             let (rows, cols) = tile.extent(e, [g.group_out, columns]);
+            let zero = e.int(0);
             gemm::for_each_k_block(e, channel_blocks, g.group_in, |e, c0, channels, first| {
                 let kc = e.mul_imm(channels, taps as i64);
-                let block_planes = e.at_scaled(planes, c0, image_plane as i64);
+                let block_planes = |e: &mut Emitter, t: Value| {
+                    let planes = planes(e, t);
+                    e.at_scaled(planes, c0, image_plane as i64)
+                };
                 let (b, b_stride, b_rows) = match placed {
                     Some(_) => {
+                        let block_planes = block_planes(e, zero);
                         let b = e.at(block_planes, first_column);
                         (b, e.int(NR as i64), b_scratch)
                     }
-                    None => {
+                    None if images_per_panel == 1 => {
+                        let block_planes = block_planes(e, zero);
                         let columns = [first_column, tile.panels[1]];
-                        pack_im2col(e, g, [block_planes, channels], columns, kc, b_scratch);
+                        let width = e.int(NR as i64);
+                        let to = [b_scratch, width];
+                        pack_im2col(e, g, [block_planes, channels], columns, kc, to);
+                        (b_scratch, e.mul_imm(kc, NR as i64), e.int(0))
+                    }
+                    None => {
+                        // Image `t` in columns `t * positions ..`, the last one's zeros to
+                        // the panel's end.
+                        let last = e.add_imm(images, -1);
+                        e.for_loop(zero, images, 1, |e, t| {
+                            let block_planes = block_planes(e, t);
+                            let col = e.mul_imm(t, g.positions as i64);
+                            let to = e.at(b_scratch, col);
+                            let rest = e.int(NR as i64);
+                            let rest = e.sub(rest, col);
+                            let own = e.int(g.positions as i64);
+                            let is_last = e.b.ins().icmp(IntCC::Equal, t, last);
+                            let width = e.b.ins().select(is_last, rest, own);
+                            let one = e.int(1);
+                            let to = [to, width];
+                            pack_im2col(e, g, [block_planes, channels], [zero, one], kc, to);
+                        });
                         (b_scratch, e.mul_imm(kc, NR as i64), e.int(0))
                     }
                 };
@@ -888,39 +956,43 @@ fn emit_product(
                 };
                 gemm::multiply(e, &block, c_tiles, ldc as i64, first);
             });
-            let (first_position, cols) = match &placed {
+            // y[image, group * O/g + row, position], from the tile's columns at `c`.
+            let first_row = e.mul_imm(tile.first_panel[0], MR as i64);
+            let group_channels = e.mul_imm(group, g.group_out as i64);
+            let channel = e.add(group_channels, first_row);
+            let write_out = |e: &mut Emitter, t: Value, c: Value, first_position, cols| {
+                let image = e.add(first_image, t);
+                let image_channels = e.mul_imm(image, (g.groups * g.group_out) as i64);
+                let plane = e.add(image_channels, channel);
+                let rows_start = e.at_scaled(y, plane, g.positions as i64);
+                let to = e.at(rows_start, first_position);
+                let inputs = epilogue.block_inputs(e, &[image, channel, first_position], 1);
+                let (lds, extent) = ([ldc as i64, g.positions as i64], [rows, cols]);
+                let sums = partials.as_ref().map(|partials| {
+                    let block = e.mul_imm(image, n_tiles as i64);
+                    let block = e.add(block, ni);
+                    partials.at(e, block, channel)
+                });
+                gemm::copy_block(e, [c, to], lds, extent, epilogue, &inputs, sums.as_ref());
+            };
+            match &placed {
                 Some(placed) => {
                     let past = e.add(first_column, cols);
                     placed.close_up(e, g, [c_tiles, rows], ldc as i64, [first_column, past]);
                     let [first, last] = [first_column, past].map(|c| placed.position(e, g, c));
-                    (first, e.sub(last, first))
+                    let cols = e.sub(last, first);
+                    write_out(e, zero, c_tiles, first, cols);
                 }
-                None => (first_column, cols),
-            };
-            // y[image, group * O/g + row, position]
-            let first_row = e.mul_imm(tile.first_panel[0], MR as i64);
-            let group_channels = e.mul_imm(group, g.group_out as i64);
-            let channel = e.add(group_channels, first_row);
-            let image_channels = e.mul_imm(image, (g.groups * g.group_out) as i64);
-            let plane = e.add(image_channels, channel);
-            let rows_start = e.at_scaled(y, plane, g.positions as i64);
-            let to = e.at(rows_start, first_position);
-            let inputs = epilogue.block_inputs(e, &[image, channel, first_position], 1);
-            let (lds, extent) = ([ldc as i64, g.positions as i64], [rows, cols]);
-            let sums = partials.as_ref().map(|partials| {
-                let block = e.mul_imm(image, n_tiles as i64);
-                let block = e.add(block, ni);
-                partials.at(e, block, channel)
-            });
-            gemm::copy_block(
-                e,
-                [c_tiles, to],
-                lds,
-                extent,
-                epilogue,
-                &inputs,
-                sums.as_ref(),
-            );
+                None if images_per_panel == 1 => write_out(e, zero, c_tiles, first_column, cols),
+                None => {
+                    let positions = e.int(g.positions as i64);
+                    e.for_loop(zero, images, 1, |e, t| {
+                        let col = e.mul_imm(t, g.positions as i64);
+                        let c = e.at(c_tiles, col);
+                        write_out(e, t, c, zero, positions);
+                    });
+                }
+            }
         });
     });
     if let Some(partials) = partials {
@@ -929,16 +1001,19 @@ fn emit_product(
 }
 
 /// Packs the im2col rows of `channels` channels (from the plane at `planes`) into `panels` B
-/// panels, `kc` deep, at `dst`: panel `j` holds positions `first + j*NR ..`, zeros past the last
-/// position. A panel spans an output row or two: the rows' geometry is worked out once per
-/// panel, and the kernel columns are unrolled so that theirs is constant.
+/// panels, `kc` deep, at `dst`: panel `j` holds positions `first + j*NR ..` in its first
+/// columns, zeros past the last position up to column `width` (`NR`, or less where another
+/// image's positions follow in the panel). A panel spans an output row or two: the rows'
+/// geometry is worked out once per panel, and the kernel columns are unrolled so that theirs is
+/// constant; a panel that holds a whole image whose taps all land inside x is copied by loops
+/// of constant bounds.
 fn pack_im2col(
     e: &mut Emitter,
     g: &Geometry,
     [planes, channels]: [Value; 2],
     [first, panels]: [Value; 2],
     kc: Value,
-    dst: Value,
+    [dst, width]: [Value; 2],
 ) {
     let positions = e.int(g.positions as i64);
     let [kh, kw] = g.kernel;
@@ -961,37 +1036,53 @@ fn pack_im2col(
         if g.is_pointwise() {
             // The im2col matrix is x itself.
             let from = e.at(planes, lo);
-            gemm::pack_b_panel(e, from, [g.plane(), 1], valid, channels, panel);
-            return;
-        }
-        for_each_row_span(e, g, [lo, hi], |e, span| {
+            if g.images_per_panel() == 1 {
+                gemm::pack_b_panel(e, from, [g.plane(), 1], valid, channels, panel);
+                return;
+            }
             let zero = e.int(0);
             e.for_loop(zero, channels, 1, |e, c| {
+                let from = e.at_scaled(from, c, g.plane() as i64);
+                let to = e.at_scaled(panel, c, NR as i64);
+                gemm::copy_run(e, from, to, zero, valid);
+            });
+        } else if g.positions <= NR && g.taps_inside() {
+            // The panel holds the whole image.
+            for_each_tap_row(e, g, channels, |e, c, tap, row| {
                 let plane = e.at_scaled(planes, c, g.plane() as i64);
-                e.for_range(0, kh as i64, |e, r| {
-                    let top = tap_top(e, g, r);
-                    let channel_row = e.mul_imm(c, kh as i64);
-                    let row = e.add(channel_row, r);
-                    let first_row = e.mul_imm(row, kw as i64);
-                    let rows = e.at_scaled(panel, first_row, NR as i64);
-                    for (q, columns) in columns.iter().enumerate() {
-                        let run = Run::new(e, g, span, top, columns);
-                        let offset = e.int((q * NR) as i64);
-                        let to = e.at(rows, offset);
-                        gather_run(e, g, &run, plane, to, 1);
-                    }
+                let to = e.at_scaled(panel, row, NR as i64);
+                for_each_image_run(e, g, tap, [plane, to], |e, from, to, j, ty| {
+                    let value = e.load(ty, Emitter::frozen(), from, j, 0);
+                    e.store(Emitter::mutable(), value, to, j, 0);
                 });
             });
-        });
+        } else {
+            for_each_row_span(e, g, [lo, hi], |e, span| {
+                let zero = e.int(0);
+                e.for_loop(zero, channels, 1, |e, c| {
+                    let plane = e.at_scaled(planes, c, g.plane() as i64);
+                    e.for_range(0, kh as i64, |e, r| {
+                        let top = tap_top(e, g, r);
+                        let channel_row = e.mul_imm(c, kh as i64);
+                        let row = e.add(channel_row, r);
+                        let first_row = e.mul_imm(row, kw as i64);
+                        let rows = e.at_scaled(panel, first_row, NR as i64);
+                        for (q, columns) in columns.iter().enumerate() {
+                            let run = Run::new(e, g, span, top, columns);
+                            let offset = e.int((q * NR) as i64);
+                            let to = e.at(rows, offset);
+                            gather_run(e, g, &run, plane, to, 1);
+                        }
+                    });
+                });
+            });
+        }
         // Positions past the last, in the last panel: zeros.
-        let short =
-            e.b.ins()
-                .icmp_imm_s(IntCC::SignedLessThan, valid, NR as i64);
+        let short = e.b.ins().icmp(IntCC::SignedLessThan, valid, width);
         let zero = e.int(0);
         let rows = e.b.ins().select(short, kc, zero);
         e.for_loop(zero, rows, 1, |e, k| {
             let to = e.at_scaled(panel, k, NR as i64);
-            let width = e.int(NR as i64);
             gemm::zero_run(e, to, 1, valid, width);
         });
     });
@@ -1032,14 +1123,7 @@ pub fn emit_input_grad(
             col_stride: depth,
         },
     );
-    // Planes of few positions (a late layer's) would leave most of a B panel's columns zero: a
-    // task then takes several images, their dy side by side in one panel (mnist_cnn's conv2,
-    // 4x4, two to a panel).
-    let images_per_task = if positions * 2 <= NR {
-        NR / positions
-    } else {
-        1
-    };
+    let images_per_task = g.images_per_panel();
     let image_blocks = g.batch.div_ceil(images_per_task);
     // Tasks: blocks of input channels per block of images and group, each owning its dx planes,
     // which it zeroes and then adds every position block's dcol to, in order. A block's im2col
@@ -1063,7 +1147,7 @@ pub fn emit_input_grad(
     let tasks = image_blocks * g.groups * channel_blocks;
     // Whether each dcol tile holds whole images whose taps all land inside x: their col2im is
     // then the same for every image, its loops of constant bounds.
-    let whole_images_inside = n_panels <= nt && g.attrs.pad == [0; 4] && g.attrs.stride[1] == 1;
+    let whole_images_inside = n_panels <= nt && g.taps_inside();
     // Row sums per image.
     let partials = epilogue.partials(sink, g.batch, g.groups * g.group_in);
     sink.kernel(tasks, scratch.floats(), |e| {
@@ -1135,7 +1219,12 @@ pub fn emit_input_grad(
                     let row_start = e.at_scaled(dcol, row, ldc as i64);
                     let src = e.at(row_start, col);
                     if whole_images_inside {
-                        scatter_add_image(e, &g, tap, plane, src);
+                        for_each_image_run(e, &g, tap, [plane, src], |e, to, from, j, ty| {
+                            let value = e.load(ty, Emitter::mutable(), from, j, 0);
+                            let old = e.load(ty, Emitter::mutable(), to, j, 0);
+                            let sum = e.b.ins().fadd(old, value);
+                            e.store(Emitter::mutable(), sum, to, j, 0);
+                        });
                     } else {
                         for_each_run(e, &g, tap, [lo, hi], |e, run| {
                             scatter_add_run(e, &g, run, plane, src)
