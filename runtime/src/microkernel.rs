@@ -6,10 +6,13 @@
 //! `height` rows are wanted (fewer than `MR` in the last panel of a matrix of `M % MR != 0` rows):
 //!
 //! ```text
-//! c[i*ldc + j] (+)= sum_{k < kc} a[k*MR + i] * b[row(k) + j]      for i < height, j < NR
+//! c[i*ldc + j] (+)= sum_{k < kc} a[col(k, i)] * b[row(k) + j]      for i < height, j < NR
 //! ```
 //!
-//! * `a` is A's packed panel: `MR` floats per `k`, i.e. a column-major `MR x kc` panel.
+//! * `a` is A: with `a_rows` 0, its packed panel, `col(k, i) = k*MR + i` (a column-major
+//!   `MR x kc` panel); otherwise `col(k, i) = i*a_rows + k`, A's rows read where they lie in a
+//!   row-major matrix (a layer's dy, a dense layer's input) instead of being packed first. Only
+//!   the first `height` rows are read.
 //! * `b` is B: with `rows` null, its packed panel, `row(k) = k*NR` (a row-major `kc x NR`
 //!   panel); otherwise `row(k) = rows[k]`, an offset in floats, so that B's rows can be read
 //!   where they lie in a tensor (a stride-1 convolution's taps over a padded image) instead of
@@ -38,9 +41,10 @@ pub const MR: usize = 6;
 /// Columns of a tile (of B's packed panel).
 pub const NR: usize = 32;
 
-/// `c[i*ldc + j] (+)= sum_k a[k*MR + i] * b[row(k) + j]` for i < height, j < NR, k < kc
+/// `c[i*ldc + j] (+)= sum_k a[col(k, i)] * b[row(k) + j]` for i < height, j < NR, k < kc
 /// (`height` clamped to `1..=MR`).
-/// `a`: A's packed panel, MR floats per k (column-major MR x kc panel); `b`: B, whose row `k`
+/// `a`: A, element `(i, k)` at `col(k, i)`: `k*MR + i` (a packed panel, MR floats per k) when
+/// `a_rows` is 0, else `i*a_rows + k` (rows of a row-major matrix); `b`: B, whose row `k`
 /// starts `row(k)` floats on: `k*NR` (a packed panel) when `rows` is null, else `rows[k]`; `c`:
 /// the tile, row stride `ldc` floats; `accumulate != 0` adds to `c`, otherwise overwrites it. kc
 /// may be 0 (then the tile becomes 0, or stays when accumulating). No alignment is guaranteed
@@ -49,6 +53,7 @@ pub type Microkernel = unsafe extern "C" fn(
     kc: i64,
     height: i64,
     a: *const f32,
+    a_rows: i64,
     b: *const f32,
     rows: *const i64,
     c: *mut f32,
@@ -146,7 +151,8 @@ fn has_avx2_fma() -> bool {
 /// The AVX-512 microkernel (see [`Microkernel`]). Aborts if the CPU lacks AVX-512F.
 ///
 /// # Safety
-/// `a` must be readable for `MR * kc` floats; `rows`, unless null, for `kc` offsets; `b` for
+/// `a` must be readable for `MR * kc` floats (packed) or `kc` floats from each of the first
+/// `height` rows; `rows`, unless null, for `kc` offsets; `b` for
 /// `NR` floats from each row's offset; `c` readable and writable for the `height x NR` tile
 /// with row stride `ldc`; none of them may overlap the tile.
 #[no_mangle]
@@ -154,6 +160,7 @@ pub unsafe extern "C" fn netc_microkernel_avx512(
     kc: i64,
     height: i64,
     a: *const f32,
+    a_rows: i64,
     b: *const f32,
     rows: *const i64,
     c: *mut f32,
@@ -167,11 +174,24 @@ pub unsafe extern "C" fn netc_microkernel_avx512(
         }
         // SAFETY: the CPU has AVX-512F (checked above); the pointers are valid as the caller
         // promised.
-        unsafe { x86::dispatch!(x86::avx512, kc, height, a, b, rows, c, ldc, accumulate) }
+        unsafe {
+            x86::dispatch!(
+                x86::avx512,
+                kc,
+                height,
+                a,
+                a_rows,
+                b,
+                rows,
+                c,
+                ldc,
+                accumulate
+            )
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (kc, height, a, b, rows, c, ldc, accumulate);
+        let _ = (kc, height, a, a_rows, b, rows, c, ldc, accumulate);
         std::process::abort();
     }
 }
@@ -185,6 +205,7 @@ pub unsafe extern "C" fn netc_microkernel_avx2(
     kc: i64,
     height: i64,
     a: *const f32,
+    a_rows: i64,
     b: *const f32,
     rows: *const i64,
     c: *mut f32,
@@ -198,11 +219,24 @@ pub unsafe extern "C" fn netc_microkernel_avx2(
         }
         // SAFETY: the CPU has AVX2 and FMA (checked above); the pointers are valid as the
         // caller promised.
-        unsafe { x86::dispatch!(x86::avx2, kc, height, a, b, rows, c, ldc, accumulate) }
+        unsafe {
+            x86::dispatch!(
+                x86::avx2,
+                kc,
+                height,
+                a,
+                a_rows,
+                b,
+                rows,
+                c,
+                ldc,
+                accumulate
+            )
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (kc, height, a, b, rows, c, ldc, accumulate);
+        let _ = (kc, height, a, a_rows, b, rows, c, ldc, accumulate);
         std::process::abort();
     }
 }
@@ -232,20 +266,28 @@ mod x86 {
     }
     const _: () = assert!(MR == 6, "by_height covers heights 1 to 6");
 
-    /// Runs `$kernel` on the exported functions' arguments: `kc` and `height` clamped, B packed
-    /// or placed as `rows` says, the kernel for that height.
+    /// Runs `$kernel` on the exported functions' arguments: `kc` and `height` clamped, A and B
+    /// packed or placed as `a_rows` and `rows` say, the kernel for that height.
     macro_rules! dispatch {
-        ($($kernel:ident)::+, $kc:expr, $height:expr, $a:expr, $b:expr, $rows:expr, $c:expr,
-         $ldc:expr, $accumulate:expr) => {{
+        ($($kernel:ident)::+, $kc:expr, $height:expr, $a:expr, $a_rows:expr, $b:expr,
+         $rows:expr, $c:expr, $ldc:expr, $accumulate:expr) => {{
             let (kc, ldc, accumulate) = ($kc.max(0) as usize, $ldc as isize, $accumulate != 0);
             let height = $height.clamp(1, MR as i64);
-            match x86::BRows::new($b, $rows) {
-                x86::BRows::Packed(b) => {
-                    x86::by_height!($($kernel)::+, height, kc, $a, b, $c, ldc, accumulate)
-                }
-                x86::BRows::Placed(b) => {
-                    x86::by_height!($($kernel)::+, height, kc, $a, b, $c, ldc, accumulate)
-                }
+            macro_rules! with_b {
+                ($a_cols:expr) => {
+                    match x86::BRows::new($b, $rows) {
+                        x86::BRows::Packed(b) => x86::by_height!(
+                            $($kernel)::+, height, kc, $a_cols, b, $c, ldc, accumulate
+                        ),
+                        x86::BRows::Placed(b) => x86::by_height!(
+                            $($kernel)::+, height, kc, $a_cols, b, $c, ldc, accumulate
+                        ),
+                    }
+                };
+            }
+            match x86::ACols::new($a, $a_rows) {
+                x86::ACols::Packed(a) => with_b!(a),
+                x86::ACols::Placed(a) => with_b!(a),
             }
         }};
     }
@@ -253,12 +295,12 @@ mod x86 {
 
     /// One k step of the AVX-512 kernel: two zmm of `b`, six broadcasts of `a`, 12 FMAs.
     macro_rules! step512 {
-        ($acc:ident, $a:expr, $b:expr) => {{
+        ($acc:ident, $a:expr, $k:expr, $b:expr) => {{
             let b = $b;
             let b0 = _mm512_loadu_ps(b);
             let b1 = _mm512_loadu_ps(b.add(16));
             for i in 0..$acc.len() {
-                let ai = _mm512_set1_ps(*$a.add(i));
+                let ai = _mm512_set1_ps(*$a.at($k, i));
                 $acc[i][0] = _mm512_fmadd_ps(ai, b0, $acc[i][0]);
                 $acc[i][1] = _mm512_fmadd_ps(ai, b1, $acc[i][1]);
             }
@@ -299,6 +341,59 @@ mod x86 {
         }
     }
 
+    /// Where A's element `(i, k)` lies, for a kernel monomorphised over the two ways A is given.
+    pub(super) trait Cols: Copy {
+        /// # Safety
+        /// `k < kc` and `i < height` (the kernel's contract).
+        unsafe fn at(self, k: usize, i: usize) -> *const f32;
+    }
+
+    /// A packed panel: element `(i, k)` at `k * MR + i`.
+    #[derive(Clone, Copy)]
+    pub(super) struct PackedA(*const f32);
+
+    /// Rows where they lie: element `(i, k)` at `i * rows + k`.
+    #[derive(Clone, Copy)]
+    pub(super) struct PlacedA {
+        a: *const f32,
+        rows: isize,
+    }
+
+    impl Cols for PackedA {
+        #[inline(always)]
+        unsafe fn at(self, k: usize, i: usize) -> *const f32 {
+            // SAFETY: the caller keeps `k` and `i` inside the panel.
+            unsafe { self.0.add(k * MR + i) }
+        }
+    }
+
+    impl Cols for PlacedA {
+        #[inline(always)]
+        unsafe fn at(self, k: usize, i: usize) -> *const f32 {
+            // SAFETY: the caller keeps `k < kc` and `i < height`, which are readable.
+            unsafe { self.a.offset((i as isize).wrapping_mul(self.rows)).add(k) }
+        }
+    }
+
+    /// A as the exported functions receive it.
+    pub(super) enum ACols {
+        Packed(PackedA),
+        Placed(PlacedA),
+    }
+
+    impl ACols {
+        pub(super) fn new(a: *const f32, rows: i64) -> ACols {
+            if rows == 0 {
+                ACols::Packed(PackedA(a))
+            } else {
+                ACols::Placed(PlacedA {
+                    a,
+                    rows: rows as isize,
+                })
+            }
+        }
+    }
+
     /// B as the exported functions receive it.
     pub(super) enum BRows {
         Packed(Packed),
@@ -320,29 +415,26 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn avx512<const HEIGHT: usize>(
         kc: usize,
-        a: *const f32,
+        a: impl Cols,
         b: impl Rows,
         c: *mut f32,
         ldc: isize,
         accumulate: bool,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; HEIGHT];
-        let mut ap = a;
         let mut k = 0;
-        // SAFETY: `a` holds `MR * kc` floats and B `kc` rows; every load below stays in step
-        // `k < kc`, and `ap` advances by whole steps.
+        // SAFETY: A holds `kc` columns of its first `HEIGHT` rows and B `kc` rows; every load
+        // below stays in step `k < kc`.
         unsafe {
             while k + UNROLL <= kc {
-                step512!(acc, ap, b.row(k));
-                step512!(acc, ap.add(MR), b.row(k + 1));
-                step512!(acc, ap.add(2 * MR), b.row(k + 2));
-                step512!(acc, ap.add(3 * MR), b.row(k + 3));
-                ap = ap.add(UNROLL * MR);
+                step512!(acc, a, k, b.row(k));
+                step512!(acc, a, k + 1, b.row(k + 1));
+                step512!(acc, a, k + 2, b.row(k + 2));
+                step512!(acc, a, k + 3, b.row(k + 3));
                 k += UNROLL;
             }
             while k < kc {
-                step512!(acc, ap, b.row(k));
-                ap = ap.add(MR);
+                step512!(acc, a, k, b.row(k));
                 k += 1;
             }
         }
@@ -363,12 +455,12 @@ mod x86 {
 
     /// One k step of an AVX2 pass: two ymm of `b`, six broadcasts of `a`, 12 FMAs.
     macro_rules! step256 {
-        ($acc:ident, $a:expr, $b:expr) => {{
+        ($acc:ident, $a:expr, $k:expr, $b:expr) => {{
             let b = $b;
             let b0 = _mm256_loadu_ps(b);
             let b1 = _mm256_loadu_ps(b.add(8));
             for i in 0..$acc.len() {
-                let ai = _mm256_broadcast_ss(&*$a.add(i));
+                let ai = _mm256_broadcast_ss(&*$a.at($k, i));
                 $acc[i][0] = _mm256_fmadd_ps(ai, b0, $acc[i][0]);
                 $acc[i][1] = _mm256_fmadd_ps(ai, b1, $acc[i][1]);
             }
@@ -380,7 +472,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2<const HEIGHT: usize>(
         kc: usize,
-        a: *const f32,
+        a: impl Cols,
         b: impl Rows,
         c: *mut f32,
         ldc: isize,
@@ -390,21 +482,18 @@ mod x86 {
         for half in 0..NR / 16 {
             let col = half * 16;
             let mut acc = [[_mm256_setzero_ps(); 2]; HEIGHT];
-            let mut ap = a;
             let mut k = 0;
             // SAFETY: as in `avx512`; the loads read columns `col .. col + 16 <= NR` of a row.
             unsafe {
                 while k + UNROLL <= kc {
-                    step256!(acc, ap, b.row(k).add(col));
-                    step256!(acc, ap.add(MR), b.row(k + 1).add(col));
-                    step256!(acc, ap.add(2 * MR), b.row(k + 2).add(col));
-                    step256!(acc, ap.add(3 * MR), b.row(k + 3).add(col));
-                    ap = ap.add(UNROLL * MR);
+                    step256!(acc, a, k, b.row(k).add(col));
+                    step256!(acc, a, k + 1, b.row(k + 1).add(col));
+                    step256!(acc, a, k + 2, b.row(k + 2).add(col));
+                    step256!(acc, a, k + 3, b.row(k + 3).add(col));
                     k += UNROLL;
                 }
                 while k < kc {
-                    step256!(acc, ap, b.row(k).add(col));
-                    ap = ap.add(MR);
+                    step256!(acc, a, k, b.row(k).add(col));
                     k += 1;
                 }
             }
@@ -456,24 +545,36 @@ mod tests {
 
     /// Runs `kernel` on one random case and compares with an f64 reference: the first `height`
     /// rows of a tile. B is a packed panel, or with `placed` its rows lie in reverse order
-    /// `NR + 3` floats apart, found through `rows`.
+    /// `NR + 3` floats apart, found through `rows`; A is a packed panel, or with `placed_a` the
+    /// first `height` rows of a row-major matrix whose rows are `kc + 5` floats apart, the
+    /// floats past them NaN (which must not be read).
     fn check(
         kind: MicrokernelKind,
         kernel: Microkernel,
         [kc, height, ldc]: [usize; 3],
         acc: bool,
-        placed: bool,
+        [placed_a, placed]: [bool; 2],
     ) {
-        let case = format!("{kind:?} kc={kc} height={height} ldc={ldc} acc={acc} placed={placed}");
+        let case = format!(
+            "{kind:?} kc={kc} height={height} ldc={ldc} acc={acc} placed_a={placed_a} \
+             placed={placed}"
+        );
         let seed = kc * 1000 + height * 100 + ldc * 10 + acc as usize + 2 * placed as usize;
-        let mut rng = Lcg(seed as u64 + 1);
+        let mut rng = Lcg(seed as u64 + 1 + placed_a as u64);
+        let a_rows = if placed_a { kc + 5 } else { 0 };
+        let a_index = |i: usize, k: usize| if placed_a { i * a_rows + k } else { k * MR + i };
         let row_stride = if placed { NR + 3 } else { NR };
         let offsets: Vec<i64> = (0..kc)
             .map(|k| (if placed { kc - 1 - k } else { k } * row_stride) as i64)
             .collect();
         // One spare element before and after each panel, and spare rows after the tile, to
         // catch reads or writes out of bounds (at least the writes are checked).
-        let a = rng.fill(MR * kc + 2);
+        let mut a = rng.fill(MR * (kc + 5) + 2);
+        if placed_a {
+            for value in &mut a[1 + height * a_rows..] {
+                *value = f32::NAN;
+            }
+        }
         let b = rng.fill(row_stride * kc + 2);
         let rows = MR + 2;
         let c0 = rng.fill(rows * ldc + 1);
@@ -491,6 +592,7 @@ mod tests {
                 kc as i64,
                 height as i64,
                 a.as_ptr().add(1),
+                a_rows as i64,
                 b.as_ptr().add(1),
                 rows_pointer,
                 c.as_mut_ptr().add(1),
@@ -512,7 +614,7 @@ mod tests {
             let mut want = if acc { before as f64 } else { 0.0 };
             let mut magnitude = want.abs();
             for (k, &offset) in offsets.iter().enumerate() {
-                let p = a[1 + k * MR + i] as f64 * b[1 + offset as usize + j] as f64;
+                let p = a[1 + a_index(i, k)] as f64 * b[1 + offset as usize + j] as f64;
                 want += p;
                 magnitude += p.abs();
             }
@@ -531,8 +633,11 @@ mod tests {
                 for height in 1..=MR {
                     for ldc in [32, 40] {
                         for acc in [false, true] {
-                            for placed in [false, true] {
-                                check(kind, kernel, [kc, height, ldc], acc, placed);
+                            for placed_a in [false, true] {
+                                for placed in [false, true] {
+                                    let ways = [placed_a, placed];
+                                    check(kind, kernel, [kc, height, ldc], acc, ways);
+                                }
                             }
                         }
                     }
@@ -553,6 +658,7 @@ mod tests {
                         0,
                         MR as i64,
                         none,
+                        0,
                         none,
                         std::ptr::null(),
                         c.as_mut_ptr(),
@@ -627,6 +733,7 @@ mod tests {
                                 kc as i64,
                                 MR as i64,
                                 a.as_ptr(),
+                                0,
                                 b.as_ptr().add(p * NR * kc),
                                 std::ptr::null(),
                                 c.as_mut_ptr().add(p * NR),

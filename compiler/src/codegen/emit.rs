@@ -347,11 +347,12 @@ impl<'f> Emitter<'f> {
     }
 
     /// Calls the microkernel (table slot 0): `c (+)= a · b` on the first `height` rows of one
-    /// `MR x NR` tile, B's rows found through the offsets at `rows`, or a packed panel without.
+    /// `MR x NR` tile, A's rows `a_rows` floats apart (0: a packed panel), B's rows found
+    /// through the offsets at `rows` (0: a packed panel).
     pub fn microkernel(
         &mut self,
         [kc, height]: [Value; 2],
-        a: Value,
+        [a, a_rows]: [Value; 2],
         [b, rows]: [Value; 2],
         c: Value,
         ldc: Value,
@@ -361,7 +362,7 @@ impl<'f> Emitter<'f> {
             Some(sig) => sig,
             None => {
                 let mut signature = self.b.func.signature.clone();
-                signature.params = vec![AbiParam::new(I64); 8];
+                signature.params = vec![AbiParam::new(I64); 9];
                 signature.returns.clear();
                 let sig = self.b.import_signature(signature);
                 self.microkernel_sig = Some(sig);
@@ -370,9 +371,11 @@ impl<'f> Emitter<'f> {
         };
         let callee = self.buffer(Slot(0));
         let accumulate = self.int(accumulate as i64);
-        self.b
-            .ins()
-            .call_indirect(sig, callee, &[kc, height, a, b, rows, c, ldc, accumulate]);
+        self.b.ins().call_indirect(
+            sig,
+            callee,
+            &[kc, height, a, a_rows, b, rows, c, ldc, accumulate],
+        );
     }
 
     /// `if condition { then } else { otherwise }`, for an integer truth value.

@@ -505,6 +505,9 @@ pub fn zero_run(e: &mut Emitter, to: Value, stride: i64, lo: Value, hi: Value) {
 pub struct Block {
     pub kc: Value,
     pub a: Value,
+    /// How far apart A's rows lie, in floats, when they are read where they lie (a row-major
+    /// matrix's); 0 for packed panels.
+    pub a_rows: Value,
     pub a_stride: Value,
     pub m_panels: Value,
     /// The rows of those panels that are wanted: `MR` each, but maybe fewer in the last.
@@ -535,7 +538,7 @@ pub fn multiply(e: &mut Emitter, block: &Block, c: Value, ldc: i64, first: Value
             let rows_before = e.mul_imm(i, MR as i64);
             let rows_left = e.sub(block.m_rows, rows_before);
             let sizes = [block.kc, e.min_imm(rows_left, MR as i64)];
-            let b = [b, block.b_rows];
+            let (a, b) = ([a, block.a_rows], [b, block.b_rows]);
             e.if_else(
                 first,
                 |e| e.microkernel(sizes, a, b, tile, ldc_value, false),
@@ -944,10 +947,29 @@ const PASS_COLUMNS: usize = 8;
 /// over the panels. It multiplies all `MR` rows but writes only the first `height`: it serves
 /// only CPUs without AVX2, where skipping rows is not worth a kernel per height.
 pub fn define_microkernel(sink: &mut KernelSink) -> FuncId {
-    sink.define(8, |e: &mut Emitter| {
-        let [kc, height, a, b, rows, c, ldc, accumulate] =
-            [0, 1, 2, 3, 4, 5, 6, 7].map(|i| e.params[i]);
+    sink.define(9, |e: &mut Emitter| {
+        let [kc, height, a, a_rows, b, rows, c, ldc, accumulate] =
+            [0, 1, 2, 3, 4, 5, 6, 7, 8].map(|i| e.params[i]);
         let flags = Emitter::frozen();
+        // A's row `i` starts at `a_row_starts[i]`, its element `k` `k * a_step` floats on: a
+        // packed panel's rows interleave; rows where they lie are `a_rows` apart, those past
+        // `height` (not to be read) in place of the last wanted one.
+        let placed_a = e.b.ins().icmp_imm_s(IntCC::NotEqual, a_rows, 0);
+        let last_row = e.add_imm(height, -1);
+        let last_row = e.min_imm(last_row, MR as i64 - 1);
+        let last_row = e.max_imm(last_row, 0);
+        let a_row_starts: Vec<Value> = (0..MR as i64)
+            .map(|i| {
+                let row = e.min_imm(last_row, i);
+                let placed = e.mul(row, a_rows);
+                let packed = e.int(i);
+                let row = e.b.ins().select(placed_a, placed, packed);
+                e.at(a, row)
+            })
+            .collect();
+        let mr = e.int(MR as i64);
+        let one = e.int(1);
+        let a_step = e.b.ins().select(placed_a, one, mr);
         for pass in 0..NR / PASS_COLUMNS {
             let zero = e.constant(F32X4, 0.0);
             let acc: Vec<_> = (0..MR * 2).map(|_| e.variable(F32X4, zero)).collect();
@@ -963,9 +985,9 @@ pub fn define_microkernel(sink: &mut KernelSink) -> FuncId {
                     };
                     let b0 = e.load(F32X4, flags, b, b_row, (pass * PASS_COLUMNS) as i64);
                     let b1 = e.load(F32X4, flags, b, b_row, (pass * PASS_COLUMNS + 4) as i64);
-                    let a_row = e.b.ins().imul_imm_s(k, MR as i64);
-                    for i in 0..MR {
-                        let ai = e.load(F32, flags, a, a_row, i as i64);
+                    let a_column = e.mul(k, a_step);
+                    for (i, &a_row) in a_row_starts.iter().enumerate() {
+                        let ai = e.load(F32, flags, a_row, a_column, 0);
                         let ai = e.splat(F32X4, ai);
                         for (j, bj) in [b0, b1].into_iter().enumerate() {
                             let sum = e.get(acc[2 * i + j]);

@@ -946,6 +946,7 @@ fn emit_product(
                 let block = Block {
                     kc,
                     a,
+                    a_rows: e.int(0),
                     a_stride: e.int((depth * MR) as i64),
                     m_panels: tile.panels[0],
                     m_rows: rows,
@@ -1200,6 +1201,7 @@ pub fn emit_input_grad(
                     let block = Block {
                         kc,
                         a: e.at_scaled(a_panels, k0, MR as i64),
+                        a_rows: e.int(0),
                         a_stride: e.int((g.group_out * MR) as i64),
                         m_panels: m_count,
                         m_rows,
@@ -1408,7 +1410,7 @@ pub fn emit_weight_grad(
     let g = Geometry::new(a, &x.shape, &output.shape);
     let (depth, positions) = (g.depth(), g.positions);
     // dW_g `[O/g x Kc]` = sum over images of dy_ng · im2col(x_ng)ᵀ: A = dy per image and group,
-    // packed once; B = the transposed im2col matrix, its columns ordered tap by tap, its panels
+    // its rows read where they lie; B = the transposed im2col matrix, its columns ordered tap by tap, its panels
     // read in x's padded channels-last copy where they are a run of it for every position,
     // else packed per task (see `pack_taps`).
     // Where B comes from, and its floats per image and per group of channels.
@@ -1420,18 +1422,6 @@ pub fn emit_weight_grad(
         let padded = emit_channels_last(sink, &g, x.slot);
         (padded, ph * pw * g.groups * g.group_in, g.group_in)
     };
-    let grads = gemm::pack_a(
-        sink,
-        &Matrices {
-            slot: dy.slot,
-            count: g.batch * g.groups,
-            stride: g.group_out * positions,
-            rows: g.group_out,
-            cols: positions,
-            row_stride: positions,
-            col_stride: 1,
-        },
-    );
     // Tasks: tiles of `[O/g x Kc]` per group and block of images, each tile as many rows as
     // fit (so the im2col matrix is packed once per image), summing its images' positions. The
     // blocks' partial sums then add up in block order: the split depends on the shape only, so
@@ -1456,7 +1446,7 @@ pub fn emit_weight_grad(
     // B's packed panels, the C tiles, and the offsets of B's rows in the padded copy (i64).
     let scratch = ScratchLayout::new(&[nt * NR * p_blocks.1, mt * MR * ldc, 2 * p_blocks.1]);
     sink.kernel(image_blocks * tiles, scratch.floats(), |e| {
-        let (source, packed) = (e.buffer(source), e.buffer(grads));
+        let (source, grads) = (e.buffer(source), e.buffer(dy.slot));
         let dw = e.buffer(staged.unwrap_or(output.slot));
         let (b_panels, c_tiles) = (scratch.region(e, 0), scratch.region(e, 1));
         let row_offsets = scratch.region(e, 2);
@@ -1481,16 +1471,18 @@ pub fn emit_weight_grad(
                 let image_channels = e.at_scaled(image_channels, group, group_stride as i64);
                 let images = e.mul_imm(image, g.groups as i64);
                 let matrix = e.add(images, group);
-                let matrix = e.mul_imm(matrix, m_panels as i64);
-                let panel = e.add(matrix, tile.first_panel[0]);
-                let a_panels = e.at_scaled(packed, panel, (positions * MR) as i64);
+                let matrix = e.mul_imm(matrix, g.group_out as i64);
+                let first_row = e.mul_imm(tile.first_panel[0], MR as i64);
+                let row = e.add(matrix, first_row);
+                let dy_rows = e.at_scaled(grads, row, positions as i64);
                 let is_first_image = e.b.ins().icmp(IntCC::Equal, image, first_image);
                 gemm::for_each_k_block(e, p_blocks, positions, |e, p0, kc, first_block| {
-                    let a = e.at_scaled(a_panels, p0, MR as i64);
+                    let a = e.at(dy_rows, p0);
                     let first = e.b.ins().band(is_first_image, first_block);
                     let block = |e: &mut Emitter, b, b_rows, n_panels| Block {
                         kc,
                         a,
+                        a_rows: e.int(positions as i64),
                         a_stride: e.int((positions * MR) as i64),
                         m_panels: tile.panels[0],
                         m_rows: rows,

@@ -143,6 +143,7 @@ pub fn emit(
                 let block = Block {
                     kc,
                     a: e.at_scaled(a_tile, k0, MR as i64),
+                    a_rows: e.int(0),
                     a_stride: e.int((k * MR) as i64),
                     m_panels: tile.panels[0],
                     m_rows: rows,
