@@ -2,10 +2,12 @@
 //! are `x · wᵀ`, their backward passes `dy · w` and `dyᵀ · x`.
 
 use super::{arity, OpKind};
+use crate::codegen::emit::Emitter;
 use crate::codegen::gemm::{self, Block, Epilogue, IndexMath, Matrices, ScratchLayout, Tile, KC};
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::{Graph, Op, Shape, ValueId};
+use cranelift_codegen::ir::InstBuilder;
 use netc_runtime::microkernel::{MR, NR};
 
 pub fn shape(transpose_a: bool, transpose_b: bool, inputs: &[&Shape]) -> Result<Shape, String> {
@@ -115,41 +117,66 @@ pub fn emit(
         row_stride: if transposed { 1 } else { cols },
         col_stride: if transposed { rows } else { 1 },
     };
-    let packed_a = gemm::pack_a(sink, &matrix(a.slot, m, k, transpose_a));
-    let packed_b = gemm::pack_b(sink, &matrix(b.slot, k, n, transpose_b));
+    // An operand stored untransposed is read where it lies: A's rows `k` floats apart, B's rows
+    // `n` apart (through a table of their offsets). A transposed one is packed.
+    let packed_a = transpose_a.then(|| gemm::pack_a(sink, &matrix(a.slot, m, k, true)));
+    let packed_b = transpose_b.then(|| gemm::pack_b(sink, &matrix(b.slot, k, n, true)));
     let (m_panels, n_panels) = (gemm::row_panels(m), gemm::col_panels(n));
     let (mt, nt) = gemm::tiles(1, m_panels, n_panels, MOST_PANELS);
     let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
     let k_blocks = gemm::balanced_blocks(k, KC);
     let ldc = nt * NR;
-    let scratch = ScratchLayout::new(&[mt * MR * ldc]);
+    // The C tiles, and the offsets of B's rows (i64, two floats each).
+    let scratch = ScratchLayout::new(&[mt * MR * ldc, 2 * k_blocks.1]);
     sink.kernel(m_tiles * n_tiles, scratch.floats(), |e| {
-        let (a_panels, b_panels, y) = (
-            e.buffer(packed_a),
-            e.buffer(packed_b),
+        let (a_matrix, b_matrix, y) = (
+            e.buffer(packed_a.unwrap_or(a.slot)),
+            e.buffer(packed_b.unwrap_or(b.slot)),
             e.buffer(output.slot),
         );
-        let c_tiles = scratch.region(e, 0);
+        let (c_tiles, b_offsets) = (scratch.region(e, 0), scratch.region(e, 1));
+        if !transpose_b {
+            // Row `k` of every K block, from the block's first.
+            e.for_range(0, k_blocks.1 as i64, |e, row| {
+                let value = e.mul_imm(row, n as i64);
+                let at = e.offset_entry(b_offsets, row);
+                e.b.ins().store(Emitter::mutable(), value, at, 0);
+            });
+        }
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, task| {
             let [mi, ni] = e.decode(task, &[m_tiles, n_tiles])[..] else {
                 unreachable!()
             };
             let tile = Tile::new(e, [mi, ni], [mt, nt], [m_panels, n_panels]);
-            let a_tile = e.at_scaled(a_panels, tile.first_panel[0], (k * MR) as i64);
-            let b_tile = e.at_scaled(b_panels, tile.first_panel[1], (k * NR) as i64);
+            let a_tile = e.at_scaled(a_matrix, tile.first_panel[0], (k * MR) as i64);
+            let (b_tile, b_stride) = match transpose_b {
+                true => (
+                    e.at_scaled(b_matrix, tile.first_panel[1], (k * NR) as i64),
+                    k * NR,
+                ),
+                false => (e.at_scaled(b_matrix, tile.first_panel[1], NR as i64), NR),
+            };
             let (rows, cols) = tile.extent(e, [m, n]);
             gemm::for_each_k_block(e, k_blocks, k, |e, k0, kc, first| {
+                let (a, a_rows) = match transpose_a {
+                    true => (e.at_scaled(a_tile, k0, MR as i64), e.int(0)),
+                    false => (e.at(a_tile, k0), e.int(k as i64)),
+                };
+                let (b, b_rows) = match transpose_b {
+                    true => (e.at_scaled(b_tile, k0, NR as i64), e.int(0)),
+                    false => (e.at_scaled(b_tile, k0, n as i64), b_offsets),
+                };
                 let block = Block {
                     kc,
-                    a: e.at_scaled(a_tile, k0, MR as i64),
-                    a_rows: e.int(0),
+                    a,
+                    a_rows,
                     a_stride: e.int((k * MR) as i64),
                     m_panels: tile.panels[0],
                     m_rows: rows,
-                    b: e.at_scaled(b_tile, k0, NR as i64),
-                    b_stride: e.int((k * NR) as i64),
-                    b_rows: e.int(0),
+                    b,
+                    b_stride: e.int(b_stride as i64),
+                    b_rows,
                     n_panels: tile.panels[1],
                 };
                 gemm::multiply(e, &block, c_tiles, ldc as i64, first);
