@@ -1,7 +1,8 @@
 //! Register-blocked f32 GEMM microkernels: the inner loop of every convolution and dense layer
 //! that netc compiles.
 //!
-//! Generated code packs A into panels of `MR` rows and B into panels of `NR` columns, then calls
+//! Generated code packs A into panels of `MR` rows and B into panels of `NR` columns (or reads
+//! their rows where they lie, see below), then calls
 //! a [`Microkernel`] through a function pointer once per `MR x NR` tile of C, of which the first
 //! `height` rows are wanted (fewer than `MR` in the last panel of a matrix of `M % MR != 0` rows):
 //!
