@@ -178,15 +178,7 @@ pub unsafe extern "C" fn netc_microkernel_avx512(
         unsafe {
             x86::dispatch!(
                 x86::avx512,
-                kc,
-                height,
-                a,
-                a_rows,
-                b,
-                rows,
-                c,
-                ldc,
-                accumulate
+                (kc, height, a, a_rows, b, rows, c, ldc, accumulate)
             )
         }
     }
@@ -223,15 +215,7 @@ pub unsafe extern "C" fn netc_microkernel_avx2(
         unsafe {
             x86::dispatch!(
                 x86::avx2,
-                kc,
-                height,
-                a,
-                a_rows,
-                b,
-                rows,
-                c,
-                ldc,
-                accumulate
+                (kc, height, a, a_rows, b, rows, c, ldc, accumulate)
             )
         }
     }
@@ -270,8 +254,8 @@ mod x86 {
     /// Runs `$kernel` on the exported functions' arguments: `kc` and `height` clamped, A and B
     /// packed or placed as `a_rows` and `rows` say, the kernel for that height.
     macro_rules! dispatch {
-        ($($kernel:ident)::+, $kc:expr, $height:expr, $a:expr, $a_rows:expr, $b:expr,
-         $rows:expr, $c:expr, $ldc:expr, $accumulate:expr) => {{
+        ($($kernel:ident)::+, ($kc:expr, $height:expr, $a:expr, $a_rows:expr, $b:expr,
+         $rows:expr, $c:expr, $ldc:expr, $accumulate:expr)) => {{
             let (kc, ldc, accumulate) = ($kc.max(0) as usize, $ldc as isize, $accumulate != 0);
             let height = $height.clamp(1, MR as i64);
             macro_rules! with_b {
