@@ -155,19 +155,53 @@ fn fused_code_agrees_with_the_interpreter_and_with_unfused_code() {
         // interpreter.
         check_graph(&fused, &inputs, OP_TOLERANCE);
         // The whole step with every pass against none, output by output. `fuse_sums` adds
-        // sums in another order (tile by tile as a convolution writes them out), and batch
-        // norm over the few values of these small sizes makes some gradients mostly rounding
-        // (over two values, `x̂ = ±1` and `dx` is nearly all cancellation), so it is left out
-        // here: its ops are checked above, and its whole step on a model without that below.
+        // sums in another order (tile by tile as a convolution writes them out) and
+        // `factor_sums` multiplies in another order (batch norm's `γ`'s gradient is
+        // `σ⁻¹ · Σ g · (x − μ)`, not `Σ g · x̂`), and batch norm over the few values of these
+        // small sizes makes some gradients mostly rounding (over two values, `x̂ = ±1` and `dx`
+        // is nearly all cancellation), so they are left out here: their ops are checked above,
+        // `factor_sums`'s meaning in `every_pass_keeps_the_meaning_of_every_model`, and
+        // `fuse_sums`'s whole step on a model without that below.
         let unfused = step_outputs(&training, PassOptions::none(), &inputs);
-        let all = PassOptions::new(false, &[Pass::FuseSums]);
+        let all = PassOptions::new(false, &[Pass::FuseSums, Pass::FactorSums]);
         let fused = step_outputs(&training, all, &inputs);
         assert_agree(
-            &format!("{stem} with every pass but fuse_sums"),
+            &format!("{stem} with every pass but fuse_sums and factor_sums"),
             &unfused,
             &fused,
         );
     });
+}
+
+#[test]
+fn batch_norm_gradients_sum_twice_once_factored() {
+    let net = network("../models/resnet_small.net", &small("resnet_small"));
+    let options = options(4, OptimizerKind::Sgd);
+    let training = pipeline::training(&net, &options).expect("lowers");
+    // Full-size sums (batch norm's, not the dense layer's bias gradient) per layer.
+    let sums = |graph: &Graph| {
+        let mut per_layer: HashMap<String, usize> = HashMap::new();
+        for op in &graph.ops {
+            if matches!(op.kind, OpKind::SumTo(_)) && graph.shape(op.inputs[0]).len() == 4 {
+                *per_layer
+                    .entry(op.layer.clone().unwrap_or_default())
+                    .or_default() += 1;
+            }
+        }
+        per_layer
+    };
+    let merged = passes::apply(Pass::MergeDuplicates, &training.graph);
+    let factored = passes::apply(Pass::FactorSums, &training.graph);
+    let factored = passes::apply(Pass::MergeDuplicates, &factored);
+    let (before, after) = (sums(&merged), sums(&factored));
+    assert_eq!(before.len(), 9, "{before:?}");
+    // Each batch norm's mean, and its gradient's sums of g, g · x̂, g · γ · (x − μ) and
+    // -g · γ · σ⁻¹ (one fewer where a shortcut's batch norm sums the same g as the residual
+    // branch's last one): factored, g · (x − μ) and g, two fewer.
+    for (layer, &count) in &before {
+        assert!((4..=5).contains(&count), "{layer}: {count} sums before");
+        assert_eq!(after[layer], count - 2, "{layer}: sums after");
+    }
 }
 
 #[test]

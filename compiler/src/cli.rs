@@ -195,9 +195,10 @@ struct PassFlags {
     /// Run with every fusion pass off (to compare with the fused code).
     #[arg(long)]
     unfused: bool,
-    /// Switch a pass off by name; repeatable. The passes: merge_duplicates, fold_batch_norm,
-    /// fuse_elementwise, fuse_epilogue, fuse_sums, schedule_updates, reuse_buffers,
-    /// update_in_place, group_launches (a wrong name lists them with what each does).
+    /// Switch a pass off by name; repeatable. The passes: factor_sums, merge_duplicates,
+    /// fold_batch_norm, fuse_elementwise, fuse_epilogue, fuse_sums, schedule_updates,
+    /// reuse_buffers, update_in_place, group_launches (a wrong name lists them with what each
+    /// does).
     #[arg(long, value_name = "PASS", value_parser = Pass::parse)]
     disable_pass: Vec<Pass>,
 }

@@ -5,6 +5,7 @@
 //! (`--disable-pass NAME`), and `--unfused` switches off every fusion pass, so what each buys
 //! can be measured.
 
+pub mod factor_sums;
 pub mod fold_batch_norm;
 pub mod fuse_elementwise;
 pub mod fuse_epilogue;
@@ -21,6 +22,7 @@ use std::fmt;
 /// A pass, by what it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Pass {
+    FactorSums,
     MergeDuplicates,
     FoldBatchNorm,
     FuseElementwise,
@@ -34,7 +36,8 @@ pub enum Pass {
 
 impl Pass {
     /// Every pass, in the order `run` applies them.
-    pub const ALL: [Pass; 9] = [
+    pub const ALL: [Pass; 10] = [
+        Pass::FactorSums,
         Pass::MergeDuplicates,
         Pass::FoldBatchNorm,
         Pass::FuseElementwise,
@@ -48,6 +51,7 @@ impl Pass {
 
     pub fn name(self) -> &'static str {
         match self {
+            Pass::FactorSums => "factor_sums",
             Pass::MergeDuplicates => "merge_duplicates",
             Pass::FoldBatchNorm => "fold_batch_norm",
             Pass::FuseElementwise => "fuse_elementwise",
@@ -86,7 +90,8 @@ impl Pass {
             | Pass::FuseEpilogue
             | Pass::FuseSums
             | Pass::GroupLaunches => true,
-            Pass::MergeDuplicates
+            Pass::FactorSums
+            | Pass::MergeDuplicates
             | Pass::ScheduleUpdates
             | Pass::ReuseBuffers
             | Pass::UpdateInPlace => false,
@@ -96,7 +101,8 @@ impl Pass {
     /// Whether the pass rewrites the graph (the others plan memory for its code).
     pub fn rewrites_graph(self) -> bool {
         match self {
-            Pass::MergeDuplicates
+            Pass::FactorSums
+            | Pass::MergeDuplicates
             | Pass::FoldBatchNorm
             | Pass::FuseElementwise
             | Pass::FuseEpilogue
@@ -109,6 +115,10 @@ impl Pass {
     /// What the pass is for, for `--help` and errors.
     pub fn doc(self) -> &'static str {
         match self {
+            Pass::FactorSums => {
+                "factors constant along a sum's axes taken out of it (batch norm's gradient: two \
+                 sums instead of four)"
+            }
             Pass::MergeDuplicates => "ops that compute the same thing from the same inputs, once",
             Pass::FoldBatchNorm => "inference batch norm folded into the convolution before it",
             Pass::FuseElementwise => {
@@ -205,6 +215,7 @@ pub fn run(graph: &Graph, options: &PassOptions) -> Graph {
 /// launches, with them on or off.
 pub fn apply(pass: Pass, graph: &Graph) -> Graph {
     match pass {
+        Pass::FactorSums => factor_sums::run(graph),
         Pass::MergeDuplicates => merge_duplicates::run(graph),
         Pass::FoldBatchNorm => fold_batch_norm::run(graph),
         Pass::FuseElementwise => fuse_elementwise::run(graph),
