@@ -214,7 +214,8 @@ pub fn pack_b(sink: &mut KernelSink, m: &Matrices) -> Slot {
     };
     pack_kernel(sink, &transposed, NR, |e, src, cols, dst| {
         let kc = e.int(m.rows as i64);
-        pack_b_panel(e, src, [m.row_stride, m.col_stride], cols, kc, dst)
+        let width = e.int(NR as i64);
+        pack_b_panel(e, src, [m.row_stride, m.col_stride], [cols, width], kc, dst)
     })
 }
 
@@ -319,18 +320,18 @@ fn pack_a_panel(
 }
 
 /// Packs `cols` (1 to `NR`) columns of a matrix, `kc` rows deep, into the B panel at `dst`
-/// (`dst[k*NR + j]`), zeros past `cols`; `src` and `strides` as for [`pack_a_panel`].
+/// (`dst[k*NR + j]`), zeros past `cols` up to column `width` (`NR`, or less where the columns
+/// after belong to another matrix); `src` and `strides` as for [`pack_a_panel`].
 pub fn pack_b_panel(
     e: &mut Emitter,
     src: Value,
     strides: [usize; 2],
-    cols: Value,
+    [cols, width]: [Value; 2],
     kc: Value,
     dst: Value,
 ) {
     let [row_stride, col_stride] = strides.map(|s| s as i64);
     let start = e.int(0);
-    let width = e.int(NR as i64);
     if col_stride == 1 {
         // Rows are contiguous: vector copies along them, unrolled for whole panels.
         let whole = e.b.ins().icmp_imm_s(IntCC::Equal, cols, NR as i64);

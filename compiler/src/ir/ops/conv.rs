@@ -517,6 +517,19 @@ fn scatter_add_run(e: &mut Emitter, g: &Geometry, run: &Run, plane: Value, src: 
     }
 }
 
+/// Where image `t` of `images` side by side in a B panel (see [`Geometry::images_per_panel`])
+/// lies: its first column, and the columns it owns, its positions (the last image's run to the
+/// panel's end, for the zeros after it).
+fn image_columns(e: &mut Emitter, g: &Geometry, [t, images]: [Value; 2]) -> [Value; 2] {
+    let col = e.mul_imm(t, g.positions as i64);
+    let last = e.add_imm(images, -1);
+    let is_last = e.b.ins().icmp(IntCC::Equal, t, last);
+    let panel = e.int(NR as i64);
+    let rest = e.sub(panel, col);
+    let own = e.int(g.positions as i64);
+    [col, e.b.ins().select(is_last, rest, own)]
+}
+
 /// Calls `visit(e, x, col, j, ty)` over a whole image's im2col row of kernel position
 /// `[r, q]`, for a convolution whose taps all land inside x (see [`Geometry::taps_inside`]):
 /// elements `j` (one, or a vector's) of the run of output row `oy` lie at `x + j` in the plane
@@ -923,20 +936,11 @@ fn emit_product(
                         (b_scratch, e.mul_imm(kc, NR as i64), e.int(0))
                     }
                     None => {
-                        // Image `t` in columns `t * positions ..`, the last one's zeros to
-                        // the panel's end.
-                        let last = e.add_imm(images, -1);
                         e.for_loop(zero, images, 1, |e, t| {
                             let block_planes = block_planes(e, t);
-                            let col = e.mul_imm(t, g.positions as i64);
-                            let to = e.at(b_scratch, col);
-                            let rest = e.int(NR as i64);
-                            let rest = e.sub(rest, col);
-                            let own = e.int(g.positions as i64);
-                            let is_last = e.b.ins().icmp(IntCC::Equal, t, last);
-                            let width = e.b.ins().select(is_last, rest, own);
+                            let [col, width] = image_columns(e, g, [t, images]);
+                            let to = [e.at(b_scratch, col), width];
                             let one = e.int(1);
-                            let to = [to, width];
                             pack_im2col(e, g, [block_planes, channels], [zero, one], kc, to);
                         });
                         (b_scratch, e.mul_imm(kc, NR as i64), e.int(0))
@@ -1037,17 +1041,10 @@ fn pack_im2col(
         if g.is_pointwise() {
             // The im2col matrix is x itself.
             let from = e.at(planes, lo);
-            if g.images_per_panel() == 1 {
-                gemm::pack_b_panel(e, from, [g.plane(), 1], valid, channels, panel);
-                return;
-            }
-            let zero = e.int(0);
-            e.for_loop(zero, channels, 1, |e, c| {
-                let from = e.at_scaled(from, c, g.plane() as i64);
-                let to = e.at_scaled(panel, c, NR as i64);
-                gemm::copy_run(e, from, to, zero, valid);
-            });
-        } else if g.positions <= NR && g.taps_inside() {
+            gemm::pack_b_panel(e, from, [g.plane(), 1], [valid, width], channels, panel);
+            return;
+        }
+        if g.positions <= NR && g.taps_inside() {
             // The panel holds the whole image.
             for_each_tap_row(e, g, channels, |e, c, tap, row| {
                 let plane = e.at_scaled(planes, c, g.plane() as i64);
@@ -1124,8 +1121,8 @@ pub fn emit_input_grad(
             col_stride: depth,
         },
     );
-    let images_per_task = g.images_per_panel();
-    let image_blocks = g.batch.div_ceil(images_per_task);
+    let images_per_panel = g.images_per_panel();
+    let image_blocks = g.batch.div_ceil(images_per_panel);
     // Tasks: blocks of input channels per block of images and group, each owning its dx planes,
     // which it zeroes and then adds every position block's dcol to, in order. A block's im2col
     // rows start on an A panel: its channel count is a multiple of `unit`, unless it is the
@@ -1161,10 +1158,10 @@ pub fn emit_input_grad(
             else {
                 unreachable!()
             };
-            let first_image = e.mul_imm(image_block, images_per_task as i64);
+            let first_image = e.mul_imm(image_block, images_per_panel as i64);
             let batch = e.int(g.batch as i64);
             let left_images = e.sub(batch, first_image);
-            let images = e.min_imm(left_images, images_per_task as i64);
+            let images = e.min_imm(left_images, images_per_panel as i64);
             let c0 = e.mul_imm(block, block_channels as i64);
             let left = e.int(g.group_in as i64);
             let left = e.sub(left, c0);
@@ -1234,7 +1231,7 @@ pub fn emit_input_grad(
                     }
                 });
             };
-            if images_per_task == 1 {
+            if images_per_panel == 1 {
                 let (planes, dy_rows) = (planes(e, zero), dy_rows(e, zero));
                 let position_blocks = n_panels.div_ceil(nt) as i64;
                 e.for_range(0, position_blocks, |e, pb| {
@@ -1250,6 +1247,8 @@ pub fn emit_input_grad(
                         let cols = e.min_imm(left, NR as i64);
                         let depth = e.int(g.group_out as i64);
                         let to = e.at_scaled(b_panels, j, b_panel_floats as i64);
+                        let panel_width = e.int(NR as i64);
+                        let cols = [cols, panel_width];
                         gemm::pack_b_panel(e, from, [positions, 1], cols, depth, to);
                     });
                     multiply(e, tile.panels[1]);
@@ -1260,19 +1259,9 @@ pub fn emit_input_grad(
                 let width = e.int(positions as i64);
                 e.for_loop(zero, images, 1, |e, t| {
                     let dy_rows = dy_rows(e, t);
-                    let col = e.mul_imm(t, positions as i64);
+                    let [col, owned] = image_columns(e, &g, [t, images]);
                     let to = e.at(b_panels, col);
-                    e.for_loop(zero, depth, 1, |e, k| {
-                        let from = e.at_scaled(dy_rows, k, positions as i64);
-                        let to = e.at_scaled(to, k, NR as i64);
-                        gemm::copy_run(e, from, to, zero, width);
-                    });
-                });
-                let filled = e.mul_imm(images, positions as i64);
-                let panel_width = e.int(NR as i64);
-                e.for_loop(zero, depth, 1, |e, k| {
-                    let row = e.at_scaled(b_panels, k, NR as i64);
-                    gemm::zero_run(e, row, 1, filled, panel_width);
+                    gemm::pack_b_panel(e, dy_rows, [positions, 1], [width, owned], depth, to);
                 });
                 let one = e.int(1);
                 multiply(e, one);
@@ -1410,9 +1399,9 @@ pub fn emit_weight_grad(
     let g = Geometry::new(a, &x.shape, &output.shape);
     let (depth, positions) = (g.depth(), g.positions);
     // dW_g `[O/g x Kc]` = sum over images of dy_ng · im2col(x_ng)ᵀ: A = dy per image and group,
-    // its rows read where they lie; B = the transposed im2col matrix, its columns ordered tap by tap, its panels
-    // read in x's padded channels-last copy where they are a run of it for every position,
-    // else packed per task (see `pack_taps`).
+    // its rows read where they lie; B = the transposed im2col matrix, its columns ordered tap
+    // by tap, its panels read in x's padded channels-last copy where they are a run of it for
+    // every position, else packed per task (see `pack_taps`).
     // Where B comes from, and its floats per image and per group of channels.
     let (source, image_stride, group_stride) = if g.is_pointwise() {
         let group = g.group_in * g.plane();
@@ -1805,7 +1794,9 @@ fn pack_taps(
         if g.is_pointwise() {
             let planes = e.at_scaled(image, lo, g.plane() as i64);
             let from = e.at(planes, p0);
-            gemm::pack_b_panel(e, from, [1, g.plane()], width, kc, panel);
+            let panel_width = e.int(NR as i64);
+            let cols = [width, panel_width];
+            gemm::pack_b_panel(e, from, [1, g.plane()], cols, kc, panel);
             return;
         }
         let end = e.add(lo, width);

@@ -106,21 +106,20 @@ pub fn emit(
     let (a, b) = (&inputs[0], &inputs[1]);
     let (m, n) = (output.shape[0], output.shape[1]);
     let k = if transpose_a { a.shape[0] } else { a.shape[1] };
-    // Element (i, j) of a `rows x cols` operand is x[i*cols + j], or x[j*rows + i] when x is
-    // stored transposed.
-    let matrix = |slot, rows, cols, transposed| Matrices {
+    // An operand stored untransposed is read where it lies: A's rows `k` floats apart, B's rows
+    // `n` apart (through a table of their offsets). A transposed one is packed: element (i, j)
+    // of its `rows x cols` matrix is x[j*rows + i].
+    let transposed = |slot, rows, cols| Matrices {
         slot,
         count: 1,
         stride: 0,
         rows,
         cols,
-        row_stride: if transposed { 1 } else { cols },
-        col_stride: if transposed { rows } else { 1 },
+        row_stride: 1,
+        col_stride: rows,
     };
-    // An operand stored untransposed is read where it lies: A's rows `k` floats apart, B's rows
-    // `n` apart (through a table of their offsets). A transposed one is packed.
-    let packed_a = transpose_a.then(|| gemm::pack_a(sink, &matrix(a.slot, m, k, true)));
-    let packed_b = transpose_b.then(|| gemm::pack_b(sink, &matrix(b.slot, k, n, true)));
+    let packed_a = transpose_a.then(|| gemm::pack_a(sink, &transposed(a.slot, m, k)));
+    let packed_b = transpose_b.then(|| gemm::pack_b(sink, &transposed(b.slot, k, n)));
     let (m_panels, n_panels) = (gemm::row_panels(m), gemm::col_panels(n));
     let (mt, nt) = gemm::tiles(1, m_panels, n_panels, MOST_PANELS);
     let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
