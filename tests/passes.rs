@@ -205,6 +205,64 @@ fn batch_norm_gradients_sum_twice_once_factored() {
 }
 
 #[test]
+fn a_sum_of_max_pooling_gradient_sums_dy_where_every_window_holds_a_cell() {
+    // A 2x2 pool over 3x3 planes padded by `pad` on each side.
+    let graph = |pad: usize| {
+        let out = (3 + 2 * pad - 2) / 2 + 1;
+        let attrs = format!(
+            "kernel=2x2 stride=2x2 pad={pad},{pad},{pad},{pad} ceil=false include_pad=false"
+        );
+        parse(&format!(
+            "graph step {{
+              %0 = data x : [2,3,3,3]
+              %1 = data dy : [2,3,{out},{out}]
+              %2 = maxpool_grad(%0, %1) {attrs} : [2,3,3,3]
+              %3 = sum_to(%2) shape=[1,3,1,1] : [1,3,1,1]
+              output prediction db = %3
+              output prediction dx = %2
+            }}"
+        ))
+        .expect("parses")
+    };
+    let sum_input = |graph: &Graph| {
+        let sum = graph
+            .ops
+            .iter()
+            .find(|op| matches!(op.kind, OpKind::SumTo(_)));
+        graph.shape(sum.expect("a sum").inputs[0]).clone()
+    };
+    for (pad, summed) in [(1, vec![2, 3, 2, 2]), (2, vec![2, 3, 3, 3])] {
+        let before = graph(pad);
+        let after = passes::apply(Pass::FactorSums, &before);
+        verify(&after).expect("verifies");
+        // With padding as wide as the kernel, a window holds no cell and drops its dy.
+        assert_eq!(sum_input(&after), summed, "pad {pad}");
+        let dy_len: usize = before.shape(ValueId(1)).iter().product();
+        let inputs = HashMap::from([
+            (
+                "x".to_string(),
+                Tensor::new(
+                    vec![2, 3, 3, 3],
+                    (0..54).map(|i| ((i * 7) % 11) as f64).collect(),
+                ),
+            ),
+            (
+                "dy".to_string(),
+                Tensor::new(
+                    before.shape(ValueId(1)).clone(),
+                    (1..=dy_len).map(|i| i as f64).collect(),
+                ),
+            ),
+        ]);
+        assert_eq!(
+            outputs(&before, &inputs),
+            outputs(&after, &inputs),
+            "pad {pad}"
+        );
+    }
+}
+
+#[test]
 fn sums_in_one_pass_train_as_separate_sums_do() {
     let net = network("../models/resnet_small.net", &small("resnet_small"));
     let options = options(4, OptimizerKind::Momentum { momentum: 0.9 });

@@ -6,10 +6,15 @@
 //!
 //! The factors left inside a sum are multiplied in the order of their values, so that equal
 //! products are equal ops for `merge_duplicates`.
+//!
+//! A sum over whole planes of max pooling's gradient is the same sum of the pooled gradient,
+//! since each element of dy goes to exactly one cell: a convolution's bias gradient before a
+//! 3×3 pool reads a ninth of the tensor it read.
 
 use super::{rewrite, Rewrite};
 use crate::autodiff::prune;
 use crate::ir::ops::elementwise::broadcast;
+use crate::ir::ops::pool::every_window_has_a_cell;
 use crate::ir::ops::{MapFn, OpKind};
 use crate::ir::{Definition, Graph, Shape, ValueId};
 
@@ -19,6 +24,10 @@ pub fn run(graph: &Graph) -> Graph {
         let OpKind::SumTo(target) = &op.kind else {
             return Rewrite::Keep;
         };
+        if let Some(pooled) = pooled_gradient(graph, op.inputs[0], target) {
+            let layer = op.layer.as_deref();
+            return Rewrite::Replace(new.op(op.kind.clone(), &[renumber[&pooled]], layer));
+        }
         let mut product = Product {
             scale: 1.0,
             inner: Vec::new(),
@@ -89,6 +98,19 @@ fn operation(graph: &Graph, value: ValueId) -> Option<(&OpKind, &[ValueId])> {
     match graph.values[value.0].definition {
         Definition::Op(index) => Some((&graph.ops[index].kind, &graph.ops[index].inputs[..])),
         Definition::Input(_) => None,
+    }
+}
+
+/// The dy of `value` when it is max pooling's gradient, every window holding a cell, and the
+/// sum to `target` takes in whole planes.
+fn pooled_gradient(graph: &Graph, value: ValueId, target: &Shape) -> Option<ValueId> {
+    match operation(graph, value) {
+        Some((OpKind::MaxPoolGrad(pool), &[_, dy]))
+            if every_window_has_a_cell(pool) && target.len() == 4 && target[2..] == [1, 1] =>
+        {
+            Some(dy)
+        }
+        _ => None,
     }
 }
 

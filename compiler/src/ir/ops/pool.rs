@@ -134,6 +134,14 @@ fn span(
     (inside, end - start)
 }
 
+/// Whether every window holds a cell of the input, so that max pooling's gradient passes each
+/// element of dy to exactly one cell and sums over a plane what dy sums to: a window that starts
+/// inside the leading padding reaches the input when the padding is narrower than the kernel,
+/// and the last one starts before the trailing padding for the same reason.
+pub fn every_window_has_a_cell(a: &PoolAttrs) -> bool {
+    (0..4).all(|side| a.pad[side] < a.kernel[side / 2])
+}
+
 /// The cell holding the window's maximum, the first in window order among equals; padding never
 /// wins, so an empty window has none.
 fn first_max(x: &[f64], cells: &[usize]) -> Option<usize> {
