@@ -9,7 +9,8 @@ use crate::golden::for_each_model;
 use crate::training::{feed, network, options, small};
 use netc::codegen::{compile, CodegenOptions, Program};
 use netc::interp::{run, EvalContext, Tensor};
-use netc::ir::ops::fused::Chain;
+use netc::ir::ops::fused::{Arg, Chain};
+use netc::ir::ops::MapFn;
 use netc::ir::parse::parse;
 use netc::ir::print::print;
 use netc::ir::verify::verify;
@@ -259,6 +260,46 @@ fn a_sum_of_max_pooling_gradient_sums_dy_where_every_window_holds_a_cell() {
             outputs(&after, &inputs),
             "pad {pad}"
         );
+    }
+}
+
+#[test]
+fn relu_masks_after_batch_norm_come_from_the_convolution_output() {
+    // MobileNet's every ReLU follows a batch norm: each gradient mask is computed in its chain
+    // from the convolution's output, which the chain reads for batch norm's gradient anyway,
+    // not from the ReLU's output. Where a bias is all that comes between (AlexNet), the
+    // convolution's output is never written, so each mask is the ReLU's output's.
+    let relu = OpKind::Map(MapFn::Relu);
+    for (model, from_relu) in [("mobilenet_v1", false), ("alexnet", true)] {
+        let net = network(&format!("../models/{model}.net"), &small(model));
+        let training = pipeline::training(&net, &options(2, OptimizerKind::Sgd)).expect("lowers");
+        let fused = passes::run(&training.graph, &PassOptions::default());
+        // Whether the result of a chain's last step is a relu's.
+        let computes_relu = |value: ValueId| match fused.values[value.0].definition {
+            Definition::Op(op) => match &fused.ops[op].kind {
+                OpKind::Fused(chain) => chain.steps.last().is_some_and(|s| s.kind == relu),
+                kind => *kind == relu,
+            },
+            Definition::Input(_) => false,
+        };
+        let mut masks = Vec::new();
+        for op in &fused.ops {
+            let OpKind::Fused(chain) = &op.kind else {
+                continue;
+            };
+            for step in chain
+                .steps
+                .iter()
+                .filter(|s| s.kind == OpKind::Map(MapFn::Step))
+            {
+                masks.push(match step.args[0] {
+                    Arg::Step(i) => chain.steps[i].kind == relu,
+                    Arg::Input(i) => computes_relu(op.inputs[i]),
+                });
+            }
+        }
+        assert!(!masks.is_empty(), "{model}");
+        assert!(masks.iter().all(|&m| m == from_relu), "{model}: {masks:?}");
     }
 }
 

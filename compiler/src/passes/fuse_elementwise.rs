@@ -17,16 +17,24 @@
 //! (recomputation): batch norm's centred input `x - mean` and normalised `x̂` exist only inside
 //! the chains that read them, which read `x` instead. The step then writes and keeps fewer
 //! tensors (`x̂` is no longer kept for the backward pass; `x` is) at the price of a few
-//! arithmetic instructions per element.
+//! arithmetic instructions per element. What such an op reads through ops that only it reads
+//! is recomputed with it (batch norm's output `x̂ · γ + β` through `x̂ · γ`).
+//!
+//! A ReLU's gradient masks by its output, `step(relu(z))`; where `z` is recomputed this way
+//! (batch norm's output before a ReLU) the mask is taken from `z`, so the gradient's chain reads
+//! the tensor `z` comes from (the convolution's output, which batch norm's gradient reads
+//! anyway) instead of the ReLU's output too.
 
 use super::{rewrite, Rewrite, Uses};
 use crate::ir::ops::fused::{is_elementwise, Arg, Chain, Step};
+use crate::ir::ops::MapFn;
 use crate::ir::{Definition, Graph, OpKind, ValueId};
 use std::collections::HashMap;
 
 pub fn run(graph: &Graph) -> Graph {
+    let graph = &masks_from_recomputed_inputs(graph);
     let uses = Uses::of(graph);
-    let mut recomputed = recomputable(graph, &uses);
+    let (mut recomputed, _) = recomputable(graph, &uses);
     // A recomputed op must end up in the chain of every reader; where a reader's chain does
     // not take it in, it is computed once after all, and the chains are formed again.
     let root_of = loop {
@@ -84,14 +92,77 @@ pub fn run(graph: &Graph) -> Graph {
     })
 }
 
+/// The graph with each ReLU's gradient mask `step(relu(z))` read as `step(z)` where `z` is
+/// then recomputed; the others stay as they are.
+fn masks_from_recomputed_inputs(graph: &Graph) -> Graph {
+    let op_of = |value: ValueId| match graph.values[value.0].definition {
+        Definition::Op(op) => Some(op),
+        Definition::Input(_) => None,
+    };
+    // Each mask's relu input, where an elementwise op computes it.
+    let candidates: Vec<Option<usize>> = graph
+        .ops
+        .iter()
+        .map(|op| {
+            let (OpKind::Map(MapFn::Step), &[y]) = (&op.kind, &op.inputs[..]) else {
+                return None;
+            };
+            let relu = &graph.ops[op_of(y)?];
+            let z = op_of(relu.inputs[0])?;
+            let from_relu = relu.kind == OpKind::Map(MapFn::Relu);
+            (from_relu && is_elementwise(&graph.ops[z].kind)).then_some(z)
+        })
+        .collect();
+    let masked = |masks: &[Option<usize>]| {
+        rewrite(graph, |new, index, renumber| match masks[index] {
+            Some(z) => {
+                let op = &graph.ops[index];
+                let z = renumber[&graph.ops[z].output];
+                Rewrite::Replace(new.op(op.kind.clone(), &[z], op.layer.as_deref()))
+            }
+            None => Rewrite::Keep,
+        })
+    };
+    if candidates.iter().all(Option::is_none) {
+        return graph.clone();
+    }
+    // Each op of the rewritten graph is the op of the same index here. A `z` recomputed from
+    // a tensor only it reads (a convolution's output through its bias) would make that tensor
+    // be written where fusion would not have written it.
+    let tried = masked(&candidates);
+    let uses = Uses::of(&tried);
+    let (recomputed, wide_reads) = recomputable(&tried, &uses);
+    let kept: Vec<Option<usize>> = candidates
+        .into_iter()
+        .map(|z| {
+            z.filter(|&z| {
+                recomputed[z] && wide_reads[z].iter().all(|&t| uses.readers[t.0].len() > 1)
+            })
+        })
+        .collect();
+    masked(&kept)
+}
+
 /// The ops worth computing again in each chain that reads them rather than once into a tensor:
 /// elementwise, read by more than one op (or broadcasts, read by any), all of them elementwise
 /// of the same shape or sums of it, not outputs of the graph, and reading (through other such
 /// ops) at most one tensor of their shape, so each reader reads that tensor instead and nothing
-/// is read twice over.
-fn recomputable(graph: &Graph, uses: &Uses) -> Vec<bool> {
+/// is read twice over; with them, the elementwise ops of their shape that only they read. Also
+/// the tensors of its shape each op reads through the recomputed ops.
+fn recomputable(graph: &Graph, uses: &Uses) -> (Vec<bool>, Vec<Vec<ValueId>>) {
     let mut recomputed = vec![false; graph.ops.len()];
-    // The tensors of its own shape each op reads, through recomputed ops.
+    // The elementwise op of the same shape that computes an input only `reader` reads.
+    let inlined = |value: ValueId, reader: usize| match graph.values[value.0].definition {
+        Definition::Op(producer)
+            if uses.only(value, reader)
+                && is_elementwise(&graph.ops[producer].kind)
+                && graph.shape(value) == graph.shape(graph.ops[reader].output) =>
+        {
+            Some(producer)
+        }
+        _ => None,
+    };
+    // The tensors of its own shape each op reads, through recomputed and inlined ops.
     let mut wide_reads: Vec<Vec<ValueId>> = vec![Vec::new(); graph.ops.len()];
     for (index, op) in graph.ops.iter().enumerate() {
         let shape = graph.shape(op.output);
@@ -103,6 +174,9 @@ fn recomputable(graph: &Graph, uses: &Uses) -> Vec<bool> {
         for &value in &op.inputs {
             match graph.values[value.0].definition {
                 Definition::Op(producer) if recomputed[producer] => {
+                    reads.extend(&wide_reads[producer])
+                }
+                _ if let Some(producer) = inlined(value, index) => {
                     reads.extend(&wide_reads[producer])
                 }
                 _ if graph.shape(value) == shape => reads.push(value),
@@ -123,7 +197,17 @@ fn recomputable(graph: &Graph, uses: &Uses) -> Vec<bool> {
             shared && readers_fit && !uses.is_output[op.output.0] && reads.len() <= 1;
         wide_reads[index] = reads;
     }
-    recomputed
+    // Last to first, so what an inlined op inlines follows it.
+    for index in (0..graph.ops.len()).rev() {
+        if recomputed[index] {
+            for &value in &graph.ops[index].inputs {
+                if let Some(producer) = inlined(value, index) {
+                    recomputed[producer] = true;
+                }
+            }
+        }
+    }
+    (recomputed, wide_reads)
 }
 
 /// The chain each op belongs to, by its last op (the root), besides the `recomputed` ones,
