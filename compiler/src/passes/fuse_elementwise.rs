@@ -34,31 +34,24 @@ use std::collections::HashMap;
 pub fn run(graph: &Graph) -> Graph {
     let graph = &masks_from_recomputed_inputs(graph);
     let uses = Uses::of(graph);
-    let (mut recomputed, _) = recomputable(graph, &uses);
-    // A recomputed op must end up in the chain of every reader; where a reader's chain does
-    // not take it in, it is computed once after all, and the chains are formed again.
-    let root_of = loop {
-        let root_of = chains(graph, &uses, &recomputed);
-        let mut stranded = false;
-        for op in 0..graph.ops.len() {
-            if !recomputed[op] {
-                continue;
-            }
-            let readers = &uses.readers[graph.ops[op].output.0];
-            let absorbed = readers.iter().all(|&reader| {
-                recomputed[reader]
-                    || root_of[reader]
-                        .is_some_and(|root| chain(graph, root, &root_of, &recomputed).1.is_some())
-            });
-            if !absorbed {
-                recomputed[op] = false;
-                stranded = true;
-            }
+    let (mut recomputed, wide_reads) = recomputable(graph, &uses);
+    let mut root_of = settle(graph, &uses, &mut recomputed);
+    // Each op is offered once, so one stranded again is not offered forever.
+    let mut offered = vec![false; graph.ops.len()];
+    loop {
+        let rereads: Vec<usize> = (0..graph.ops.len())
+            .filter(|&op| !offered[op])
+            .filter(|&op| rereads_no_more(graph, &uses, &recomputed, &wide_reads, &root_of, op))
+            .collect();
+        if rereads.is_empty() {
+            break;
         }
-        if !stranded {
-            break root_of;
+        for op in rereads {
+            offered[op] = true;
+            recompute(graph, &uses, &mut recomputed, op);
         }
-    };
+        root_of = settle(graph, &uses, &mut recomputed);
+    }
 
     let mut members = vec![0usize; graph.ops.len()];
     for root in root_of.iter().flatten() {
@@ -90,6 +83,100 @@ pub fn run(graph: &Graph) -> Graph {
             None => Rewrite::Keep,
         }
     })
+}
+
+/// The chains, once every recomputed op is in the chain of each of its readers: where a
+/// reader's chain does not take one in, it is computed once after all, and the chains are
+/// formed again.
+fn settle(graph: &Graph, uses: &Uses, recomputed: &mut [bool]) -> Vec<Option<usize>> {
+    loop {
+        let root_of = chains(graph, uses, recomputed);
+        let mut stranded = false;
+        for op in 0..graph.ops.len() {
+            if !recomputed[op] {
+                continue;
+            }
+            let readers = &uses.readers[graph.ops[op].output.0];
+            let absorbed = readers.iter().all(|&reader| {
+                recomputed[reader]
+                    || root_of[reader]
+                        .is_some_and(|root| chain(graph, root, &root_of, recomputed).1.is_some())
+            });
+            if !absorbed {
+                recomputed[op] = false;
+                stranded = true;
+            }
+        }
+        if !stranded {
+            return root_of;
+        }
+    }
+}
+
+/// Whether the chain rooted at `op`, which several chains read, is better computed in each of
+/// them although it reads more than one tensor of its shape: each reader's chain already reads
+/// all of those but one, which it reads instead of `op`'s result, or sums tensors of `op`'s
+/// shape (`fuse_sums` puts those sums in one pass with what they sum, which reads what `op`
+/// reads). Batch norm's masked gradient `g = dy · step(z)`, read by its two sums and by the
+/// input gradient's chain (which reads `x` for `z`), is then not written.
+fn rereads_no_more(
+    graph: &Graph,
+    uses: &Uses,
+    recomputed: &[bool],
+    wide_reads: &[Vec<ValueId>],
+    root_of: &[Option<usize>],
+    op: usize,
+) -> bool {
+    let output = graph.ops[op].output;
+    let shape = graph.shape(output);
+    let readers = &uses.readers[output.0];
+    let candidate = root_of[op] == Some(op)
+        && !recomputed[op]
+        && is_elementwise(&graph.ops[op].kind)
+        && !uses.is_output[output.0]
+        && readers.len() > 1
+        && wide_reads[op].len() > 1;
+    candidate
+        && readers.iter().all(|&reader| {
+            let Some(root) = root_of[reader].filter(|_| !recomputed[reader]) else {
+                return false;
+            };
+            let root_op = &graph.ops[root];
+            if matches!(root_op.kind, OpKind::SumTo(_)) && graph.shape(root_op.inputs[0]) == shape {
+                return true;
+            }
+            let (inputs, _) = chain(graph, root, root_of, recomputed);
+            let unread = wide_reads[op]
+                .iter()
+                .filter(|t| !inputs.contains(t))
+                .count();
+            unread <= 1
+        })
+}
+
+/// Marks `op` recomputed, with the ops only it reads that are inlined into it.
+fn recompute(graph: &Graph, uses: &Uses, recomputed: &mut [bool], op: usize) {
+    recomputed[op] = true;
+    for &value in &graph.ops[op].inputs {
+        if let Some(producer) = inlined(graph, uses, value, op) {
+            recompute(graph, uses, recomputed, producer);
+        }
+    }
+}
+
+/// The elementwise op of the same shape that computes an input only `reader` reads, which is
+/// recomputed wherever `reader` is.
+fn inlined(graph: &Graph, uses: &Uses, value: ValueId, reader: usize) -> Option<usize> {
+    match graph.values[value.0].definition {
+        Definition::Op(producer)
+            if uses.only(value, reader)
+                && is_elementwise(&graph.ops[producer].kind)
+                && graph.shape(value) == graph.shape(graph.ops[reader].output) =>
+        {
+            Some(producer)
+        }
+        _ => None,
+    }
 }
 
 /// The graph with each ReLU's gradient mask `step(relu(z))` read as `step(z)` where `z` is
@@ -151,17 +238,6 @@ fn masks_from_recomputed_inputs(graph: &Graph) -> Graph {
 /// the tensors of its shape each op reads through the recomputed ops.
 fn recomputable(graph: &Graph, uses: &Uses) -> (Vec<bool>, Vec<Vec<ValueId>>) {
     let mut recomputed = vec![false; graph.ops.len()];
-    // The elementwise op of the same shape that computes an input only `reader` reads.
-    let inlined = |value: ValueId, reader: usize| match graph.values[value.0].definition {
-        Definition::Op(producer)
-            if uses.only(value, reader)
-                && is_elementwise(&graph.ops[producer].kind)
-                && graph.shape(value) == graph.shape(graph.ops[reader].output) =>
-        {
-            Some(producer)
-        }
-        _ => None,
-    };
     // The tensors of its own shape each op reads, through recomputed and inlined ops.
     let mut wide_reads: Vec<Vec<ValueId>> = vec![Vec::new(); graph.ops.len()];
     for (index, op) in graph.ops.iter().enumerate() {
@@ -176,7 +252,7 @@ fn recomputable(graph: &Graph, uses: &Uses) -> (Vec<bool>, Vec<Vec<ValueId>>) {
                 Definition::Op(producer) if recomputed[producer] => {
                     reads.extend(&wide_reads[producer])
                 }
-                _ if let Some(producer) = inlined(value, index) => {
+                _ if let Some(producer) = inlined(graph, uses, value, index) => {
                     reads.extend(&wide_reads[producer])
                 }
                 _ if graph.shape(value) == shape => reads.push(value),
@@ -200,11 +276,7 @@ fn recomputable(graph: &Graph, uses: &Uses) -> (Vec<bool>, Vec<Vec<ValueId>>) {
     // Last to first, so what an inlined op inlines follows it.
     for index in (0..graph.ops.len()).rev() {
         if recomputed[index] {
-            for &value in &graph.ops[index].inputs {
-                if let Some(producer) = inlined(value, index) {
-                    recomputed[producer] = true;
-                }
-            }
+            recompute(graph, uses, &mut recomputed, index);
         }
     }
     (recomputed, wide_reads)
