@@ -9,7 +9,7 @@ use crate::golden::for_each_model;
 use crate::training::{feed, network, options, small};
 use netc::codegen::{compile, CodegenOptions, Program};
 use netc::interp::{run, EvalContext, Tensor};
-use netc::ir::ops::fused::{Arg, Chain};
+use netc::ir::ops::fused::{is_elementwise, Arg, Chain};
 use netc::ir::ops::MapFn;
 use netc::ir::parse::parse;
 use netc::ir::print::print;
@@ -301,6 +301,39 @@ fn relu_masks_after_batch_norm_come_from_the_convolution_output() {
         assert!(!masks.is_empty(), "{model}");
         assert!(masks.iter().all(|&m| m == from_relu), "{model}: {masks:?}");
     }
+}
+
+#[test]
+fn batch_norm_masked_gradients_are_summed_but_not_written() {
+    // In MobileNet, the ReLU-masked gradient `dy · step(z)` that batch norm's gradient sums is
+    // computed from `dy` and `x` by the sums and by the input gradient's chain alike: a chain
+    // that sums it on its own (not in a contraction's write-out) writes nothing else.
+    let net = network("../models/mobilenet_v1.net", &small("mobilenet_v1"));
+    let training = pipeline::training(&net, &options(2, OptimizerKind::Sgd)).expect("lowers");
+    let fused = passes::run(&training.graph, &PassOptions::default());
+    let mut masked_sums = 0;
+    for op in &fused.ops {
+        let OpKind::Fused(chain) = &op.kind else {
+            continue;
+        };
+        let masks = chain
+            .steps
+            .iter()
+            .any(|s| s.kind == OpKind::Map(MapFn::Step));
+        let contraction = !is_elementwise(&chain.steps[0].kind);
+        if !masks || contraction {
+            continue;
+        }
+        let sums = |&result: &usize| matches!(chain.steps[result].kind, OpKind::SumTo(_));
+        if chain.results.iter().any(sums) {
+            masked_sums += 1;
+            assert!(chain.results.iter().all(sums), "{:?}", op.layer);
+        }
+    }
+    // The batch norms whose dy comes from a depthwise convolution's input gradient (the first
+    // convolution's and the 13 pointwise ones') sum on their own; the 13 depthwise ones sum in
+    // the write-out of the pointwise convolution's input gradient.
+    assert_eq!(masked_sums, 14);
 }
 
 #[test]

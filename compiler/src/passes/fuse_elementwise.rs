@@ -18,7 +18,11 @@
 //! the chains that read them, which read `x` instead. The step then writes and keeps fewer
 //! tensors (`x̂` is no longer kept for the backward pass; `x` is) at the price of a few
 //! arithmetic instructions per element. What such an op reads through ops that only it reads
-//! is recomputed with it (batch norm's output `x̂ · γ + β` through `x̂ · γ`).
+//! is recomputed with it (batch norm's output `x̂ · γ + β` through `x̂ · γ`). Once the chains
+//! are formed, an op reading more tensors than that is recomputed too where that adds no reads:
+//! each reader's chain reads all of them but one already, or sums what the op's own pass would
+//! have read (batch norm's ReLU-masked gradient `dy · step(z)`, which its sums and the input
+//! gradient's chain compute from `dy` and `x` rather than read).
 //!
 //! A ReLU's gradient masks by its output, `step(relu(z))`; where `z` is recomputed this way
 //! (batch norm's output before a ReLU) the mask is taken from `z`, so the gradient's chain reads
