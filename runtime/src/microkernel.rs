@@ -301,16 +301,16 @@ mod x86 {
 
     /// A packed panel: row `k` at `k * NR`.
     #[derive(Clone, Copy)]
-    pub(super) struct Packed(*const f32);
+    pub(super) struct PackedB(*const f32);
 
     /// Rows where they lie: row `k` at `offsets[k]`.
     #[derive(Clone, Copy)]
-    pub(super) struct Placed {
+    pub(super) struct PlacedB {
         b: *const f32,
         offsets: *const i64,
     }
 
-    impl Rows for Packed {
+    impl Rows for PackedB {
         #[inline(always)]
         unsafe fn row(self, k: usize) -> *const f32 {
             // SAFETY: the caller keeps `k` inside the panel.
@@ -318,7 +318,7 @@ mod x86 {
         }
     }
 
-    impl Rows for Placed {
+    impl Rows for PlacedB {
         #[inline(always)]
         unsafe fn row(self, k: usize) -> *const f32 {
             // SAFETY: the caller keeps `k < kc`; `offsets[k]` points at a readable row.
@@ -381,16 +381,16 @@ mod x86 {
 
     /// B as the exported functions receive it.
     pub(super) enum BRows {
-        Packed(Packed),
-        Placed(Placed),
+        Packed(PackedB),
+        Placed(PlacedB),
     }
 
     impl BRows {
         pub(super) fn new(b: *const f32, rows: *const i64) -> BRows {
             if rows.is_null() {
-                BRows::Packed(Packed(b))
+                BRows::Packed(PackedB(b))
             } else {
-                BRows::Placed(Placed { b, offsets: rows })
+                BRows::Placed(PlacedB { b, offsets: rows })
             }
         }
     }
