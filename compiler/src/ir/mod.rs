@@ -88,6 +88,14 @@ impl Graph {
         &self.values[value.0].shape
     }
 
+    /// The index of the op that computes `value`; None for an input.
+    pub fn producer(&self, value: ValueId) -> Option<usize> {
+        match self.values[value.0].definition {
+            Definition::Op(op) => Some(op),
+            Definition::Input(_) => None,
+        }
+    }
+
     /// Adds an input. Input names are unique; a repeated name is a compiler bug.
     pub fn input(&mut self, kind: InputKind, name: impl Into<String>, shape: Shape) -> ValueId {
         let name = name.into();

@@ -16,7 +16,7 @@ use crate::autodiff::prune;
 use crate::ir::ops::elementwise::broadcast;
 use crate::ir::ops::pool::every_window_has_a_cell;
 use crate::ir::ops::{MapFn, OpKind};
-use crate::ir::{Definition, Graph, Shape, ValueId};
+use crate::ir::{Graph, Shape, ValueId};
 
 pub fn run(graph: &Graph) -> Graph {
     let factored = rewrite(graph, |new, index, renumber| {
@@ -24,8 +24,8 @@ pub fn run(graph: &Graph) -> Graph {
         let OpKind::SumTo(target) = &op.kind else {
             return Rewrite::Keep;
         };
+        let layer = op.layer.as_deref();
         if let Some(pooled) = pooled_gradient(graph, op.inputs[0], target) {
-            let layer = op.layer.as_deref();
             return Rewrite::Replace(new.op(op.kind.clone(), &[renumber[&pooled]], layer));
         }
         let mut product = Product {
@@ -44,7 +44,6 @@ pub fn run(graph: &Graph) -> Graph {
         if !moves || inner_shape.as_ref() != Ok(graph.shape(op.inputs[0])) {
             return Rewrite::Keep;
         }
-        let layer = op.layer.as_deref();
         let mut terms = product.inner.iter().map(|v| renumber[v]);
         let first = terms.next().expect("a summed tensor's shape has a factor");
         let terms = terms.fold(first, |p, v| new.op(OpKind::Mul, &[p, v], layer));
@@ -95,10 +94,8 @@ impl Product {
 
 /// The op that computes `value`, as its kind and inputs; None for a graph input.
 fn operation(graph: &Graph, value: ValueId) -> Option<(&OpKind, &[ValueId])> {
-    match graph.values[value.0].definition {
-        Definition::Op(index) => Some((&graph.ops[index].kind, &graph.ops[index].inputs[..])),
-        Definition::Input(_) => None,
-    }
+    let op = &graph.ops[graph.producer(value)?];
+    Some((&op.kind, &op.inputs[..]))
 }
 
 /// The dy of `value` when it is max pooling's gradient, every window holding a cell, and the

@@ -186,10 +186,6 @@ fn inlined(graph: &Graph, uses: &Uses, value: ValueId, reader: usize) -> Option<
 /// The graph with each ReLU's gradient mask `step(relu(z))` read as `step(z)` where `z` is
 /// then recomputed; the others stay as they are.
 fn masks_from_recomputed_inputs(graph: &Graph) -> Graph {
-    let op_of = |value: ValueId| match graph.values[value.0].definition {
-        Definition::Op(op) => Some(op),
-        Definition::Input(_) => None,
-    };
     // Each mask's relu input, where an elementwise op computes it.
     let candidates: Vec<Option<usize>> = graph
         .ops
@@ -198,12 +194,15 @@ fn masks_from_recomputed_inputs(graph: &Graph) -> Graph {
             let (OpKind::Map(MapFn::Step), &[y]) = (&op.kind, &op.inputs[..]) else {
                 return None;
             };
-            let relu = &graph.ops[op_of(y)?];
-            let z = op_of(relu.inputs[0])?;
+            let relu = &graph.ops[graph.producer(y)?];
+            let z = graph.producer(relu.inputs[0])?;
             let from_relu = relu.kind == OpKind::Map(MapFn::Relu);
             (from_relu && is_elementwise(&graph.ops[z].kind)).then_some(z)
         })
         .collect();
+    if candidates.iter().all(Option::is_none) {
+        return graph.clone();
+    }
     let masked = |masks: &[Option<usize>]| {
         rewrite(graph, |new, index, renumber| match masks[index] {
             Some(z) => {
@@ -214,9 +213,6 @@ fn masks_from_recomputed_inputs(graph: &Graph) -> Graph {
             None => Rewrite::Keep,
         })
     };
-    if candidates.iter().all(Option::is_none) {
-        return graph.clone();
-    }
     // Each op of the rewritten graph is the op of the same index here. A `z` recomputed from
     // a tensor only it reads (a convolution's output through its bias) would make that tensor
     // be written where fusion would not have written it.
@@ -277,8 +273,8 @@ fn recomputable(graph: &Graph, uses: &Uses) -> (Vec<bool>, Vec<Vec<ValueId>>) {
             shared && readers_fit && !uses.is_output[op.output.0] && reads.len() <= 1;
         wide_reads[index] = reads;
     }
-    // Last to first, so what an inlined op inlines follows it.
-    for index in (0..graph.ops.len()).rev() {
+    // Each recomputed op with what it inlines.
+    for index in 0..graph.ops.len() {
         if recomputed[index] {
             recompute(graph, uses, &mut recomputed, index);
         }
@@ -289,10 +285,6 @@ fn recomputable(graph: &Graph, uses: &Uses) -> (Vec<bool>, Vec<Vec<ValueId>>) {
 /// The chain each op belongs to, by its last op (the root), besides the `recomputed` ones,
 /// which belong to every chain that reads them.
 fn chains(graph: &Graph, uses: &Uses, recomputed: &[bool]) -> Vec<Option<usize>> {
-    let producer = |value: ValueId| match graph.values[value.0].definition {
-        Definition::Op(op) => Some(op),
-        Definition::Input(_) => None,
-    };
     // Roots are found last to first, so an op's only reader has been placed when the op is
     // reached.
     let mut root_of: Vec<Option<usize>> = vec![None; graph.ops.len()];
@@ -314,7 +306,9 @@ fn chains(graph: &Graph, uses: &Uses, recomputed: &[bool]) -> Vec<Option<usize>>
         let mut pending = vec![root];
         while let Some(reader) = pending.pop() {
             for &value in &graph.ops[reader].inputs {
-                let Some(op) = producer(value) else { continue };
+                let Some(op) = graph.producer(value) else {
+                    continue;
+                };
                 let kind = &graph.ops[op].kind;
                 let joins = root_of[op].is_none()
                     && !recomputed[op]

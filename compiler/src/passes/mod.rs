@@ -117,7 +117,8 @@ impl Pass {
         match self {
             Pass::FactorSums => {
                 "factors constant along a sum's axes taken out of it (batch norm's gradient: two \
-                 sums instead of four)"
+                 sums instead of four); a sum of max pooling's gradient over whole planes taken \
+                 over the pooled gradient"
             }
             Pass::MergeDuplicates => "ops that compute the same thing from the same inputs, once",
             Pass::FoldBatchNorm => "inference batch norm folded into the convolution before it",
