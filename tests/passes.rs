@@ -264,6 +264,76 @@ fn a_sum_of_max_pooling_gradient_sums_dy_where_every_window_holds_a_cell() {
 }
 
 #[test]
+fn a_first_convolution_takes_its_weight_gradient_at_the_pooled_maxima() {
+    // mnist_cnn's conv1 (no input gradient) reads its pool's gradient only for its weight
+    // gradient, which becomes the pooled op; conv2's unpooled gradient also feeds its input
+    // gradient, so its weight gradient stays a contraction.
+    let net = network("../models/mnist_cnn.net", &small("mnist_cnn"));
+    let training = pipeline::training(&net, &options(2, OptimizerKind::Sgd)).expect("lowers");
+    let fused = passes::run(&training.graph, &PassOptions::default());
+    let layers = |name: &str| -> Vec<&str> {
+        let ops = fused.ops.iter().filter(|op| op.kind.name() == name);
+        ops.map(|op| op.layer.as_deref().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(layers("pooled_conv2d_weight_grad"), ["conv1"]);
+    assert_eq!(layers("conv2d_weight_grad"), ["conv2"]);
+    assert_eq!(layers("maxpool_grad"), ["pool2"]);
+
+    // By hand: the rewrite, and what keeps it off: another reader of the unpooled gradient, a
+    // padded convolution, a pool that steps over too few outputs.
+    let graph = |conv_pad: usize, pool: usize, stride: usize, read_dx: bool| {
+        let out = 10 + 2 * conv_pad - 2;
+        let pooled = (out - pool) / stride + 1;
+        let dx = if read_dx {
+            "output prediction dx = %3"
+        } else {
+            ""
+        };
+        parse(&format!(
+            "graph step {{
+              %0 = data x : [2,2,10,10]
+              %1 = data z : [2,4,{out},{out}]
+              %2 = data dy : [2,4,{pooled},{pooled}]
+              %3 = maxpool_grad(%1, %2) kernel={pool}x{pool} stride={stride}x{stride} pad=0,0,0,0 ceil=false include_pad=false : [2,4,{out},{out}]
+              %4 = conv2d_weight_grad(%0, %3) stride=1x1 pad={conv_pad},{conv_pad},{conv_pad},{conv_pad} dilation=1x1 groups=2 kernel=3x3 : [4,1,3,3]
+              output prediction dw = %4
+              {dx}
+            }}"
+        ))
+        .expect("parses")
+    };
+    let cases = [
+        ((0, 3, 3, false), true),
+        ((0, 2, 2, false), true),
+        ((0, 3, 3, true), false),
+        ((1, 3, 3, false), false),
+        ((0, 3, 1, false), false),
+    ];
+    for ((conv_pad, pool, stride, read_dx), pooled) in cases {
+        let before = graph(conv_pad, pool, stride, read_dx);
+        let after = passes::apply(Pass::PoolWeightGrads, &before);
+        verify(&after).expect("verifies");
+        let rewritten = after
+            .ops
+            .iter()
+            .any(|op| op.kind.name() == "pooled_conv2d_weight_grad");
+        assert_eq!(rewritten, pooled, "{conv_pad} {pool} {stride} {read_dx}");
+        let inputs: HashMap<String, Tensor> = before
+            .inputs()
+            .map(|(value, input)| {
+                let shape = before.shape(value).clone();
+                let len: usize = shape.iter().product();
+                // Few distinct values, so that windows hold equal maxima.
+                let data = (0..len).map(|i| ((i * 7 + len) % 5) as f64 - 2.0).collect();
+                (input.name.clone(), Tensor::new(shape, data))
+            })
+            .collect();
+        assert_eq!(outputs(&before, &inputs), outputs(&after, &inputs));
+    }
+}
+
+#[test]
 fn relu_masks_after_batch_norm_come_from_the_convolution_output() {
     // MobileNet's every ReLU follows a batch norm: each gradient mask is computed in its chain
     // from the convolution's output, which the chain reads for batch norm's gradient anyway,

@@ -196,9 +196,9 @@ struct PassFlags {
     #[arg(long)]
     unfused: bool,
     /// Switch a pass off by name; repeatable. The passes: factor_sums, merge_duplicates,
-    /// fold_batch_norm, fuse_elementwise, fuse_epilogue, fuse_sums, schedule_updates,
-    /// reuse_buffers, update_in_place, group_launches (a wrong name lists them with what each
-    /// does).
+    /// pool_weight_grads, fold_batch_norm, fuse_elementwise, fuse_epilogue, fuse_sums,
+    /// schedule_updates, reuse_buffers, update_in_place, group_launches (a wrong name lists them
+    /// with what each does).
     #[arg(long, value_name = "PASS", value_parser = Pass::parse)]
     disable_pass: Vec<Pass>,
 }

@@ -295,6 +295,12 @@ fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -
             .sum();
         return Some(vec![magnitude / labels.data.len() as f64]);
     }
+    if let OpKind::PooledConv2dWeightGrad { .. } = kind {
+        // Linear in x and dy; p only places the maxima, so it stays as it is.
+        let absolute = absolute(&[arguments[0], arguments[2]]);
+        let arguments = [&absolute[0], arguments[1], &absolute[1]];
+        return Some(kind.eval(&arguments, context).data);
+    }
     let linear = matches!(
         kind,
         OpKind::SumTo(_)

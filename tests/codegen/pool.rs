@@ -2,12 +2,13 @@
 //! and their gradients on random windows, strides, paddings and rounding modes, on images wide
 //! enough for runs of sliding windows to reach the unrolled f32x4 loops and their scalar tails,
 //! with values on a coarse grid so that windows often hold equal maxima; the pools of the zoo's
-//! networks, windows too large to unroll, and the channel window sum at every window size.
+//! networks, windows too large to unroll, and the channel window sum at every window size; a
+//! convolution's weight gradient through max pooling, on random convolutions and pools.
 
 use super::{check_op, config, random_tensor};
 use crate::gradcheck::pool::pool_case;
 use netc::interp::Tensor;
-use netc::ir::ops::PoolAttrs;
+use netc::ir::ops::{ConvAttrs, PoolAttrs};
 use netc::ir::OpKind;
 use proptest::prelude::*;
 
@@ -90,6 +91,42 @@ proptest! {
     fn avgpool_grad_matches_the_interpreter((attrs, x) in wide_pool_case(), seed in any::<u64>()) {
         let dy = values(pooled(attrs, &x), seed, false);
         check_op(OpKind::AvgPoolGrad(attrs, [x[2], x[3]]), &[dy], 1e-5);
+    }
+
+    /// Any unpadded convolution (strides, dilations, groups, kernels wider than a vector) under
+    /// any pool, its output on the coarse grid so that windows hold equal maxima.
+    #[test]
+    fn pooled_conv2d_weight_grad_matches_the_interpreter(
+        (n, groups, group_in, group_out) in (1..=3usize, 1..=2usize, 1..=3usize, 1..=3usize),
+        kernel in [1..=6usize, 1..=6usize],
+        stride in [1..=2usize, 1..=2usize],
+        dilation in [1..=2usize, 1..=2usize],
+        extra in [0..=8usize, 0..=12usize],
+        (pool_kernel, pool_stride, pool_pad, ceil) in (1..=3usize, 1..=3usize, 0..=1usize, any::<bool>()),
+        seed in any::<u64>(),
+        coarse in any::<bool>(),
+    ) {
+        let conv = ConvAttrs { stride, pad: [0; 4], dilation, groups };
+        let span = |k: usize| (kernel[k] - 1) * dilation[k] + 1 + extra[k];
+        let x = vec![n, groups * group_in, span(0), span(1)];
+        let w = vec![groups * group_out, group_in, kernel[0], kernel[1]];
+        let p = OpKind::Conv2d(conv).shape(&[&x, &w]).expect("an unpadded kernel fits");
+        let pool = PoolAttrs {
+            kernel: [pool_kernel; 2],
+            stride: [pool_stride; 2],
+            pad: [pool_pad.min(pool_kernel / 2); 4],
+            ceil,
+            include_pad: false,
+        };
+        let dy = OpKind::MaxPool(pool).shape(&[&p]);
+        prop_assume!(dy.is_ok());
+        let kind = OpKind::PooledConv2dWeightGrad { conv, kernel, pool };
+        let inputs = [
+            values(x, seed, false),
+            values(p, seed ^ 1, coarse),
+            values(dy.expect("checked"), seed ^ 2, false),
+        ];
+        check_op(kind, &inputs, 1e-5);
     }
 
     #[test]

@@ -288,6 +288,11 @@ fn blank_ops() -> Vec<OpKind> {
         OpKind::Conv2d(conv),
         OpKind::Conv2dInputGrad(conv, [0; 2]),
         OpKind::Conv2dWeightGrad(conv, [0; 2]),
+        OpKind::PooledConv2dWeightGrad {
+            conv,
+            kernel: [0; 2],
+            pool,
+        },
         OpKind::MatMul {
             transpose_a: false,
             transpose_b: false,
@@ -570,7 +575,7 @@ mod tests {
             (graph("  %1 = data y : [2147483647,2147483647,2147483647]"), "3:17: [2147483647,2147483647,2147483647] has too many elements"),
             (graph("  %1 = relu(%1) : [2,3]"), "3:13: %1 is not defined before this line"),
             (graph("  %1 = relux(%0) : [2,3]"), "3:8: unknown op `relux`; did you mean `relu`?"),
-            (graph("  %1 = frobnicate(%0) : [2,3]"), "3:8: unknown op `frobnicate` (one of conv2d, conv2d_input_grad, conv2d_weight_grad, matmul, maxpool, maxpool_grad, avgpool, avgpool_grad, channel_window_sum, add, sub, mul, div, reshape, sum_to, sum_squared_deviations_to, broadcast, concat, slice, softmax, softmax_grad, softmax_cross_entropy, softmax_cross_entropy_grad, binary_cross_entropy, binary_cross_entropy_grad, dropout_mask, fill, fused, neg, exp, log, sqrt, abs, sign, step, sigmoid, tanh, relu, leaky_relu, scale, add_const, pow_const)"),
+            (graph("  %1 = frobnicate(%0) : [2,3]"), "3:8: unknown op `frobnicate` (one of conv2d, conv2d_input_grad, conv2d_weight_grad, pooled_conv2d_weight_grad, matmul, maxpool, maxpool_grad, avgpool, avgpool_grad, channel_window_sum, add, sub, mul, div, reshape, sum_to, sum_squared_deviations_to, broadcast, concat, slice, softmax, softmax_grad, softmax_cross_entropy, softmax_cross_entropy_grad, binary_cross_entropy, binary_cross_entropy_grad, dropout_mask, fill, fused, neg, exp, log, sqrt, abs, sign, step, sigmoid, tanh, relu, leaky_relu, scale, add_const, pow_const)"),
             (graph("  %1 = relu(%0) : [3,2]"), "3:19: `relu` gives [2,3] here, not [3,2]"),
             (graph("  %1 = add(%0) : [2,3]"), "3:8: `add` on [2,3]: expected 2 inputs, found 1"),
             (graph("  %1 = leaky_relu(%0) : [2,3]"), "3:8: `leaky_relu` takes the attributes slope, in this order"),
@@ -582,6 +587,7 @@ mod tests {
             (graph("  %1 = dropout_mask() rate=0.5 stream=18446744073709551616 shape=[2] : [2]"), "3:39: `stream` is a whole number below 2^64, not `18446744073709551616`"),
             (graph("  %1 = reshape(%0) shape=6 : [6]"), "3:26: `shape` is a shape like `[2,3]`, not `6`"),
             (graph("  %1 = channel_window_sum(%0) size=2 : [2,3]"), "3:8: `channel_window_sum` on [2,3]: window size 2 is not odd"),
+            (graph("  %1 = pooled_conv2d_weight_grad(%0, %0, %0) stride=1x1 pad=0,0,1,1 dilation=1x1 groups=1 kernel=3x3 pool_kernel=2x2 pool_stride=2x2 pool_pad=0,0,0,0 pool_ceil=false pool_include_pad=false : [1,1,3,3]"), "3:8: `pooled_conv2d_weight_grad` on [2,3], [2,3], [2,3]: the convolution must not be padded"),
             (graph("  %1 = relu(%0) : [2,3] @conv 1"), "3:31: expected `}`, a value like `%3`, or an output like `output loss loss = %9`"),
             ("graph g %0 = data x : [2]\n}".into(), "1:9: expected `{`"),
             (graph("  %1 = relu(%0 : [2,3]"), "3:16: expected `)`"),

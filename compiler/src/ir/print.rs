@@ -184,6 +184,20 @@ pub(crate) fn attributes(kind: &mut OpKind) -> Vec<(&'static str, Attribute<'_>)
             attributes.push(("kernel", Pair(kernel)));
             attributes
         }
+        OpKind::PooledConv2dWeightGrad { conv, kernel, pool } => {
+            let mut attributes = conv_attributes(conv);
+            attributes.push(("kernel", Pair(kernel)));
+            let pool = pool_attributes(pool);
+            let names = [
+                "pool_kernel",
+                "pool_stride",
+                "pool_pad",
+                "pool_ceil",
+                "pool_include_pad",
+            ];
+            attributes.extend(names.into_iter().zip(pool).map(|(name, (_, a))| (name, a)));
+            attributes
+        }
         OpKind::MatMul {
             transpose_a,
             transpose_b,
@@ -302,7 +316,7 @@ pub(crate) mod examples {
     }
 
     /// How many variants `variant_number` numbers.
-    pub(crate) const VARIANTS: usize = 28 + 14;
+    pub(crate) const VARIANTS: usize = 29 + 14;
 
     /// A number in `0..VARIANTS` for each variant of `OpKind`, and of `MapFn` within `Map`. The
     /// matches are exhaustive: a new variant does not compile until it is numbered here, and
@@ -338,8 +352,9 @@ pub(crate) mod examples {
             OpKind::Fill { .. } => 25,
             OpKind::Fused(_) => 26,
             OpKind::SumSquaredDeviationsTo(_) => 27,
+            OpKind::PooledConv2dWeightGrad { .. } => 28,
             OpKind::Map(f) => {
-                28 + match f {
+                29 + match f {
                     MapFn::Neg => 0,
                     MapFn::Exp => 1,
                     MapFn::Log => 2,
@@ -393,6 +408,18 @@ pub(crate) mod examples {
         };
         let pooled = g.op(OpKind::MaxPool(max), &[y], Some("pool"));
         g.op(OpKind::MaxPoolGrad(max), &[y, pooled], Some("pool"));
+        let unpadded = ConvAttrs {
+            pad: [0; 4],
+            ..conv
+        };
+        let z = g.op(OpKind::Conv2d(unpadded), &[x, w], layer);
+        let z_pooled = g.op(OpKind::MaxPool(max), &[z], Some("pool"));
+        let pooled_grad = OpKind::PooledConv2dWeightGrad {
+            conv: unpadded,
+            kernel: [3, 3],
+            pool: max,
+        };
+        g.op(pooled_grad, &[x, z, z_pooled], layer);
         let avg = PoolAttrs {
             kernel: [3, 2],
             stride: [3, 2],
@@ -605,55 +632,58 @@ graph every_op.training {
   %10 = conv2d_weight_grad(%0, %8) stride=1x2 pad=1,1,0,2 dilation=2x1 groups=1 kernel=3x3 : [4,3,3,3] @block.0.conv
   %11 = maxpool(%8) kernel=2x2 stride=2x1 pad=0,1,0,0 ceil=true include_pad=false : [2,4,3,3] @pool
   %12 = maxpool_grad(%8, %11) kernel=2x2 stride=2x1 pad=0,1,0,0 ceil=true include_pad=false : [2,4,6,4] @pool
-  %13 = avgpool(%8) kernel=3x2 stride=3x2 pad=0,0,0,0 ceil=false include_pad=true : [2,4,2,2]
-  %14 = avgpool_grad(%13) kernel=3x2 stride=3x2 pad=0,0,0,0 ceil=false include_pad=true input_hw=6x4 : [2,4,6,4]
-  %15 = channel_window_sum(%8) size=3 : [2,4,6,4] @lrn
-  %16 = reshape(%5) shape=[1,4,1,1] : [1,4,1,1]
-  %17 = add(%8, %16) : [2,4,6,4] @bn
-  %18 = sub(%8, %16) : [2,4,6,4] @bn
-  %19 = mul(%8, %16) : [2,4,6,4] @bn
-  %20 = div(%8, %16) : [2,4,6,4] @bn
-  %21 = sum_to(%8) shape=[1,4,1,1] : [1,4,1,1] @bn
-  %22 = reshape(%21) shape=[4] : [4] @bn
-  %23 = broadcast(%16) shape=[2,4,6,4] : [2,4,6,4]
-  %24 = concat(%8, %15) axis=1 : [2,8,6,4]
-  %25 = slice(%24) axis=1 start=2 len=3 : [2,3,6,4]
-  %26 = reshape(%13) shape=[2,16] : [2,16]
-  %27 = matmul(%26, %4) transpose_a=false transpose_b=true : [2,5] @dense
-  %28 = softmax(%27) : [2,5]
-  %29 = softmax_grad(%28, %27) : [2,5]
-  %30 = softmax_cross_entropy(%27, %1) : [] @loss
-  %31 = softmax_cross_entropy_grad(%27, %1, %30) : [2,5] @loss
-  %32 = sigmoid(%27) : [2,5]
-  %33 = binary_cross_entropy(%32, %2) : []
-  %34 = binary_cross_entropy_grad(%32, %2, %33) : [2,5]
-  %35 = dropout_mask(%7) rate=0.1 stream=18446744073709551615 shape=[2,5] : [2,5] @dropout
-  %36 = fill() value=1e-300 shape=[2,5] : [2,5]
-  %37 = neg(%27) : [2,5]
-  %38 = exp(%27) : [2,5]
-  %39 = log(%27) : [2,5]
-  %40 = sqrt(%27) : [2,5]
-  %41 = abs(%27) : [2,5]
-  %42 = sign(%27) : [2,5]
-  %43 = step(%27) : [2,5]
-  %44 = tanh(%27) : [2,5]
-  %45 = relu(%27) : [2,5]
-  %46 = leaky_relu(%27) slope=0.01 : [2,5]
-  %47 = scale(%27) factor=-inf : [2,5]
-  %48 = add_const(%27) value=-0.0 : [2,5]
-  %49 = pow_const(%27) exponent=-0.5 : [2,5]
-  %50 = fused(%8, %16) chain={mul(x0, x1); add_const(t0) value=0.5; relu(t1)} : [2,4,6,4] @bn
-  %51 = fused(%0, %3, %16) chain={conv2d(x0, x1) stride=1x2 pad=1,1,0,2 dilation=2x1 groups=1; add(t0, x2); relu(t1)} : [2,4,6,4] @block.0.conv
-  %52 = fused(%8) chain={mul(x0, x0); sum_to(t0) shape=[1,4,1,1]} : [1,4,1,1] @bn
-  %53 = fused(%8, %16) chain={mul(x0, x1); sum_to(x0) shape=[1,4,1,1]; sum_to(t0) shape=[1,4,1,1] -> t0, t1, t2} : [200] @bn
-  %54 = mul(%10, %6) : [4,3,3,3]
-  %55 = sum_squared_deviations_to(%8) shape=[1,4,1,1] : [1,4,1,1] @bn
-  %56 = fused(%0, %3) chain={conv2d(x0, x1) stride=1x2 pad=1,1,0,2 dilation=2x1 groups=1; sum_to(t0) shape=[1,4,1,1]; sum_squared_deviations_to(t0) shape=[1,4,1,1] -> t0, t1, t2} : [200] @block.0.conv
-  output loss loss = %30
-  output prediction prediction = %28
+  %13 = conv2d(%0, %3) stride=1x2 pad=0,0,0,0 dilation=2x1 groups=1 : [2,4,4,3] @block.0.conv
+  %14 = maxpool(%13) kernel=2x2 stride=2x1 pad=0,1,0,0 ceil=true include_pad=false : [2,4,2,2] @pool
+  %15 = pooled_conv2d_weight_grad(%0, %13, %14) stride=1x2 pad=0,0,0,0 dilation=2x1 groups=1 kernel=3x3 pool_kernel=2x2 pool_stride=2x1 pool_pad=0,1,0,0 pool_ceil=true pool_include_pad=false : [4,3,3,3] @block.0.conv
+  %16 = avgpool(%8) kernel=3x2 stride=3x2 pad=0,0,0,0 ceil=false include_pad=true : [2,4,2,2]
+  %17 = avgpool_grad(%16) kernel=3x2 stride=3x2 pad=0,0,0,0 ceil=false include_pad=true input_hw=6x4 : [2,4,6,4]
+  %18 = channel_window_sum(%8) size=3 : [2,4,6,4] @lrn
+  %19 = reshape(%5) shape=[1,4,1,1] : [1,4,1,1]
+  %20 = add(%8, %19) : [2,4,6,4] @bn
+  %21 = sub(%8, %19) : [2,4,6,4] @bn
+  %22 = mul(%8, %19) : [2,4,6,4] @bn
+  %23 = div(%8, %19) : [2,4,6,4] @bn
+  %24 = sum_to(%8) shape=[1,4,1,1] : [1,4,1,1] @bn
+  %25 = reshape(%24) shape=[4] : [4] @bn
+  %26 = broadcast(%19) shape=[2,4,6,4] : [2,4,6,4]
+  %27 = concat(%8, %18) axis=1 : [2,8,6,4]
+  %28 = slice(%27) axis=1 start=2 len=3 : [2,3,6,4]
+  %29 = reshape(%16) shape=[2,16] : [2,16]
+  %30 = matmul(%29, %4) transpose_a=false transpose_b=true : [2,5] @dense
+  %31 = softmax(%30) : [2,5]
+  %32 = softmax_grad(%31, %30) : [2,5]
+  %33 = softmax_cross_entropy(%30, %1) : [] @loss
+  %34 = softmax_cross_entropy_grad(%30, %1, %33) : [2,5] @loss
+  %35 = sigmoid(%30) : [2,5]
+  %36 = binary_cross_entropy(%35, %2) : []
+  %37 = binary_cross_entropy_grad(%35, %2, %36) : [2,5]
+  %38 = dropout_mask(%7) rate=0.1 stream=18446744073709551615 shape=[2,5] : [2,5] @dropout
+  %39 = fill() value=1e-300 shape=[2,5] : [2,5]
+  %40 = neg(%30) : [2,5]
+  %41 = exp(%30) : [2,5]
+  %42 = log(%30) : [2,5]
+  %43 = sqrt(%30) : [2,5]
+  %44 = abs(%30) : [2,5]
+  %45 = sign(%30) : [2,5]
+  %46 = step(%30) : [2,5]
+  %47 = tanh(%30) : [2,5]
+  %48 = relu(%30) : [2,5]
+  %49 = leaky_relu(%30) slope=0.01 : [2,5]
+  %50 = scale(%30) factor=-inf : [2,5]
+  %51 = add_const(%30) value=-0.0 : [2,5]
+  %52 = pow_const(%30) exponent=-0.5 : [2,5]
+  %53 = fused(%8, %19) chain={mul(x0, x1); add_const(t0) value=0.5; relu(t1)} : [2,4,6,4] @bn
+  %54 = fused(%0, %3, %19) chain={conv2d(x0, x1) stride=1x2 pad=1,1,0,2 dilation=2x1 groups=1; add(t0, x2); relu(t1)} : [2,4,6,4] @block.0.conv
+  %55 = fused(%8) chain={mul(x0, x0); sum_to(t0) shape=[1,4,1,1]} : [1,4,1,1] @bn
+  %56 = fused(%8, %19) chain={mul(x0, x1); sum_to(x0) shape=[1,4,1,1]; sum_to(t0) shape=[1,4,1,1] -> t0, t1, t2} : [200] @bn
+  %57 = mul(%10, %6) : [4,3,3,3]
+  %58 = sum_squared_deviations_to(%8) shape=[1,4,1,1] : [1,4,1,1] @bn
+  %59 = fused(%0, %3) chain={conv2d(x0, x1) stride=1x2 pad=1,1,0,2 dilation=2x1 groups=1; sum_to(t0) shape=[1,4,1,1]; sum_squared_deviations_to(t0) shape=[1,4,1,1] -> t0, t1, t2} : [200] @block.0.conv
+  output loss loss = %33
+  output prediction prediction = %31
   output gradient conv.weight = %10
-  output update conv.weight = %54
-  output update bn.running_mean = %22
+  output update conv.weight = %57
+  output update bn.running_mean = %25
 }
 ";
         assert_eq!(print(&every_op()), expected);

@@ -13,6 +13,7 @@ pub mod fuse_sums;
 pub mod group_launches;
 pub mod memory;
 pub mod merge_duplicates;
+pub mod pool_weight_grads;
 pub mod schedule;
 
 use crate::ir::{Graph, Op, ValueId};
@@ -24,6 +25,7 @@ use std::fmt;
 pub enum Pass {
     FactorSums,
     MergeDuplicates,
+    PoolWeightGrads,
     FoldBatchNorm,
     FuseElementwise,
     FuseEpilogue,
@@ -36,9 +38,10 @@ pub enum Pass {
 
 impl Pass {
     /// Every pass, in the order `run` applies them.
-    pub const ALL: [Pass; 10] = [
+    pub const ALL: [Pass; 11] = [
         Pass::FactorSums,
         Pass::MergeDuplicates,
+        Pass::PoolWeightGrads,
         Pass::FoldBatchNorm,
         Pass::FuseElementwise,
         Pass::FuseEpilogue,
@@ -53,6 +56,7 @@ impl Pass {
         match self {
             Pass::FactorSums => "factor_sums",
             Pass::MergeDuplicates => "merge_duplicates",
+            Pass::PoolWeightGrads => "pool_weight_grads",
             Pass::FoldBatchNorm => "fold_batch_norm",
             Pass::FuseElementwise => "fuse_elementwise",
             Pass::FuseEpilogue => "fuse_epilogue",
@@ -85,7 +89,8 @@ impl Pass {
     /// Whether the pass fuses ops (what `--unfused` turns off).
     pub fn is_fusion(self) -> bool {
         match self {
-            Pass::FoldBatchNorm
+            Pass::PoolWeightGrads
+            | Pass::FoldBatchNorm
             | Pass::FuseElementwise
             | Pass::FuseEpilogue
             | Pass::FuseSums
@@ -103,6 +108,7 @@ impl Pass {
         match self {
             Pass::FactorSums
             | Pass::MergeDuplicates
+            | Pass::PoolWeightGrads
             | Pass::FoldBatchNorm
             | Pass::FuseElementwise
             | Pass::FuseEpilogue
@@ -121,6 +127,10 @@ impl Pass {
                  over the pooled gradient"
             }
             Pass::MergeDuplicates => "ops that compute the same thing from the same inputs, once",
+            Pass::PoolWeightGrads => {
+                "a convolution's weight gradient through max pooling taken at each window's \
+                 maximum alone, where nothing else reads the unpooled gradient"
+            }
             Pass::FoldBatchNorm => "inference batch norm folded into the convolution before it",
             Pass::FuseElementwise => {
                 "chains of elementwise ops as one loop, forward and backward, and into the sums \
@@ -218,6 +228,7 @@ pub fn apply(pass: Pass, graph: &Graph) -> Graph {
     match pass {
         Pass::FactorSums => factor_sums::run(graph),
         Pass::MergeDuplicates => merge_duplicates::run(graph),
+        Pass::PoolWeightGrads => pool_weight_grads::run(graph),
         Pass::FoldBatchNorm => fold_batch_norm::run(graph),
         Pass::FuseElementwise => fuse_elementwise::run(graph),
         Pass::FuseEpilogue => fuse_epilogue::run(graph),

@@ -15,6 +15,7 @@ pub mod layout;
 pub mod loss;
 pub mod matmul;
 pub mod pool;
+pub mod pooled_weight_grad;
 pub mod softmax;
 pub mod source;
 pub mod window;
@@ -81,6 +82,13 @@ pub enum OpKind {
     MatMul {
         transpose_a: bool,
         transpose_b: bool,
+    },
+    /// `(x, p, dy) -> dw`: `conv2d_weight_grad(x, maxpool_grad(p, dy))` where `p` is the
+    /// unpadded convolution's output and `dy` its pool's gradient, taken at the maxima alone.
+    PooledConv2dWeightGrad {
+        conv: ConvAttrs,
+        kernel: [usize; 2],
+        pool: PoolAttrs,
     },
     /// `x [N,C,H,W] -> [N,C,OH,OW]`; padding never wins.
     MaxPool(PoolAttrs),
@@ -157,6 +165,7 @@ impl OpKind {
             OpKind::Conv2d(_) => "conv2d",
             OpKind::Conv2dInputGrad(..) => "conv2d_input_grad",
             OpKind::Conv2dWeightGrad(..) => "conv2d_weight_grad",
+            OpKind::PooledConv2dWeightGrad { .. } => "pooled_conv2d_weight_grad",
             OpKind::MatMul { .. } => "matmul",
             OpKind::MaxPool(_) => "maxpool",
             OpKind::MaxPoolGrad(_) => "maxpool_grad",
@@ -192,6 +201,9 @@ impl OpKind {
             OpKind::Conv2d(a) => conv::shape(a, inputs),
             OpKind::Conv2dInputGrad(a, hw) => conv::input_grad_shape(a, *hw, inputs),
             OpKind::Conv2dWeightGrad(a, k) => conv::weight_grad_shape(a, *k, inputs),
+            OpKind::PooledConv2dWeightGrad { conv, kernel, pool } => {
+                pooled_weight_grad::shape(conv, *kernel, pool, inputs)
+            }
             OpKind::MatMul {
                 transpose_a,
                 transpose_b,
@@ -228,6 +240,9 @@ impl OpKind {
             OpKind::Conv2d(a) => conv::eval(a, inputs),
             OpKind::Conv2dInputGrad(a, hw) => conv::eval_input_grad(a, *hw, inputs),
             OpKind::Conv2dWeightGrad(a, k) => conv::eval_weight_grad(a, *k, inputs),
+            OpKind::PooledConv2dWeightGrad { conv, kernel, pool } => {
+                pooled_weight_grad::eval(conv, *kernel, pool, inputs)
+            }
             OpKind::MatMul {
                 transpose_a,
                 transpose_b,
@@ -292,6 +307,7 @@ impl OpKind {
             OpKind::DropoutMask { .. } | OpKind::Fill { .. } => vec![None; op.inputs.len()],
             OpKind::Conv2dInputGrad(..)
             | OpKind::Conv2dWeightGrad(..)
+            | OpKind::PooledConv2dWeightGrad { .. }
             | OpKind::MaxPoolGrad(_)
             | OpKind::AvgPoolGrad(..)
             | OpKind::SoftmaxGrad
@@ -314,6 +330,9 @@ impl OpKind {
                 conv::emit_input_grad(a, sink, inputs, output, &Epilogue::none())
             }
             OpKind::Conv2dWeightGrad(a, _) => conv::emit_weight_grad(a, sink, inputs, output),
+            OpKind::PooledConv2dWeightGrad { conv, pool, .. } => {
+                pooled_weight_grad::emit(conv, pool, sink, inputs, output)
+            }
             OpKind::MatMul {
                 transpose_a,
                 transpose_b,

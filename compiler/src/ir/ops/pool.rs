@@ -408,22 +408,25 @@ impl Axis {
 
 /// A pooling op's planes and windows. `height` and `width` are the input's (the gradient's, for
 /// the backward ops), the `out_` ones the pooled tensor's.
-struct Geometry {
+pub(super) struct Geometry {
     planes: usize,
-    height: usize,
-    width: usize,
-    out_height: usize,
-    out_width: usize,
+    pub height: usize,
+    pub width: usize,
+    pub out_height: usize,
+    pub out_width: usize,
     rows: Axis,
     cols: Axis,
 }
 
 /// One window, or in f32x4 code `LANES` windows side by side, each one column after the last.
-struct Window {
+pub(super) struct Window {
     /// The element of the input-shaped tensor at the (first) window's first cell.
-    x: Value,
+    pub x: Value,
+    /// That cell's row and column in its plane (I64).
+    pub row: Value,
+    pub col: Value,
     /// The element of the pooled tensor the (first) window gives.
-    y: Value,
+    pub y: Value,
     rows: usize,
     cols: usize,
     /// Its positions within the padded input.
@@ -431,7 +434,7 @@ struct Window {
 }
 
 impl Window {
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.rows == 0 || self.cols == 0
     }
 
@@ -447,7 +450,7 @@ impl Window {
 }
 
 impl Geometry {
-    fn new(a: &PoolAttrs, x: &[usize]) -> Geometry {
+    pub fn new(a: &PoolAttrs, x: &[usize]) -> Geometry {
         let &[n, c, height, width] = x else {
             unreachable!("verified shapes are 4-D")
         };
@@ -493,7 +496,7 @@ impl Geometry {
     /// and `y` (pooled), in row-major order. With `unroll` above 0, runs of windows sliding by
     /// one column go `LANES` at a time in f32x4 lanes (`ty` F32X4), `unroll` steps per
     /// iteration; every other window goes alone (F32).
-    fn for_each_window(
+    pub fn for_each_window(
         &self,
         e: &mut Emitter,
         x: Value,
@@ -503,19 +506,22 @@ impl Geometry {
     ) {
         for rows in &self.rows.segments {
             for_outputs(e, &rows.outputs, |e, i| {
-                let down = e.b.ins().imul_imm_s(i, (rows.step * self.width) as i64);
+                let row = e.b.ins().imul_imm_s(i, rows.step as i64);
+                let row = e.b.ins().iadd_imm_s(row, rows.offset);
+                let down = e.b.ins().imul_imm_s(row, self.width as i64);
                 let x_row = e.b.ins().iadd(x, down);
-                let x_row = e.b.ins().iadd_imm_s(x_row, rows.offset * self.width as i64);
                 let down = e.b.ins().imul_imm_s(i, self.out_width as i64);
                 let y_row = e.b.ins().iadd(y, down);
                 for cols in &self.cols.segments {
                     let mut at = |e: &mut Emitter, j: Value, ty: Type| {
-                        let across = e.b.ins().imul_imm_s(j, cols.step as i64);
-                        let x = e.b.ins().iadd(x_row, across);
-                        let x = e.b.ins().iadd_imm_s(x, cols.offset);
+                        let col = e.b.ins().imul_imm_s(j, cols.step as i64);
+                        let col = e.b.ins().iadd_imm_s(col, cols.offset);
+                        let x = e.b.ins().iadd(x_row, col);
                         let y = e.b.ins().iadd(y_row, j);
                         let window = Window {
                             x,
+                            row,
+                            col,
                             y,
                             rows: rows.cells,
                             cols: cols.cells,
@@ -586,7 +592,7 @@ fn reduce(
     }
     let first = e.load(ty, Emitter::frozen(), x, window.x, 0);
     let acc = e.variable(ty, first);
-    for_each_later_cell(e, window, width, |e, index, offset| {
+    for_each_later_cell(e, window, width, |e, index, offset, _, _| {
         let v = e.load(ty, Emitter::frozen(), x, index, offset);
         let old = e.get(acc);
         let new = reduction.combine(e, old, v);
@@ -627,6 +633,23 @@ fn reduce_runs(
 /// Where the first maximum of a non-empty window lies, as an offset from its first cell: I64
 /// for one window (`ty` F32), I32X4 for f32x4 lanes of windows.
 fn first_max_offset(e: &mut Emitter, x: Value, window: &Window, width: usize, ty: Type) -> Value {
+    first_max_position(e, x, window, width, ty, &mut |e, row, col| {
+        let down = e.b.ins().imul_imm_s(row, width as i64);
+        e.b.ins().iadd(down, col)
+    })
+}
+
+/// `position(e, row, col)` (I64, linear in both) of the first maximum of a non-empty window,
+/// `row` and `col` being the cell's place in the window: I64 for one window (`ty` F32), I32X4
+/// for f32x4 lanes of windows.
+pub(super) fn first_max_position(
+    e: &mut Emitter,
+    x: Value,
+    window: &Window,
+    width: usize,
+    ty: Type,
+    position: &mut dyn FnMut(&mut Emitter, Value, Value) -> Value,
+) -> Value {
     let offset_ty = if ty == F32 { I64 } else { types::I32X4 };
     let offset = |e: &mut Emitter, value: Value| {
         if ty == F32 {
@@ -639,15 +662,15 @@ fn first_max_offset(e: &mut Emitter, x: Value, window: &Window, width: usize, ty
     let first = e.load(ty, Emitter::frozen(), x, window.x, 0);
     let best = e.variable(ty, first);
     let zero = e.int(0);
+    let zero = position(e, zero, zero);
     let zero = offset(e, zero);
     let at = e.variable(offset_ty, zero);
-    for_each_later_cell(e, window, width, |e, index, cell| {
+    for_each_later_cell(e, window, width, |e, index, cell, row, col| {
         let v = e.load(ty, Emitter::frozen(), x, index, cell);
         let (old_best, old_at) = (e.get(best), e.get(at));
         // The comparison `Reduction::Max` makes: a later cell wins only when greater.
         let wins = e.b.ins().fcmp(FloatCC::LessThan, old_best, v);
-        let here = e.b.ins().isub(index, window.x);
-        let here = e.b.ins().iadd_imm_s(here, cell);
+        let here = position(e, row, col);
         let here = offset(e, here);
         let new_at = if ty == F32 {
             e.b.ins().select(wins, here, old_at)
@@ -661,43 +684,50 @@ fn first_max_offset(e: &mut Emitter, x: Value, window: &Window, width: usize, ty
     e.get(at)
 }
 
-/// Calls `visit(e, index, offset)` for each cell of a non-empty window after its first, in
-/// row-major order, the cell being at `index + offset`. Small windows unroll (`index` is the
-/// window's first cell); larger ones loop over their rows, and over columns beyond
-/// `UNROLLED_CELLS`.
+/// Calls `visit(e, index, offset, row, col)` for each cell of a non-empty window after its
+/// first, in row-major order, the cell being at `index + offset`, in the window's row `row` and
+/// column `col` (I64). Small windows unroll (`index` is the window's first cell); larger ones
+/// loop over their rows, and over columns beyond `UNROLLED_CELLS`.
 fn for_each_later_cell(
     e: &mut Emitter,
     window: &Window,
     width: usize,
-    mut visit: impl FnMut(&mut Emitter, Value, i64),
+    mut visit: impl FnMut(&mut Emitter, Value, i64, Value, Value),
 ) {
     let (rows, cols) = (window.rows, window.cols);
     if rows * cols <= UNROLLED_CELLS {
         for cell in 1..rows * cols {
-            visit(e, window.x, (cell / cols * width + cell % cols) as i64);
+            let (row, col) = (e.int((cell / cols) as i64), e.int((cell % cols) as i64));
+            visit(
+                e,
+                window.x,
+                (cell / cols * width + cell % cols) as i64,
+                row,
+                col,
+            );
         }
         return;
     }
-    let row = |e: &mut Emitter,
-               index: Value,
-               from: usize,
-               visit: &mut dyn FnMut(&mut Emitter, Value, i64)| {
+    type Visit<'a> = dyn FnMut(&mut Emitter, Value, i64, Value, Value) + 'a;
+    let row = |e: &mut Emitter, index: Value, r: Value, from: usize, visit: &mut Visit| {
         if cols <= UNROLLED_CELLS {
             for s in from..cols {
-                visit(e, index, s as i64);
+                let col = e.int(s as i64);
+                visit(e, index, s as i64, r, col);
             }
         } else {
             e.for_range(from as i64, cols as i64, |e, s| {
                 let index = e.b.ins().iadd(index, s);
-                visit(e, index, 0);
+                visit(e, index, 0, r, s);
             });
         }
     };
-    row(e, window.x, 1, &mut visit);
+    let first_row = e.int(0);
+    row(e, window.x, first_row, 1, &mut visit);
     e.for_range(1, rows as i64, |e, r| {
         let down = e.b.ins().imul_imm_s(r, width as i64);
         let index = e.b.ins().iadd(window.x, down);
-        row(e, index, 0, &mut visit);
+        row(e, index, r, 0, &mut visit);
     });
 }
 
@@ -726,7 +756,7 @@ fn for_each_run(
 
 /// Calls `body(e, index, offset, ty)` over the `len` elements from `first`, f32x4 pieces (`ty`
 /// F32X4) then single elements (F32), each at `index + offset`; unrolled when short.
-fn for_run(
+pub(super) fn for_run(
     e: &mut Emitter,
     first: Value,
     len: usize,
@@ -749,7 +779,7 @@ fn for_run(
 }
 
 /// Zeroes the `len` elements of `base` from `first`.
-fn fill_zero(e: &mut Emitter, base: Value, first: Value, len: usize) {
+pub(super) fn fill_zero(e: &mut Emitter, base: Value, first: Value, len: usize) {
     for_run(e, first, len, |e, index, offset, ty| {
         let zero = e.constant(ty, 0.0);
         e.store(Emitter::mutable(), zero, base, index, offset);
