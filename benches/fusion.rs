@@ -5,6 +5,9 @@
 //!   step of a network of just that, 8 images of 32 channels on 32x32);
 //! - `elementwise_chain`: `relu(x * scale + shift)` on 8x64x56x56 with per-channel scale and
 //!   shift, batch norm's apply and activation;
+//! - `pooled_weight_grad`: the weight gradient of mnist_cnn's first convolution (5x5, 32
+//!   channels) through its 3x3 max pool at batch 64, taken at the windows' maxima against the
+//!   pool's gradient and a dense weight gradient;
 //! - `optimizer_update`: Adam's update of one million parameters;
 //! - `optimizer_update_many`: momentum's update of 57 parameters shaped as a CIFAR ResNet-20's
 //!   (16 to 36,864 floats each), one launch against two kernels per parameter;
@@ -18,7 +21,7 @@
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
 use netc::codegen::{compile, compile_network, CodegenOptions};
-use netc::ir::ops::MapFn;
+use netc::ir::ops::{ConvAttrs, MapFn, PoolAttrs};
 use netc::ir::{Graph, InputKind, OpKind, OutputRole};
 use netc::lower::Param;
 use netc::optim::{apply, Optimizer, OptimizerKind};
@@ -97,6 +100,31 @@ fn elementwise_chain() -> Graph {
     let shifted = g.op(OpKind::Add, &[scaled, shift], None);
     let y = g.op(OpKind::Map(MapFn::Relu), &[shifted], None);
     g.output(OutputRole::Prediction, "y", y);
+    g
+}
+
+/// `conv2d_weight_grad(x, maxpool_grad(z, dy))` for mnist_cnn's conv1 and pool1.
+fn pooled_weight_grad() -> Graph {
+    let mut g = Graph::new("pooled_weight_grad");
+    let x = g.input(InputKind::Data, "x", vec![64, 1, 28, 28]);
+    let z = g.input(InputKind::Data, "z", vec![64, 32, 24, 24]);
+    let dy = g.input(InputKind::Data, "dy", vec![64, 32, 8, 8]);
+    let pool = PoolAttrs {
+        kernel: [3, 3],
+        stride: [3, 3],
+        pad: [0; 4],
+        ceil: false,
+        include_pad: false,
+    };
+    let conv = ConvAttrs {
+        stride: [1, 1],
+        pad: [0; 4],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let dz = g.op(OpKind::MaxPoolGrad(pool), &[z, dy], None);
+    let dw = g.op(OpKind::Conv2dWeightGrad(conv, [5, 5]), &[x, dz], None);
+    g.output(OutputRole::Prediction, "dw", dw);
     g
 }
 
@@ -199,6 +227,7 @@ fn patterns(c: &mut Criterion) {
     let graphs = [
         ("conv_bn_relu", training_step(&conv_bn_relu, 8).graph),
         ("elementwise_chain", elementwise_chain()),
+        ("pooled_weight_grad", pooled_weight_grad()),
         ("optimizer_update", optimizer_update()),
         ("optimizer_update_many", optimizer_update_many()),
         ("softmax_cross_entropy", softmax_cross_entropy()),
