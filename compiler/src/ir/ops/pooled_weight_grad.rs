@@ -60,12 +60,7 @@ pub fn eval(
 /// Whether a channel's weights `[group_channels, kh, kw]` (with this dilation) fit the
 /// registers the generated code accumulates in, so that it searches each window once.
 pub fn fits_registers(group_channels: usize, kernel: [usize; 2], dilation: [usize; 2]) -> bool {
-    let per_row = if dilation[1] == 1 {
-        kernel[1] / LANES as usize + kernel[1] % LANES as usize
-    } else {
-        kernel[1]
-    };
-    group_channels * kernel[0] * per_row <= ACCUMULATORS
+    group_channels * kernel[0] * row_pieces(kernel[1], dilation[1] as i64).len() <= ACCUMULATORS
 }
 
 /// A run of weights accumulated in one register: `LANES` of them (F32X4) or one (F32), at
@@ -176,8 +171,7 @@ pub fn emit(
     }
 }
 
-/// A channel's weights `[C/g, kh, kw]` as accumulator pieces: each kernel row's taps in f32x4
-/// runs then singles where they are adjacent in the image (no dilation across), else singles.
+/// A channel's weights `[C/g, kh, kw]` as accumulator pieces, kernel row by kernel row.
 fn pieces(
     group_channels: usize,
     [kh, kw]: [usize; 2],
@@ -190,23 +184,21 @@ fn pieces(
         for r in 0..kh {
             let weight = ((c * kh + r) * kw) as i64;
             let x = c as i64 * plane + r as i64 * dh * width;
-            if dw == 1 {
-                let vectors = kw / LANES as usize * LANES as usize;
-                let runs = (0..vectors).step_by(LANES as usize).map(|k| (k, F32X4));
-                let singles = (vectors..kw).map(|k| (k, F32));
-                pieces.extend(runs.chain(singles).map(|(k, ty)| Piece {
-                    weight: weight + k as i64,
-                    x: x + k as i64,
-                    ty,
-                }));
-            } else {
-                pieces.extend((0..kw as i64).map(|k| Piece {
-                    weight: weight + k,
-                    x: x + k * dw,
-                    ty: F32,
-                }));
-            }
+            pieces.extend(row_pieces(kw, dw).into_iter().map(|(k, ty)| Piece {
+                weight: weight + k,
+                x: x + k * dw,
+                ty,
+            }));
         }
     }
     pieces
+}
+
+/// A kernel row of `kw` taps as pieces `(first tap, type)`: f32x4 runs then single taps where
+/// the taps are adjacent in the image (`dilation` 1), else single taps.
+fn row_pieces(kw: usize, dilation: i64) -> Vec<(i64, Type)> {
+    let lanes = LANES as usize;
+    let vectors = if dilation == 1 { kw / lanes * lanes } else { 0 };
+    let runs = (0..vectors).step_by(lanes).map(|k| (k as i64, F32X4));
+    runs.chain((vectors..kw).map(|k| (k as i64, F32))).collect()
 }
