@@ -33,9 +33,7 @@ pub fn run(graph: &Graph) -> Graph {
     let depends_on_data = depends_on_data(graph);
     // The op defining `value` if it is of this kind and only `reader` reads the value.
     let single = |value: ValueId, reader: usize| -> Option<(usize, &Op)> {
-        let Definition::Op(op) = graph.values[value.0].definition else {
-            return None;
-        };
+        let op = graph.producer(value)?;
         uses.only(value, reader).then_some((op, &graph.ops[op]))
     };
     let per_channel = |value: ValueId, channels: usize| {

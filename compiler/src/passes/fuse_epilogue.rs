@@ -14,7 +14,7 @@
 
 use super::{rewrite, Rewrite, Uses};
 use crate::ir::ops::fused::{epilogue_reads, is_contraction, is_pointwise, Arg, Chain, Step};
-use crate::ir::{Definition, Graph, OpKind, ValueId};
+use crate::ir::{Graph, OpKind, ValueId};
 
 pub fn run(graph: &Graph) -> Graph {
     let uses = Uses::of(graph);
@@ -26,9 +26,7 @@ pub fn run(graph: &Graph) -> Graph {
             continue;
         }
         let found = op.inputs.iter().find_map(|&value| {
-            let Definition::Op(producer) = graph.values[value.0].definition else {
-                return None;
-            };
+            let producer = graph.producer(value)?;
             fits(graph, producer, reader, &uses).then_some(producer)
         });
         if let Some(producer) = found {

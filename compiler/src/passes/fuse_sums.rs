@@ -151,7 +151,7 @@ fn read_after_the_step(graph: &Graph) -> Vec<bool> {
     for output in &graph.outputs {
         let mut value = output.value;
         read[value.0] = true;
-        while let Definition::Op(index) = graph.values[value.0].definition {
+        while let Some(index) = graph.producer(value) {
             let op = &graph.ops[index];
             if view_of(graph, op).is_none() {
                 break;

@@ -123,13 +123,8 @@ pub fn view_of(graph: &Graph, op: &Op) -> Option<usize> {
 
 /// The value whose storage `value` lies in, and where: see [`view_of`].
 fn alias_of(graph: &Graph, value: ValueId) -> Option<(ValueId, usize)> {
-    match graph.values[value.0].definition {
-        Definition::Op(op) => {
-            let op = &graph.ops[op];
-            view_of(graph, op).map(|offset| (op.inputs[0], offset))
-        }
-        Definition::Input(_) => None,
-    }
+    let op = &graph.ops[graph.producer(value)?];
+    view_of(graph, op).map(|offset| (op.inputs[0], offset))
 }
 
 /// The plan from the buffers of the values that are not views, every view placed in its
@@ -348,7 +343,7 @@ fn in_place_updates(graph: &Graph) -> Vec<(usize, usize)> {
         let Some(old) = graph.find_input(&output.name) else {
             continue;
         };
-        let Definition::Op(producer) = graph.values[output.value.0].definition else {
+        let Some(producer) = graph.producer(output.value) else {
             continue;
         };
         let op = &graph.ops[producer];

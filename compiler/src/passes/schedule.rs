@@ -66,9 +66,7 @@ fn order(graph: &Graph) -> Vec<usize> {
     let mut after: Vec<Vec<usize>> = vec![Vec::new(); ops];
     for (index, op) in graph.ops.iter().enumerate() {
         for input in &op.inputs {
-            if let Definition::Op(producer) = graph.values[input.0].definition {
-                after[index].push(producer);
-            }
+            after[index].extend(graph.producer(*input));
         }
     }
     for output in graph
