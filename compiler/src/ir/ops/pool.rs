@@ -662,9 +662,9 @@ pub(super) fn first_max_position(
     let first = e.load(ty, Emitter::frozen(), x, window.x, 0);
     let best = e.variable(ty, first);
     let zero = e.int(0);
-    let zero = position(e, zero, zero);
-    let zero = offset(e, zero);
-    let at = e.variable(offset_ty, zero);
+    let first_position = position(e, zero, zero);
+    let first_position = offset(e, first_position);
+    let at = e.variable(offset_ty, first_position);
     for_each_later_cell(e, window, width, |e, index, cell, row, col| {
         let v = e.load(ty, Emitter::frozen(), x, index, cell);
         let (old_best, old_at) = (e.get(best), e.get(at));
@@ -756,7 +756,7 @@ fn for_each_run(
 
 /// Calls `body(e, index, offset, ty)` over the `len` elements from `first`, f32x4 pieces (`ty`
 /// F32X4) then single elements (F32), each at `index + offset`; unrolled when short.
-pub(super) fn for_run(
+fn for_run(
     e: &mut Emitter,
     first: Value,
     len: usize,
@@ -779,7 +779,7 @@ pub(super) fn for_run(
 }
 
 /// Zeroes the `len` elements of `base` from `first`.
-pub(super) fn fill_zero(e: &mut Emitter, base: Value, first: Value, len: usize) {
+fn fill_zero(e: &mut Emitter, base: Value, first: Value, len: usize) {
     for_run(e, first, len, |e, index, offset, ty| {
         let zero = e.constant(ty, 0.0);
         e.store(Emitter::mutable(), zero, base, index, offset);

@@ -144,9 +144,10 @@ pub fn emit(
                     let start = e.b.ins().iadd(x_plane, window_patch);
                     let start = e.b.ins().iadd(start, at);
                     let grad = e.load(F32, Emitter::frozen(), dy, window.y, 0);
+                    let wide_grad = e.splat(F32X4, grad);
                     for (piece, &acc) in block.iter().zip(&accumulators) {
                         let cells = e.load(piece.ty, Emitter::frozen(), x, start, piece.x);
-                        let grad = e.splat(piece.ty, grad);
+                        let grad = if piece.ty == F32 { grad } else { wide_grad };
                         let product = e.b.ins().fmul(cells, grad);
                         let old = e.get(acc);
                         let new = e.b.ins().fadd(old, product);
