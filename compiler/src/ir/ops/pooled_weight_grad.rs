@@ -10,7 +10,7 @@
 //! then add up image by image, so the result does not depend on the thread count. The
 //! convolution must not be padded: every patch then lies inside its image.
 
-use super::pool::{first_max_position, Geometry};
+use super::pool::{first_max_position_by_rows, Geometry};
 use super::{arity, conv, layout, pool, ConvAttrs, PoolAttrs};
 use crate::codegen::emit::{Emitter, F32, F32X4, LANES};
 use crate::codegen::gemm::IndexMath;
@@ -140,7 +140,8 @@ pub fn emit(
                         e.b.ins().iadd(down, across)
                     };
                     let window_patch = patch_at(e, window.row, window.col);
-                    let at = first_max_position(e, p, window, geometry.width, F32, &mut patch_at);
+                    let at =
+                        first_max_position_by_rows(e, p, window, geometry.width, &mut patch_at);
                     let start = e.b.ins().iadd(x_plane, window_patch);
                     let start = e.b.ins().iadd(start, at);
                     let grad = e.load(F32, Emitter::frozen(), dy, window.y, 0);
