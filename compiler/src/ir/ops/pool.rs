@@ -627,7 +627,14 @@ fn reduce_runs(
         let v = e.b.ins().extractlane(lanes, lane);
         result = reduction.combine(e, result, v);
     }
-    result
+    match reduction {
+        // The f32x4 steps lose a NaN in the lead, which the row-major reduction keeps.
+        Reduction::Max => {
+            let lead = e.load(F32, Emitter::frozen(), x, window.x, 0);
+            e.select_cmp(FloatCC::Unordered, lead, lead, lead, result)
+        }
+        Reduction::Sum => result,
+    }
 }
 
 /// Where the first maximum of a non-empty window lies, as an offset from its first cell: I64
