@@ -165,3 +165,44 @@ fn bench_times_the_compiled_step() {
     assert_eq!(status, 1);
     assert!(stderr.contains("--steps must be at least 1"), "{stderr}");
 }
+
+#[test]
+fn bench_compares_the_fused_step_with_the_unfused_one_round_by_round() {
+    let args = [
+        "bench",
+        "../models/mnist_cnn.net",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+    ];
+    let (status, stdout, stderr) = netc(&[&args[..], &["--compare-unfused", "--json"]].concat());
+    assert_eq!(status, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report["network"], "mnist_cnn");
+    assert_eq!(report["steps_per_round"], 2);
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), netc::bench::COMPARISON_ROUNDS);
+    let ms = |v: &serde_json::Value| v.as_f64().filter(|&ms| ms > 0.0).expect("a time");
+    let mut ratios: Vec<f64> = rounds
+        .iter()
+        .map(|r| ms(&r["unfused_ms"]) / ms(&r["fused_ms"]))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let (ratio, median) = (ms(&report["ratio"]), ratios[ratios.len() / 2]);
+    assert!((ratio - median).abs() <= 1e-9 * median, "{ratio} {median}");
+    ms(&report["fused_step_ms"]);
+    ms(&report["unfused_step_ms"]);
+
+    let (status, stdout, stderr) = netc(&[&args[..], &["--compare-unfused"]].concat());
+    assert_eq!(status, 0, "{stderr}");
+    for line in ["fused ", "unfused ", "unfused/fused "] {
+        assert!(stdout.lines().any(|l| l.starts_with(line)), "{stdout}");
+    }
+
+    for other in ["--unfused", "--profile"] {
+        let (status, _, stderr) = netc(&[&args[..], &["--compare-unfused", other]].concat());
+        assert_eq!(status, 1, "{stderr}");
+        assert!(stderr.contains("cannot be used with"), "{stderr}");
+    }
+}

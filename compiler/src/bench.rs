@@ -1,13 +1,18 @@
 //! `netc bench`: the training step of a network (SGD with momentum), JIT-compiled and timed
 //! on synthetic data by the runtime's `bench`, with the time to compile (the front end's
-//! output to machine code; allocating the buffers, which the first step touches, is not counted).
+//! output to machine code; allocating the buffers, which the first step touches, is not counted);
+//! and `--compare-unfused`, the step compiled with and without the fusion passes and timed in
+//! turn, round by round, so that a change of the machine's load falls on both sides.
 
 use crate::codegen::{compile_network, CodegenOptions};
 use crate::front::Network;
 use crate::optim::{Optimizer, OptimizerKind};
-use crate::pipeline::{self, TrainingOptions};
-use netc_runtime::bench::{profile_steps, time_steps, BenchReport};
-use std::time::Instant;
+use crate::passes::PassOptions;
+use crate::pipeline::{self, Compiled, TrainingOptions};
+use netc_runtime::bench::{prepare_steps, profile_steps, time_step, time_steps, BenchReport};
+use netc_runtime::program::Program;
+use serde_json::json;
+use std::time::{Duration, Instant};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -24,18 +29,8 @@ pub struct BenchOptions {
 
 /// Compiles `network`'s training step (SGD with momentum) and times it.
 pub fn bench(network: &Network, options: &BenchOptions) -> Result<BenchReport, String> {
-    if options.steps == 0 {
-        return Err("--steps must be at least 1".into());
-    }
     let started = Instant::now();
-    let training = pipeline::training(
-        network,
-        &TrainingOptions {
-            batch: options.batch,
-            optimizer: Optimizer::new(OptimizerKind::Momentum { momentum: 0.9 }),
-            frozen: Vec::new(),
-        },
-    )?;
+    let training = training_step(network, options)?;
     let lowered = started.elapsed();
     let mut program = compile_network(&training, &options.codegen).map_err(|e| e.to_string())?;
     let compile_time = lowered + program.compile_time;
@@ -54,4 +49,144 @@ pub fn bench(network: &Network, options: &BenchOptions) -> Result<BenchReport, S
         macs_per_example: network.cost().macs,
         profile,
     })
+}
+
+/// Rounds of `--compare-unfused`: each times `steps` steps of one program, then of the other.
+pub const COMPARISON_ROUNDS: usize = 5;
+
+/// The fused training step against the unfused one, measured in alternation.
+#[derive(Clone, Debug)]
+pub struct Comparison {
+    pub network: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub microkernel: &'static str,
+    /// Timed steps of each program per round.
+    pub steps: usize,
+    /// Each round's median step, fused then unfused.
+    pub rounds: Vec<[Duration; 2]>,
+}
+
+/// Compiles `network`'s training step twice, with `options`' passes and with every fusion pass
+/// off, and times them in turn: [`COMPARISON_ROUNDS`] rounds of `options.steps` steps of each,
+/// the one that goes first changing every round.
+pub fn compare_unfused(network: &Network, options: &BenchOptions) -> Result<Comparison, String> {
+    let training = training_step(network, options)?;
+    let unfused = CodegenOptions {
+        passes: PassOptions::unfused(),
+        ..options.codegen.clone()
+    };
+    let mut programs = Vec::with_capacity(2);
+    for codegen in [&options.codegen, &unfused] {
+        let mut program = compile_network(&training, codegen).map_err(|e| e.to_string())?;
+        prepare_steps(&mut program);
+        for step in 0..options.warmup {
+            time_step(&mut program, step);
+        }
+        programs.push(program);
+    }
+    let mut next_step = options.warmup;
+    let mut rounds = Vec::with_capacity(COMPARISON_ROUNDS);
+    for round in 0..COMPARISON_ROUNDS {
+        let mut medians = [Duration::ZERO; 2];
+        for side in [round % 2, 1 - round % 2] {
+            medians[side] = median_step(&mut programs[side], next_step, options.steps);
+        }
+        next_step += options.steps;
+        rounds.push(medians);
+    }
+    Ok(Comparison {
+        network: network.name.clone(),
+        batch: options.batch,
+        threads: programs[0].threads(),
+        microkernel: programs[0].microkernel.name(),
+        steps: options.steps,
+        rounds,
+    })
+}
+
+/// The training step of `network` at `options`' batch, as `bench` times it.
+fn training_step(network: &Network, options: &BenchOptions) -> Result<Compiled, String> {
+    if options.steps == 0 {
+        return Err("--steps must be at least 1".into());
+    }
+    pipeline::training(
+        network,
+        &TrainingOptions {
+            batch: options.batch,
+            optimizer: Optimizer::new(OptimizerKind::Momentum { momentum: 0.9 }),
+            frozen: Vec::new(),
+        },
+    )
+}
+
+/// The median time of steps `first..first + steps` of a readied program.
+fn median_step(program: &mut Program, first: usize, steps: usize) -> Duration {
+    let mut times: Vec<Duration> = (first..first + steps)
+        .map(|step| time_step(program, step))
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// The median of `values` (not empty).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+impl Comparison {
+    /// The median over the rounds of each side's median step, fused then unfused.
+    pub fn median_steps(&self) -> [Duration; 2] {
+        [0, 1].map(|side| {
+            let steps = self.rounds.iter().map(|r| r[side].as_secs_f64()).collect();
+            Duration::from_secs_f64(median(steps))
+        })
+    }
+
+    /// Each round's unfused step over its fused one.
+    pub fn ratios(&self) -> Vec<f64> {
+        self.rounds
+            .iter()
+            .map(|[fused, unfused]| unfused.as_secs_f64() / fused.as_secs_f64())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        let [fused, unfused] = self.median_steps().map(|t| t.as_secs_f64() * 1e3);
+        let ratios = self.ratios();
+        let (low, high) = ratios
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)));
+        format!(
+            "{}: batch {}, {} threads, {} microkernel; {} rounds of {} steps each, fused and \
+             unfused in turn\n\
+             fused       {fused:>10.3} ms per step (median of the rounds' medians)\n\
+             unfused     {unfused:>10.3} ms per step\n\
+             unfused/fused {:>8.3} (median of the rounds' ratios; {low:.3} to {high:.3})\n",
+            self.network,
+            self.batch,
+            self.threads,
+            self.microkernel,
+            self.rounds.len(),
+            self.steps,
+            median(ratios.clone()),
+        )
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let ms = |t: Duration| t.as_secs_f64() * 1e3;
+        let [fused, unfused] = self.median_steps().map(ms);
+        json!({
+            "network": self.network,
+            "batch": self.batch,
+            "threads": self.threads,
+            "microkernel": self.microkernel,
+            "steps_per_round": self.steps,
+            "fused_step_ms": fused,
+            "unfused_step_ms": unfused,
+            "ratio": median(self.ratios()),
+            "rounds": self.rounds.iter().map(|&[f, u]| json!({"fused_ms": ms(f), "unfused_ms": ms(u)})).collect::<Vec<_>>(),
+        })
+    }
 }

@@ -110,6 +110,10 @@ enum Command {
         /// primitive and by layer.
         #[arg(long)]
         profile: bool,
+        /// Compile the step with the fusion passes and without, and time the two in turn (5
+        /// rounds of `--steps` steps each): each one's step and the ratio, as medians.
+        #[arg(long, conflicts_with_all = ["profile", "unfused"])]
+        compare_unfused: bool,
         #[command(flatten)]
         machine: Machine,
         #[command(flatten)]
@@ -436,6 +440,7 @@ fn execute(
             steps,
             json,
             profile,
+            compare_unfused,
             machine,
             settings,
         } => {
@@ -449,11 +454,19 @@ fn execute(
                 profile,
                 codegen: machine.options(),
             };
-            let report = bench::bench(&network, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
-            if json {
-                writeln!(stdout, "{:#}", report.json())?;
+            let (text, json_value) = if compare_unfused {
+                let comparison = bench::compare_unfused(&network, &options)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                (comparison.text(), comparison.json())
             } else {
-                write!(stdout, "{}", report.text())?;
+                let report =
+                    bench::bench(&network, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
+                (report.text(), report.json())
+            };
+            if json {
+                writeln!(stdout, "{json_value:#}")?;
+            } else {
+                write!(stdout, "{text}")?;
             }
             Ok(Outcome::Ok)
         }

@@ -202,6 +202,18 @@ impl BenchReport {
 /// Times `steps` steps of `program` (a training step) after `warmup` untimed ones (the first
 /// touches every page of every buffer), on random data and labels from fixed seeds.
 pub fn time_steps(program: &mut Program, warmup: usize, steps: usize) -> Vec<Duration> {
+    prepare_steps(program);
+    for step in 0..warmup {
+        run_step(program, step);
+    }
+    (warmup..warmup + steps)
+        .map(|step| time_step(program, step))
+        .collect()
+}
+
+/// Readies `program` (a training step) for timing: PyTorch's initial values, and random data
+/// and labels from fixed seeds.
+pub fn prepare_steps(program: &mut Program) {
     program.initialize(InitKind::PyTorch, 1, &Default::default());
     let layout = program.layout().clone();
     let classes = layout
@@ -225,15 +237,13 @@ pub fn time_steps(program: &mut Program, warmup: usize, steps: usize) -> Vec<Dur
             (InputKind::Scalar, _) | (InputKind::Param | InputKind::State, _) => {}
         }
     }
-    let mut times = Vec::with_capacity(steps);
-    for step in 0..warmup + steps {
-        let started = Instant::now();
-        run_step(program, step);
-        if step >= warmup {
-            times.push(started.elapsed());
-        }
-    }
-    times
+}
+
+/// Runs step `index` (counting from 0) of a program [`prepare_steps`] readied, and times it.
+pub fn time_step(program: &mut Program, index: usize) -> Duration {
+    let started = Instant::now();
+    run_step(program, index);
+    started.elapsed()
 }
 
 /// Runs step `index` (counting from 0) of a training program.
