@@ -9,7 +9,9 @@ use crate::front::Network;
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::passes::PassOptions;
 use crate::pipeline::{self, Compiled, TrainingOptions};
-use netc_runtime::bench::{prepare_steps, profile_steps, time_step, time_steps, BenchReport};
+use netc_runtime::bench::{
+    median, prepare_steps, profile_steps, time_step, time_steps, BenchReport,
+};
 use netc_runtime::program::Program;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -120,27 +122,20 @@ fn training_step(network: &Network, options: &BenchOptions) -> Result<Compiled, 
     )
 }
 
-/// The median time of steps `first..first + steps` of a readied program.
+/// The median time of steps `first..first + steps` (at least one) of a readied program.
 fn median_step(program: &mut Program, first: usize, steps: usize) -> Duration {
-    let mut times: Vec<Duration> = (first..first + steps)
+    let times: Vec<Duration> = (first..first + steps)
         .map(|step| time_step(program, step))
         .collect();
-    times.sort();
-    times[times.len() / 2]
-}
-
-/// The median of `values` (not empty).
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    median(&times).expect("a timed step")
 }
 
 impl Comparison {
     /// The median over the rounds of each side's median step, fused then unfused.
     pub fn median_steps(&self) -> [Duration; 2] {
         [0, 1].map(|side| {
-            let steps = self.rounds.iter().map(|r| r[side].as_secs_f64()).collect();
-            Duration::from_secs_f64(median(steps))
+            let steps: Vec<Duration> = self.rounds.iter().map(|r| r[side]).collect();
+            median(&steps).expect("a round")
         })
     }
 
@@ -154,10 +149,9 @@ impl Comparison {
 
     pub fn text(&self) -> String {
         let [fused, unfused] = self.median_steps().map(|t| t.as_secs_f64() * 1e3);
-        let ratios = self.ratios();
-        let (low, high) = ratios
-            .iter()
-            .fold((f64::INFINITY, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)));
+        let mut ratios = self.ratios();
+        ratios.sort_by(f64::total_cmp);
+        let (low, high) = (ratios[0], ratios[ratios.len() - 1]);
         format!(
             "{}: batch {}, {} threads, {} microkernel; {} rounds of {} steps each, fused and \
              unfused in turn\n\
@@ -170,7 +164,7 @@ impl Comparison {
             self.microkernel,
             self.rounds.len(),
             self.steps,
-            median(ratios.clone()),
+            ratios[ratios.len() / 2],
         )
     }
 
@@ -185,7 +179,7 @@ impl Comparison {
             "steps_per_round": self.steps,
             "fused_step_ms": fused,
             "unfused_step_ms": unfused,
-            "ratio": median(self.ratios()),
+            "ratio": median(&self.ratios()).expect("a round"),
             "rounds": self.rounds.iter().map(|&[f, u]| json!({"fused_ms": ms(f), "unfused_ms": ms(u)})).collect::<Vec<_>>(),
         })
     }

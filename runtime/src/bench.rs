@@ -138,9 +138,7 @@ impl Profile {
 
 impl BenchReport {
     pub fn median_step(&self) -> Duration {
-        let mut sorted = self.step_times.clone();
-        sorted.sort();
-        sorted[sorted.len() / 2]
+        median(&self.step_times).expect("a timed step")
     }
 
     pub fn images_per_second(&self) -> f64 {
@@ -197,6 +195,13 @@ impl BenchReport {
             "profile": self.profile.as_ref().map(Profile::json),
         })
     }
+}
+
+/// The middle of `values` once sorted (the upper one of an even count); none of none.
+pub fn median<T: Copy + PartialOrd>(values: &[T]) -> Option<T> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).expect("values that compare"));
+    sorted.get(sorted.len() / 2).copied()
 }
 
 /// Times `steps` steps of `program` (a training step) after `warmup` untimed ones (the first
@@ -270,11 +275,8 @@ pub fn profile_steps(program: &mut Program, first: usize, steps: usize) -> Profi
     }
     program.set_profiling(false);
     let medians: Vec<Duration> = per_kernel
-        .iter_mut()
-        .map(|times| {
-            times.sort();
-            times.get(times.len() / 2).copied().unwrap_or_default()
-        })
+        .iter()
+        .map(|times| median(times).unwrap_or_default())
         .collect();
     Profile::new(steps, &origins, &medians)
 }

@@ -4,8 +4,8 @@
 //! gradient (the network's first convolution, which has no input gradient, after `factor_sums`
 //! has taken its bias gradient from the pooled one).
 //!
-//! The pooled op trades the contraction's dense multiply-adds for a scalar search and a few
-//! vector ones per window, so it is chosen only where that pays: the pool's windows step over
+//! The pooled op trades the contraction's dense multiply-adds for a search of each window and a
+//! few vector multiply-adds at its maximum, so it is chosen only where that pays: the pool's windows step over
 //! at least `MIN_STRIDE_AREA` outputs each, and a channel's weights fit in registers
 //! (`pooled_weight_grad::fits_registers`).
 
