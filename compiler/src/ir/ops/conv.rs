@@ -627,6 +627,9 @@ const MOST_PLACED_PLANE: usize = 16 * 16;
 /// copy is a workspace as large as x, which the packing route does without (vgg_small's 64
 /// channels of 224x224 at batch 64 would add 789 MiB to its 6.8 GiB).
 const MOST_PLACED_COPY: usize = 1 << 24;
+/// The most floats of one image's padded group planes a task of the product writes to its
+/// scratch (see `emit_product`): 1 MiB.
+const MOST_STAGED_FLOATS: usize = 1 << 18;
 
 /// Where a convolution's product reads its im2col rows as they lie, instead of packing them:
 /// in x, or in a copy of x with its padding written out (`copy`) and, with a stride `s`, its
@@ -717,56 +720,80 @@ impl Placed {
         }
         let planes = g.batch * g.groups * g.group_in;
         let padded = sink.workspace(planes * self.plane());
-        let [height, width] = self.hw;
-        let [sh, sw] = self.phases;
-        let [top, _, left, _] = g.attrs.pad.map(|p| p as i64);
         sink.kernel(planes, 0, |e| {
             let (from, to) = (e.buffer(x), e.buffer(padded));
             let (begin, end) = (e.begin(), e.end());
             e.for_loop(begin, end, 1, |e, plane| {
                 let from = e.at_scaled(from, plane, g.plane() as i64);
                 let to = e.at_scaled(to, plane, self.plane() as i64);
-                for (phase_row, phase_column) in (0..sh).flat_map(|a| (0..sw).map(move |b| (a, b)))
-                {
-                    let phase = phase_row * sw + phase_column;
-                    let phase_start = e.int((phase * self.phase_plane()) as i64);
-                    let to = e.at(to, phase_start);
-                    // Phase columns `inside..outside` hold input columns; the rest, padding.
-                    let column_of = |j: i64| j * sw as i64 + phase_column as i64 - left;
-                    let inside = (0..width as i64)
-                        .find(|&j| column_of(j) >= 0)
-                        .unwrap_or(width as i64);
-                    let outside = (inside..width as i64)
-                        .find(|&j| column_of(j) >= g.hw[1] as i64)
-                        .unwrap_or(width as i64);
-                    e.for_range(0, height as i64, |e, row| {
-                        let to = e.at_scaled(to, row, width as i64);
-                        let padded = e.mul_imm(row, sh as i64);
-                        let padded = e.add_imm(padded, phase_row as i64);
-                        let input_row = e.add_imm(padded, -top);
-                        let rows = [input_row, e.int(g.hw[0] as i64)];
-                        let columns = [inside, outside, width as i64].map(|v| e.int(v));
-                        let [inside, outside, _] = columns;
-                        padded_row(e, to, rows, columns, |e, input_row| {
-                            let row_start = e.mul_imm(input_row, g.hw[1] as i64);
-                            let from = e.at(from, row_start);
-                            let first_column = e.int(column_of(0));
-                            let from = e.at(from, first_column);
-                            if sw == 1 {
-                                gemm::copy_run(e, from, to, inside, outside);
-                            } else {
-                                e.for_loop(inside, outside, 1, |e, j| {
-                                    let source = e.mul_imm(j, sw as i64);
-                                    let value = e.load(F32, Emitter::frozen(), from, source, 0);
-                                    e.store(Emitter::mutable(), value, to, j, 0);
-                                });
-                            }
-                        });
-                    });
-                }
+                let rows = [0, self.hw[0] as i64].map(|row| e.int(row));
+                self.write_rows(e, g, [from, to], rows);
             });
         });
         padded
+    }
+
+    /// Writes rows `first..last` of every phase of one channel's padded copy at `to`, from its
+    /// plane of x at `from`.
+    fn write_rows(&self, e: &mut Emitter, g: &Geometry, [from, to]: [Value; 2], rows: [Value; 2]) {
+        let width = self.hw[1];
+        let [sh, sw] = self.phases;
+        let [top, _, left, _] = g.attrs.pad.map(|p| p as i64);
+        for (phase_row, phase_column) in (0..sh).flat_map(|a| (0..sw).map(move |b| (a, b))) {
+            let phase = phase_row * sw + phase_column;
+            let phase_start = e.int((phase * self.phase_plane()) as i64);
+            let to = e.at(to, phase_start);
+            // Phase columns `inside..outside` hold input columns; the rest, padding.
+            let column_of = |j: i64| j * sw as i64 + phase_column as i64 - left;
+            let inside = (0..width as i64)
+                .find(|&j| column_of(j) >= 0)
+                .unwrap_or(width as i64);
+            let outside = (inside..width as i64)
+                .find(|&j| column_of(j) >= g.hw[1] as i64)
+                .unwrap_or(width as i64);
+            e.for_loop(rows[0], rows[1], 1, |e, row| {
+                let to = e.at_scaled(to, row, width as i64);
+                let padded = e.mul_imm(row, sh as i64);
+                let padded = e.add_imm(padded, phase_row as i64);
+                let input_row = e.add_imm(padded, -top);
+                let rows = [input_row, e.int(g.hw[0] as i64)];
+                let columns = [inside, outside, width as i64].map(|v| e.int(v));
+                let [inside, outside, _] = columns;
+                padded_row(e, to, rows, columns, |e, input_row| {
+                    let row_start = e.mul_imm(input_row, g.hw[1] as i64);
+                    let from = e.at(from, row_start);
+                    let first_column = e.int(column_of(0));
+                    let from = e.at(from, first_column);
+                    if sw == 1 {
+                        gemm::copy_run(e, from, to, inside, outside);
+                    } else {
+                        e.for_loop(inside, outside, 1, |e, j| {
+                            let source = e.mul_imm(j, sw as i64);
+                            let value = e.load(F32, Emitter::frozen(), from, source, 0);
+                            e.store(Emitter::mutable(), value, to, j, 0);
+                        });
+                    }
+                });
+            });
+        }
+    }
+
+    /// The rows of each phase that columns `first..first + cols` of the product read,
+    /// `[first, last)`.
+    fn rows_read(&self, e: &mut Emitter, g: &Geometry, [first, cols]: [Value; 2]) -> [Value; 2] {
+        let [height, width] = self.hw.map(|extent| extent as i64);
+        let phase_plane = self.phase_plane() as i64;
+        let reach = self
+            .tap_offsets(g)
+            .into_iter()
+            .map(|offset| offset % phase_plane)
+            .max();
+        let first_row = e.div_imm(first, width);
+        let last = e.add(first, cols);
+        let last = e.add_imm(last, reach.unwrap_or(0) - 1);
+        let last_row = e.div_imm(last, width);
+        let past = e.add_imm(last_row, 1);
+        [first_row, e.min_imm(past, height)]
     }
 
     /// The position of column `column` of the product, or of the first column past it that has
@@ -838,13 +865,9 @@ fn emit_product(
     let (depth, taps) = (g.depth(), g.taps());
     let weights = gemm::pack_a(sink, weights);
     let placed = Placed::new(g);
-    let (image, image_plane, columns) = match &placed {
-        Some(placed) => (placed.image(sink, g, x), placed.plane(), placed.columns(g)),
-        None => (x, g.plane(), g.positions),
-    };
-    let images_per_panel = match placed {
-        Some(_) => 1,
-        None => g.images_per_panel(),
+    let (image_plane, columns, images_per_panel) = match &placed {
+        Some(placed) => (placed.plane(), placed.columns(g), 1),
+        None => (g.plane(), g.positions, g.images_per_panel()),
     };
     let image_blocks = g.batch.div_ceil(images_per_panel);
     let columns = columns * images_per_panel;
@@ -861,6 +884,17 @@ fn emit_product(
         [most_rows, most_cols],
     );
     let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
+    // Where x needs its padding written out (or dealt into phases), each task writes the rows
+    // its tile reads to its scratch, where the product reads them in cache, unless several
+    // tasks would write the same rows.
+    let staged = placed.as_ref().filter(|placed| {
+        placed.copy && m_tiles == 1 && g.group_in * placed.plane() <= MOST_STAGED_FLOATS
+    });
+    let image = match &placed {
+        Some(placed) if staged.is_none() => placed.image(sink, g, x),
+        _ => x,
+    };
+    let staged_floats = staged.map_or(0, |placed| g.group_in * placed.plane() + NR);
     let channel_blocks = gemm::balanced_blocks(g.group_in, KC / taps);
     let block_rows = channel_blocks.1 * taps;
     let ldc = nt * NR;
@@ -869,13 +903,14 @@ fn emit_product(
         Some(_) => 2 * block_rows,
         None => nt * NR * block_rows,
     };
-    let scratch = ScratchLayout::new(&[b_floats, mt * MR * ldc]);
+    let scratch = ScratchLayout::new(&[b_floats, mt * MR * ldc, staged_floats]);
     let tasks = image_blocks * g.groups * m_tiles * n_tiles;
     // Row sums per image and block of positions.
     let partials = epilogue.partials(sink, g.batch * n_tiles, g.groups * g.group_out);
     sink.kernel(tasks, scratch.floats(), |e| {
         let (xs, packed, y) = (e.buffer(image), e.buffer(weights), e.buffer(output.slot));
         let (b_scratch, c_tiles) = (scratch.region(e, 0), scratch.region(e, 1));
+        let stage = scratch.region(e, 2);
         if let Some(placed) = &placed {
             // Row `c * taps + t` of a K block: channel `c`'s plane, shifted to tap `t`.
             let offsets = placed.tap_offsets(g);
@@ -904,17 +939,29 @@ fn emit_product(
             let left_images = e.sub(batch, first_image);
             let images = e.min_imm(left_images, images_per_panel as i64);
             let tile = Tile::new(e, [mi, ni], [mt, nt], [m_panels, n_panels]);
-            // The group's planes in image `first_image + t`.
-            let planes = |e: &mut Emitter, t: Value| {
-                let image = e.add(first_image, t);
-                g.group_planes(e, [xs, image, group], image_plane)
-            };
             let first_column = e.mul_imm(tile.first_panel[1], NR as i64);
             let group_panels = e.mul_imm(group, m_panels as i64);
             let panel = e.add(group_panels, tile.first_panel[0]);
             let panels = e.at_scaled(packed, panel, (depth * MR) as i64);
             let (rows, cols) = tile.extent(e, [g.group_out, columns]);
             let zero = e.int(0);
+            if let Some(placed) = staged {
+                let x_planes = g.group_planes(e, [xs, first_image, group], g.plane());
+                let read = placed.rows_read(e, g, [first_column, cols]);
+                e.for_range(0, g.group_in as i64, |e, c| {
+                    let from = e.at_scaled(x_planes, c, g.plane() as i64);
+                    let to = e.at_scaled(stage, c, image_plane as i64);
+                    placed.write_rows(e, g, [from, to], read);
+                });
+            }
+            // The group's planes in image `first_image + t`.
+            let planes = |e: &mut Emitter, t: Value| match staged {
+                Some(_) => stage,
+                None => {
+                    let image = e.add(first_image, t);
+                    g.group_planes(e, [xs, image, group], image_plane)
+                }
+            };
             gemm::for_each_k_block(e, channel_blocks, g.group_in, |e, c0, channels, first| {
                 let kc = e.mul_imm(channels, taps as i64);
                 let block_planes = |e: &mut Emitter, t: Value| {
@@ -1402,15 +1449,6 @@ pub fn emit_weight_grad(
     // its rows read where they lie; B = the transposed im2col matrix, its columns ordered tap
     // by tap, its panels read in x's padded channels-last copy where they are a run of it for
     // every position, else packed per task (see `pack_taps`).
-    // Where B comes from, and its floats per image and per group of channels.
-    let (source, image_stride, group_stride) = if g.is_pointwise() {
-        let group = g.group_in * g.plane();
-        (x.slot, g.groups * group, group)
-    } else {
-        let [ph, pw] = padded_extent(&g);
-        let padded = emit_channels_last(sink, &g, x.slot);
-        (padded, ph * pw * g.groups * g.group_in, g.group_in)
-    };
     // Tasks: tiles of `[O/g x Kc]` per group and block of images, each tile as many rows as
     // fit (so the im2col matrix is packed once per image), summing its images' positions. The
     // blocks' partial sums then add up in block order: the split depends on the shape only, so
@@ -1421,24 +1459,46 @@ pub fn emit_weight_grad(
     let nt = n_panels.min(most_cols);
     let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
     let tiles = g.groups * m_tiles * n_tiles;
+    // Where B comes from, and its floats per image and per group of channels. x's padded,
+    // channels-last copy is written by each task, an image at a time, to its scratch, where
+    // the product reads it in cache, when one tile covers dW and the image fits; else by a
+    // kernel of its own, all images, before the product.
+    let [ph, pw] = padded_extent(&g);
+    let padded_image = ph * pw * g.groups * g.group_in;
+    let staged = !g.is_pointwise() && tiles == 1 && padded_image <= MOST_STAGED_FLOATS;
+    let (source, image_stride, group_stride) = if g.is_pointwise() {
+        let group = g.group_in * g.plane();
+        (x.slot, g.groups * group, group)
+    } else if staged {
+        (x.slot, g.groups * g.group_in * g.plane(), g.group_in)
+    } else {
+        let padded = emit_channels_last(sink, &g, x.slot);
+        (padded, padded_image, g.group_in)
+    };
+    let staged_floats = if staged { padded_image + NR } else { 0 };
     let image_blocks = gemm::TASKS.div_ceil(tiles).clamp(1, g.batch);
     let block_images = g.batch.div_ceil(image_blocks);
     let image_blocks = g.batch.div_ceil(block_images);
     // Each block's dW, columns in the tile's order, when it is not dW itself.
     let taps = g.taps();
-    let staged =
+    let block_sums =
         (image_blocks > 1 || taps > 1).then(|| sink.workspace(image_blocks * output.len()));
     let p_blocks = gemm::balanced_blocks(positions, KC);
     // Whether some B panels can lie inside one unit of taps (see `unit_taps`).
     let rows_in_place = !g.is_pointwise() && unit_taps(&g) * g.group_in >= NR;
     let ldc = nt * NR;
     // B's packed panels, the C tiles, and the offsets of B's rows in the padded copy (i64).
-    let scratch = ScratchLayout::new(&[nt * NR * p_blocks.1, mt * MR * ldc, 2 * p_blocks.1]);
+    let scratch = ScratchLayout::new(&[
+        nt * NR * p_blocks.1,
+        mt * MR * ldc,
+        2 * p_blocks.1,
+        staged_floats,
+    ]);
     sink.kernel(image_blocks * tiles, scratch.floats(), |e| {
         let (source, grads) = (e.buffer(source), e.buffer(dy.slot));
-        let dw = e.buffer(staged.unwrap_or(output.slot));
+        let dw = e.buffer(block_sums.unwrap_or(output.slot));
         let (b_panels, c_tiles) = (scratch.region(e, 0), scratch.region(e, 1));
-        let row_offsets = scratch.region(e, 2);
+        let (row_offsets, stage) = (scratch.region(e, 2), scratch.region(e, 3));
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, task| {
             let [block, group, mi, ni] =
@@ -1457,6 +1517,15 @@ pub fn emit_weight_grad(
             e.for_loop(first_image, last_image, 1, |e, image| {
                 let image_floats = e.mul_imm(image, image_stride as i64);
                 let image_channels = e.at(source, image_floats);
+                let image_channels = if staged {
+                    e.for_range(0, ph as i64, |e, i| {
+                        let to = e.at_scaled(stage, i, (padded_image / ph) as i64);
+                        channels_last_row(e, &g, [image_channels, to], i);
+                    });
+                    stage
+                } else {
+                    image_channels
+                };
                 let image_channels = e.at_scaled(image_channels, group, group_stride as i64);
                 let images = e.mul_imm(image, g.groups as i64);
                 let matrix = e.add(images, group);
@@ -1536,18 +1605,18 @@ pub fn emit_weight_grad(
             gemm::copy_block(e, [c_tiles, to], lds, [rows, cols], none, &[], None);
         });
     });
-    match staged {
-        Some(staged) if taps > 1 => {
-            emit_tap_order_sum(sink, &g, [staged, output.slot], image_blocks)
+    match block_sums {
+        Some(block_sums) if taps > 1 => {
+            emit_tap_order_sum(sink, &g, [block_sums, output.slot], image_blocks)
         }
-        Some(staged) => {
+        Some(block_sums) => {
             let shape: Shape = [image_blocks]
                 .iter()
                 .chain(&output.shape)
                 .copied()
                 .collect();
             let summands = Operand {
-                slot: staged,
+                slot: block_sums,
                 shape,
             };
             layout::emit_sum_to(sink, &[summands], output);
@@ -1630,12 +1699,8 @@ fn padded_row(
 fn emit_channels_last(sink: &mut KernelSink, g: &Geometry, x: Slot) -> Slot {
     let [ph, pw] = padded_extent(g);
     let channels = g.groups * g.group_in;
-    let [height, width] = g.hw;
     let row_floats = pw * channels;
     let padded = sink.workspace(g.batch * ph * row_floats);
-    let (top, left) = (g.attrs.pad[0], g.attrs.pad[2]);
-    // Input columns inside the padded row.
-    let columns = width.min(pw.saturating_sub(left));
     // Tasks: padded rows.
     sink.kernel(g.batch * ph, 0, |e| {
         let (xs, out) = (e.buffer(x), e.buffer(padded));
@@ -1645,20 +1710,30 @@ fn emit_channels_last(sink: &mut KernelSink, g: &Geometry, x: Slot) -> Slot {
                 unreachable!()
             };
             let to = e.at_scaled(out, task, row_floats as i64);
-            let input_row = e.add_imm(i, -(top as i64));
-            let rows = [input_row, e.int(height as i64)];
-            let [before, after, row_end] =
-                [left, left + columns, pw].map(|c| e.int((c * channels) as i64));
-            padded_row(e, to, rows, [before, after, row_end], |e, input_row| {
-                let first_plane = e.mul_imm(image, (channels * height) as i64);
-                let row = e.add(first_plane, input_row);
-                let from = e.at_scaled(xs, row, width as i64);
-                let to = e.at(to, before);
-                transpose_row(e, from, to, [channels, columns], (height * width) as i64);
-            });
+            let planes = e.at_scaled(xs, image, (channels * g.plane()) as i64);
+            channels_last_row(e, g, [planes, to], i);
         });
     });
     padded
+}
+
+/// Writes padded row `i` of one image's channels-last copy (see [`emit_channels_last`]) at
+/// `to`, from the image's planes of x at `planes`.
+fn channels_last_row(e: &mut Emitter, g: &Geometry, [planes, to]: [Value; 2], i: Value) {
+    let [_, pw] = padded_extent(g);
+    let channels = g.groups * g.group_in;
+    let [height, width] = g.hw;
+    let (top, left) = (g.attrs.pad[0], g.attrs.pad[2]);
+    // Input columns inside the padded row.
+    let columns = width.min(pw.saturating_sub(left));
+    let input_row = e.add_imm(i, -(top as i64));
+    let rows = [input_row, e.int(height as i64)];
+    let [before, after, row_end] = [left, left + columns, pw].map(|c| e.int((c * channels) as i64));
+    padded_row(e, to, rows, [before, after, row_end], |e, input_row| {
+        let from = e.at_scaled(planes, input_row, width as i64);
+        let to = e.at(to, before);
+        transpose_row(e, from, to, [channels, columns], (height * width) as i64);
+    });
 }
 
 /// `to[w * channels + c] = from[c * plane + w]` for `c < channels` and `w < columns`: 4x4
