@@ -600,7 +600,10 @@ pub fn emit_sum(sink: &mut KernelSink, inputs: &[Operand], pass: &Results, outpu
 /// `outer`. A call walks the positions over `outer` once, and at each adds the run of every
 /// output element of its tasks (f32x4 accumulators, then a horizontal sum) to that element:
 /// memory is read in order (all channels of image 0, then of image 1...), and each element's
-/// terms are added in row-major order whatever the split. Tasks are output elements.
+/// terms are added in row-major order whatever the split. Tasks are output elements. The
+/// running sums live in the thread's scratch, and reach the output once, at the end: neighbouring
+/// output elements are other threads', and adding to them in place at every position made the
+/// threads pass their cache lines back and forth (2 threads took 2 to 3 times as long as one).
 fn sum_runs(
     sink: &mut KernelSink,
     terms: &Terms,
@@ -611,13 +614,15 @@ fn sum_runs(
 ) {
     let units = Units::new(target, summed / target);
     let sums = &terms.pass.sums;
-    sink.kernel(units.tasks(), 0, |e| {
-        let (x, out) = (terms.buffers(e), e.buffer(terms.output));
+    // Each sum's running totals, for every output element (a call uses those of its tasks).
+    let scratch = sums.len() * target;
+    sink.kernel(units.tasks(), scratch, |e| {
+        let (x, out, totals) = (terms.buffers(e), e.buffer(terms.output), e.scratch());
         let (lo, hi) = units.range(e);
         let zero = e.float(0.0);
         e.for_loop(lo, hi, 1, |e, o| {
-            for &(_, at) in sums {
-                e.store(Emitter::mutable(), zero, out, o, at as i64)
+            for k in 0..sums.len() {
+                e.store(Emitter::mutable(), zero, totals, o, (k * target) as i64)
             }
         });
         let origin = e.int(0);
@@ -636,13 +641,20 @@ fn sum_runs(
                     let outputs = if ty == F32 { &scalars } else { &vectors };
                     terms.load(e, [&x, outputs], out, i, 0, ty)
                 });
-                for (accumulators, &(_, at)) in accumulators.iter().zip(sums) {
+                for (k, accumulators) in accumulators.iter().enumerate() {
                     let run_total = accumulators.total(e);
-                    let old = e.load(F32, Emitter::mutable(), out, o, at as i64);
+                    let at = (k * target) as i64;
+                    let old = e.load(F32, Emitter::mutable(), totals, o, at);
                     let new = e.b.ins().fadd(old, run_total);
-                    e.store(Emitter::mutable(), new, out, o, at as i64);
+                    e.store(Emitter::mutable(), new, totals, o, at);
                 }
             });
+        });
+        e.for_loop(lo, hi, 1, |e, o| {
+            for (k, &(_, at)) in sums.iter().enumerate() {
+                let total = e.load(F32, Emitter::mutable(), totals, o, (k * target) as i64);
+                e.store(Emitter::mutable(), total, out, o, at as i64)
+            }
         });
     });
 }
