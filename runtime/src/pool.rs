@@ -110,8 +110,10 @@ impl Pool {
             epoch: AtomicUsize::new(0),
             job: Mutex::new(None),
             wake: Condvar::new(),
+            // NaN rather than zeros: a kernel that reads scratch it has not written then
+            // shows it in its results, where tests see it.
             scratch: (0..threads)
-                .map(|_| ScratchBuffer(Mutex::new(vec![Align64([0.0; 16]); blocks])))
+                .map(|_| ScratchBuffer(Mutex::new(vec![Align64([f32::NAN; 16]); blocks])))
                 .collect(),
             shutdown: AtomicBool::new(false),
         });

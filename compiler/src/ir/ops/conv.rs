@@ -727,15 +727,23 @@ impl Placed {
                 let from = e.at_scaled(from, plane, g.plane() as i64);
                 let to = e.at_scaled(to, plane, self.plane() as i64);
                 let rows = [0, self.hw[0] as i64].map(|row| e.int(row));
-                self.write_rows(e, g, [from, to], rows);
+                self.write_rows(e, g, [from, to], rows, true);
             });
         });
         padded
     }
 
     /// Writes rows `first..last` of every phase of one channel's padded copy at `to`, from its
-    /// plane of x at `from`.
-    fn write_rows(&self, e: &mut Emitter, g: &Geometry, [from, to]: [Value; 2], rows: [Value; 2]) {
+    /// plane of x at `from`: with `padding`, its zeros too; else only x's values, the zeros
+    /// being there already.
+    fn write_rows(
+        &self,
+        e: &mut Emitter,
+        g: &Geometry,
+        [from, to]: [Value; 2],
+        rows: [Value; 2],
+        padding: bool,
+    ) {
         let width = self.hw[1];
         let [sh, sw] = self.phases;
         let [top, _, left, _] = g.attrs.pad.map(|p| p as i64);
@@ -751,30 +759,47 @@ impl Placed {
             let outside = (inside..width as i64)
                 .find(|&j| column_of(j) >= g.hw[1] as i64)
                 .unwrap_or(width as i64);
-            e.for_loop(rows[0], rows[1], 1, |e, row| {
-                let to = e.at_scaled(to, row, width as i64);
-                let padded = e.mul_imm(row, sh as i64);
-                let padded = e.add_imm(padded, phase_row as i64);
-                let input_row = e.add_imm(padded, -top);
-                let rows = [input_row, e.int(g.hw[0] as i64)];
-                let columns = [inside, outside, width as i64].map(|v| e.int(v));
-                let [inside, outside, _] = columns;
-                padded_row(e, to, rows, columns, |e, input_row| {
-                    let row_start = e.mul_imm(input_row, g.hw[1] as i64);
-                    let from = e.at(from, row_start);
-                    let first_column = e.int(column_of(0));
-                    let from = e.at(from, first_column);
-                    if sw == 1 {
-                        gemm::copy_run(e, from, to, inside, outside);
-                    } else {
-                        e.for_loop(inside, outside, 1, |e, j| {
-                            let source = e.mul_imm(j, sw as i64);
-                            let value = e.load(F32, Emitter::frozen(), from, source, 0);
-                            e.store(Emitter::mutable(), value, to, j, 0);
-                        });
-                    }
+            let input_row_of = |row: i64| row * sh as i64 + phase_row as i64 - top;
+            let fill = |e: &mut Emitter, to: Value, input_row: Value| {
+                let row_start = e.mul_imm(input_row, g.hw[1] as i64);
+                let from = e.at(from, row_start);
+                let first_column = e.int(column_of(0));
+                let from = e.at(from, first_column);
+                let [inside, outside] = [inside, outside].map(|v| e.int(v));
+                if sw == 1 {
+                    gemm::copy_run(e, from, to, inside, outside);
+                } else {
+                    e.for_loop(inside, outside, 1, |e, j| {
+                        let source = e.mul_imm(j, sw as i64);
+                        let value = e.load(F32, Emitter::frozen(), from, source, 0);
+                        e.store(Emitter::mutable(), value, to, j, 0);
+                    });
+                }
+            };
+            if padding {
+                e.for_loop(rows[0], rows[1], 1, |e, row| {
+                    let to = e.at_scaled(to, row, width as i64);
+                    let padded = e.mul_imm(row, sh as i64);
+                    let input_row = e.add_imm(padded, phase_row as i64 - top);
+                    let rows = [input_row, e.int(g.hw[0] as i64)];
+                    let columns = [inside, outside, width as i64].map(|v| e.int(v));
+                    padded_row(e, to, rows, columns, |e, input_row| fill(e, to, input_row));
                 });
-            });
+            } else {
+                // Only the rows that hold input rows.
+                let height = self.hw[0] as i64;
+                let first = (0..height).find(|&row| input_row_of(row) >= 0);
+                let past = (0..height).find(|&row| input_row_of(row) >= g.hw[0] as i64);
+                let [first, past] = [first.unwrap_or(height), past.unwrap_or(height)];
+                let lo = e.max_imm(rows[0], first);
+                let hi = e.min_imm(rows[1], past);
+                e.for_loop(lo, hi, 1, |e, row| {
+                    let to = e.at_scaled(to, row, width as i64);
+                    let padded = e.mul_imm(row, sh as i64);
+                    let input_row = e.add_imm(padded, phase_row as i64 - top);
+                    fill(e, to, input_row);
+                });
+            }
         }
     }
 
@@ -911,6 +936,12 @@ fn emit_product(
         let (xs, packed, y) = (e.buffer(image), e.buffer(weights), e.buffer(output.slot));
         let (b_scratch, c_tiles) = (scratch.region(e, 0), scratch.region(e, 1));
         let stage = scratch.region(e, 2);
+        if staged.is_some() {
+            // The padding's zeros, written once: the tasks write only x's values over them.
+            let zero = e.int(0);
+            let staged_floats = e.int(staged_floats as i64);
+            gemm::zero_run(e, stage, 1, zero, staged_floats);
+        }
         if let Some(placed) = &placed {
             // Row `c * taps + t` of a K block: channel `c`'s plane, shifted to tap `t`.
             let offsets = placed.tap_offsets(g);
@@ -951,7 +982,7 @@ fn emit_product(
                 e.for_range(0, g.group_in as i64, |e, c| {
                     let from = e.at_scaled(x_planes, c, g.plane() as i64);
                     let to = e.at_scaled(stage, c, image_plane as i64);
-                    placed.write_rows(e, g, [from, to], read);
+                    placed.write_rows(e, g, [from, to], read, false);
                 });
             }
             // The group's planes in image `first_image + t`.
@@ -1499,6 +1530,12 @@ pub fn emit_weight_grad(
         let dw = e.buffer(block_sums.unwrap_or(output.slot));
         let (b_panels, c_tiles) = (scratch.region(e, 0), scratch.region(e, 1));
         let (row_offsets, stage) = (scratch.region(e, 2), scratch.region(e, 3));
+        if staged {
+            // The padding's zeros, written once: each image writes only its values over them.
+            let zero = e.int(0);
+            let staged_floats = e.int(staged_floats as i64);
+            gemm::zero_run(e, stage, 1, zero, staged_floats);
+        }
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, task| {
             let [block, group, mi, ni] =
@@ -1518,10 +1555,7 @@ pub fn emit_weight_grad(
                 let image_floats = e.mul_imm(image, image_stride as i64);
                 let image_channels = e.at(source, image_floats);
                 let image_channels = if staged {
-                    e.for_range(0, ph as i64, |e, i| {
-                        let to = e.at_scaled(stage, i, (padded_image / ph) as i64);
-                        channels_last_row(e, &g, [image_channels, to], i);
-                    });
+                    channels_last_values(e, &g, [image_channels, stage]);
                     stage
                 } else {
                     image_channels
@@ -1732,6 +1766,27 @@ fn channels_last_row(e: &mut Emitter, g: &Geometry, [planes, to]: [Value; 2], i:
     padded_row(e, to, rows, [before, after, row_end], |e, input_row| {
         let from = e.at_scaled(planes, input_row, width as i64);
         let to = e.at(to, before);
+        transpose_row(e, from, to, [channels, columns], (height * width) as i64);
+    });
+}
+
+/// Writes the values of one image's channels-last copy (see [`emit_channels_last`]) at `to`,
+/// from its planes of x at `planes`, and leaves its padding as it is.
+fn channels_last_values(e: &mut Emitter, g: &Geometry, [planes, to]: [Value; 2]) {
+    let [ph, pw] = padded_extent(g);
+    let channels = g.groups * g.group_in;
+    let [height, width] = g.hw;
+    let (top, left) = (g.attrs.pad[0], g.attrs.pad[2]);
+    let [rows, columns] = [
+        height.min(ph.saturating_sub(top)),
+        width.min(pw.saturating_sub(left)),
+    ];
+    e.for_range(0, rows as i64, |e, input_row| {
+        let from = e.at_scaled(planes, input_row, width as i64);
+        let padded_row = e.add_imm(input_row, top as i64);
+        let to = e.at_scaled(to, padded_row, (pw * channels) as i64);
+        let first = e.int((left * channels) as i64);
+        let to = e.at(to, first);
         transpose_row(e, from, to, [channels, columns], (height * width) as i64);
     });
 }
