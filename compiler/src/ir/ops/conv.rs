@@ -656,29 +656,33 @@ impl Placed {
     /// every panel of output channels from L1, while rows read in place lie a plane apart: on
     /// googlenet's 192-channel 3x3 layers over 28x28 and 56x56 images the packed product was
     /// faster, on resnet_small's 16 to 64 channels and googlenet's 14x14 ones the placed one.
-    fn new(g: &Geometry) -> Option<Placed> {
+    fn pays(&self, g: &Geometry) -> bool {
+        let dropped = self.hw[1] - g.out_width;
+        // Packed, the positions of several small images share a panel.
+        let images = g.images_per_panel();
+        let panels = [
+            gemm::col_panels(self.columns(g)) * images,
+            gemm::col_panels(g.positions * images),
+        ];
+        let reused = g.group_out > MOST_PLACED_ROWS && self.plane() > MOST_PLACED_PLANE;
+        let copy = g.batch * g.groups * g.group_in * self.plane();
+        let small = !self.copy || copy <= MOST_PLACED_COPY;
+        let pays = g.taps() > 1 && dropped < NR && 4 * panels[0] <= 5 * panels[1] && !reused;
+        pays && small
+    }
+
+    /// x's layout for a convolution: its padding written out and dealt into phases.
+    fn of(g: &Geometry) -> Placed {
         let a = &g.attrs;
         let hw = [0, 1].map(|axis| {
             let padded = g.hw[axis] + a.pad[2 * axis] + a.pad[2 * axis + 1];
             padded.div_ceil(a.stride[axis])
         });
-        let dropped = hw[1] - g.out_width;
-        let placed = Placed {
+        Placed {
             hw,
             phases: a.stride,
             copy: a.pad != [0; 4] || a.stride != [1, 1],
-        };
-        // Packed, the positions of several small images share a panel.
-        let images = g.images_per_panel();
-        let panels = [
-            gemm::col_panels(placed.columns(g)) * images,
-            gemm::col_panels(g.positions * images),
-        ];
-        let reused = g.group_out > MOST_PLACED_ROWS && placed.plane() > MOST_PLACED_PLANE;
-        let copy = g.batch * g.groups * g.group_in * placed.plane();
-        let small = !placed.copy || copy <= MOST_PLACED_COPY;
-        let pays = g.taps() > 1 && dropped < NR && 4 * panels[0] <= 5 * panels[1] && !reused;
-        (pays && small).then_some(placed)
+        }
     }
 
     /// Floats of one phase of one channel.
@@ -889,10 +893,11 @@ fn emit_product(
 ) {
     let (depth, taps) = (g.depth(), g.taps());
     let weights = gemm::pack_a(sink, weights);
-    let placed = Placed::new(g);
-    let (image_plane, columns, images_per_panel) = match &placed {
-        Some(placed) => (placed.plane(), placed.columns(g), 1),
-        None => (g.plane(), g.positions, g.images_per_panel()),
+    let layout = Placed::of(g);
+    let placed = layout.pays(g);
+    let (columns, images_per_panel) = match placed {
+        true => (layout.columns(g), 1),
+        false => (g.positions, g.images_per_panel()),
     };
     let image_blocks = g.batch.div_ceil(images_per_panel);
     let columns = columns * images_per_panel;
@@ -909,24 +914,32 @@ fn emit_product(
         [most_rows, most_cols],
     );
     let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
+    // Packed im2col rows of one image per panel are copied from x as `layout` lays it out (a
+    // tap's positions along an output row are then a run of it) where that layout is x itself
+    // or can be staged.
+    let fits = m_tiles == 1 && g.group_in * layout.plane() <= MOST_STAGED_FLOATS;
+    let packs_laid_out = !placed && images_per_panel == 1 && g.taps() > 1 && (fits || !layout.copy);
     // Where x needs its padding written out (or dealt into phases), each task writes the rows
     // its tile reads to its scratch, where the product reads them in cache, unless several
-    // tasks would write the same rows.
-    let staged = placed.as_ref().filter(|placed| {
-        placed.copy && m_tiles == 1 && g.group_in * placed.plane() <= MOST_STAGED_FLOATS
-    });
-    let image = match &placed {
-        Some(placed) if staged.is_none() => placed.image(sink, g, x),
-        _ => x,
+    // tasks would write the same rows; else the product reads them from a copy of all of x.
+    let staged = layout.copy && fits && (placed || packs_laid_out);
+    let (image, image_plane) = match placed || packs_laid_out {
+        true if !staged => (layout.image(sink, g, x), layout.plane()),
+        true => (x, layout.plane()),
+        false => (x, g.plane()),
     };
-    let staged_floats = staged.map_or(0, |placed| g.group_in * placed.plane() + NR);
+    let staged_floats = if staged {
+        g.group_in * layout.plane() + NR
+    } else {
+        0
+    };
     let channel_blocks = gemm::balanced_blocks(g.group_in, KC / taps);
     let block_rows = channel_blocks.1 * taps;
     let ldc = nt * NR;
     // B's packed panels, or the table of its rows' offsets (i64, two floats each).
     let b_floats = match placed {
-        Some(_) => 2 * block_rows,
-        None => nt * NR * block_rows,
+        true => 2 * block_rows,
+        false => nt * NR * block_rows,
     };
     let scratch = ScratchLayout::new(&[b_floats, mt * MR * ldc, staged_floats]);
     let tasks = image_blocks * g.groups * m_tiles * n_tiles;
@@ -936,19 +949,19 @@ fn emit_product(
         let (xs, packed, y) = (e.buffer(image), e.buffer(weights), e.buffer(output.slot));
         let (b_scratch, c_tiles) = (scratch.region(e, 0), scratch.region(e, 1));
         let stage = scratch.region(e, 2);
-        if staged.is_some() {
+        if staged {
             // The padding's zeros, written once: the tasks write only x's values over them.
             let zero = e.int(0);
             let staged_floats = e.int(staged_floats as i64);
             gemm::zero_run(e, stage, 1, zero, staged_floats);
         }
-        if let Some(placed) = &placed {
+        if placed {
             // Row `c * taps + t` of a K block: channel `c`'s plane, shifted to tap `t`.
-            let offsets = placed.tap_offsets(g);
+            let offsets = layout.tap_offsets(g);
             let zero = e.int(0);
             let channels = e.int(channel_blocks.1 as i64);
             e.for_loop(zero, channels, 1, |e, c| {
-                let plane = e.mul_imm(c, placed.plane() as i64);
+                let plane = e.mul_imm(c, layout.plane() as i64);
                 let row = e.mul_imm(c, taps as i64);
                 for (t, &offset) in offsets.iter().enumerate() {
                     let value = e.add_imm(plane, offset);
@@ -976,19 +989,22 @@ fn emit_product(
             let panels = e.at_scaled(packed, panel, (depth * MR) as i64);
             let (rows, cols) = tile.extent(e, [g.group_out, columns]);
             let zero = e.int(0);
-            if let Some(placed) = staged {
+            if staged {
                 let x_planes = g.group_planes(e, [xs, first_image, group], g.plane());
-                let read = placed.rows_read(e, g, [first_column, cols]);
+                let read = match placed {
+                    true => layout.rows_read(e, g, [first_column, cols]),
+                    false => [0, layout.hw[0] as i64].map(|row| e.int(row)),
+                };
                 e.for_range(0, g.group_in as i64, |e, c| {
                     let from = e.at_scaled(x_planes, c, g.plane() as i64);
                     let to = e.at_scaled(stage, c, image_plane as i64);
-                    placed.write_rows(e, g, [from, to], read, false);
+                    layout.write_rows(e, g, [from, to], read, false);
                 });
             }
             // The group's planes in image `first_image + t`.
             let planes = |e: &mut Emitter, t: Value| match staged {
-                Some(_) => stage,
-                None => {
+                true => stage,
+                false => {
                     let image = e.add(first_image, t);
                     g.group_planes(e, [xs, image, group], image_plane)
                 }
@@ -1000,12 +1016,19 @@ fn emit_product(
                     e.at_scaled(planes, c0, image_plane as i64)
                 };
                 let (b, b_stride, b_rows) = match placed {
-                    Some(_) => {
+                    true => {
                         let block_planes = block_planes(e, zero);
                         let b = e.at(block_planes, first_column);
                         (b, e.int(NR as i64), b_scratch)
                     }
-                    None if images_per_panel == 1 => {
+                    false if packs_laid_out => {
+                        let block_planes = block_planes(e, zero);
+                        let columns = [first_column, tile.panels[1]];
+                        let source = [block_planes, channels];
+                        pack_laid_out(e, g, &layout, source, columns, kc, b_scratch);
+                        (b_scratch, e.mul_imm(kc, NR as i64), e.int(0))
+                    }
+                    false if images_per_panel == 1 => {
                         let block_planes = block_planes(e, zero);
                         let columns = [first_column, tile.panels[1]];
                         let width = e.int(NR as i64);
@@ -1013,7 +1036,7 @@ fn emit_product(
                         pack_im2col(e, g, [block_planes, channels], columns, kc, to);
                         (b_scratch, e.mul_imm(kc, NR as i64), e.int(0))
                     }
-                    None => {
+                    false => {
                         e.for_loop(zero, images, 1, |e, t| {
                             let block_planes = block_planes(e, t);
                             let [col, width] = image_columns(e, g, [t, images]);
@@ -1058,16 +1081,16 @@ fn emit_product(
                 });
                 gemm::copy_block(e, [c, to], lds, extent, epilogue, &inputs, sums.as_ref());
             };
-            match &placed {
-                Some(placed) => {
+            match placed {
+                true => {
                     let past = e.add(first_column, cols);
-                    placed.close_up(e, g, [c_tiles, rows], ldc as i64, [first_column, past]);
-                    let [first, last] = [first_column, past].map(|c| placed.position(e, g, c));
+                    layout.close_up(e, g, [c_tiles, rows], ldc as i64, [first_column, past]);
+                    let [first, last] = [first_column, past].map(|c| layout.position(e, g, c));
                     let cols = e.sub(last, first);
                     write_out(e, zero, c_tiles, first, cols);
                 }
-                None if images_per_panel == 1 => write_out(e, zero, c_tiles, first_column, cols),
-                None => {
+                false if images_per_panel == 1 => write_out(e, zero, c_tiles, first_column, cols),
+                false => {
                     let positions = e.int(g.positions as i64);
                     e.for_loop(zero, images, 1, |e, t| {
                         let col = e.mul_imm(t, g.positions as i64);
@@ -1080,6 +1103,71 @@ fn emit_product(
     });
     if let Some(partials) = partials {
         partials.add_up(sink, output);
+    }
+}
+
+/// Packs the im2col rows of `channels` channels of x, laid out as `layout` says at `planes`,
+/// into `panels` B panels as [`pack_im2col`] does (one image per panel): a tap's positions
+/// along an output row are a run of that layout, which is copied.
+fn pack_laid_out(
+    e: &mut Emitter,
+    g: &Geometry,
+    layout: &Placed,
+    [planes, channels]: [Value; 2],
+    [first, panels]: [Value; 2],
+    kc: Value,
+    dst: Value,
+) {
+    let positions = e.int(g.positions as i64);
+    let offsets = layout.tap_offsets(g);
+    let taps = offsets.len();
+    // Panels then hold whole output rows, each a run of a known length.
+    let whole_rows = NR % g.out_width == 0;
+    let start = e.int(0);
+    e.for_loop(start, panels, 1, |e, j| {
+        let offset = e.mul_imm(j, NR as i64);
+        let lo = e.add(first, offset);
+        let next = e.add_imm(lo, NR as i64);
+        let hi = e.min(next, positions);
+        let panel_floats = e.mul_imm(kc, NR as i64);
+        let panel_index = e.mul(j, panel_floats);
+        let panel = e.at(dst, panel_index);
+        for_each_row_span(e, g, [lo, hi], |e, span| {
+            let row = e.mul_imm(span.block, layout.hw[1] as i64);
+            let row = e.at(planes, row);
+            let to = e.at(panel, span.col);
+            let zero = e.int(0);
+            e.for_loop(zero, channels, 1, |e, c| {
+                let from = e.at_scaled(row, c, layout.plane() as i64);
+                let to = e.at_scaled(to, c, (taps * NR) as i64);
+                for (t, &tap) in offsets.iter().enumerate() {
+                    let tap = e.int(tap);
+                    let from = e.at(from, tap);
+                    let row = e.int((t * NR) as i64);
+                    let to = e.at(to, row);
+                    if whole_rows {
+                        copy_floats(e, from, to, g.out_width);
+                    } else {
+                        gemm::copy_run(e, from, to, span.start, span.end);
+                    }
+                }
+            });
+        });
+        let valid = e.sub(hi, lo);
+        zero_columns_past(e, panel, kc, valid);
+    });
+}
+
+/// Copies `count` floats from `from` to `to`, a number known when generating code.
+fn copy_floats(e: &mut Emitter, from: Value, to: Value, count: usize) {
+    let zero = e.int(0);
+    for i in (0..count / 4 * 4).step_by(4) {
+        let value = e.load(F32X4, Emitter::frozen(), from, zero, i as i64);
+        e.store(Emitter::mutable(), value, to, zero, i as i64);
+    }
+    for i in count / 4 * 4..count {
+        let value = e.load(F32, Emitter::frozen(), from, zero, i as i64);
+        e.store(Emitter::mutable(), value, to, zero, i as i64);
     }
 }
 
