@@ -1122,7 +1122,7 @@ fn pack_laid_out(
     let offsets = layout.tap_offsets(g);
     let taps = offsets.len();
     // Panels then hold whole output rows, each a run of a known length.
-    let whole_rows = NR % g.out_width == 0;
+    let whole_rows = NR.is_multiple_of(g.out_width);
     let start = e.int(0);
     e.for_loop(start, panels, 1, |e, j| {
         let offset = e.mul_imm(j, NR as i64);
