@@ -412,33 +412,33 @@ pub fn pack_b_panel(
 /// The transpose of the 4x4 matrix whose rows are `rows`: lane `i` of row `t` of the result
 /// is lane `t` of `rows[i]`. Interleaves of 32-bit then 64-bit lanes, one instruction each.
 pub fn transpose4(e: &mut Emitter, rows: [Value; 4]) -> [Value; 4] {
-    // Byte masks of `shuffle` over the 32 bytes of its two operands, for 32-bit lanes
-    // `[a0 b0 a1 b1]`, `[a2 b2 a3 b3]` and 64-bit halves `[a0 a1 b0 b1]`, `[a2 a3 b2 b3]`.
-    let mask = |e: &mut Emitter, lanes: [u8; 4]| {
-        let bytes: Vec<u8> = lanes
-            .iter()
-            .flat_map(|&l| (0..4).map(move |b| 4 * l + b))
-            .collect();
-        e.b.func.dfg.immediates.push(ConstantData::from(bytes))
-    };
-    let low32 = mask(e, [0, 4, 1, 5]);
-    let high32 = mask(e, [2, 6, 3, 7]);
-    let low64 = mask(e, [0, 1, 4, 5]);
-    let high64 = mask(e, [2, 3, 6, 7]);
+    // 32-bit lanes `[a0 b0 a1 b1]`, `[a2 b2 a3 b3]`, then 64-bit halves `[a0 a1 b0 b1]`,
+    // `[a2 a3 b2 b3]`.
+    let [low32, high32, low64, high64] = [[0, 4, 1, 5], [2, 6, 3, 7], [0, 1, 4, 5], [2, 3, 6, 7]];
+    let t0 = shuffle_lanes(e, [rows[0], rows[1]], low32);
+    let t1 = shuffle_lanes(e, [rows[2], rows[3]], low32);
+    let t2 = shuffle_lanes(e, [rows[0], rows[1]], high32);
+    let t3 = shuffle_lanes(e, [rows[2], rows[3]], high32);
+    [
+        shuffle_lanes(e, [t0, t1], low64),
+        shuffle_lanes(e, [t0, t1], high64),
+        shuffle_lanes(e, [t2, t3], low64),
+        shuffle_lanes(e, [t2, t3], high64),
+    ]
+}
+
+/// The lanes of f32x4 values `a` and `b` that `lanes` picks, counting `a`'s 0 to 3 and `b`'s 4
+/// to 7: one instruction.
+pub fn shuffle_lanes(e: &mut Emitter, [a, b]: [Value; 2], lanes: [u8; 4]) -> Value {
+    let bytes: Vec<u8> = lanes
+        .iter()
+        .flat_map(|&l| (0..4).map(move |byte| 4 * l + byte))
+        .collect();
+    let mask = e.b.func.dfg.immediates.push(ConstantData::from(bytes));
     let little = MemFlagsData::new().with_endianness(Endianness::Little);
-    let bytes = rows.map(|r| e.b.ins().bitcast(I8X16, little, r));
-    let mut shuffle = |a: Value, b: Value, m| e.b.ins().shuffle(a, b, m);
-    let t0 = shuffle(bytes[0], bytes[1], low32);
-    let t1 = shuffle(bytes[2], bytes[3], low32);
-    let t2 = shuffle(bytes[0], bytes[1], high32);
-    let t3 = shuffle(bytes[2], bytes[3], high32);
-    let columns = [
-        shuffle(t0, t1, low64),
-        shuffle(t0, t1, high64),
-        shuffle(t2, t3, low64),
-        shuffle(t2, t3, high64),
-    ];
-    columns.map(|c| e.b.ins().bitcast(F32X4, little, c))
+    let [a, b] = [a, b].map(|v| e.b.ins().bitcast(I8X16, little, v));
+    let shuffled = e.b.ins().shuffle(a, b, mask);
+    e.b.ins().bitcast(F32X4, little, shuffled)
 }
 
 /// `to[i] = from[i]` for `i` in `lo..hi`; `from` is not written meanwhile. Runs of four or more

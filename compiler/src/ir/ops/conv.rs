@@ -738,8 +738,8 @@ impl Placed {
     }
 
     /// Writes rows `first..last` of every phase of one channel's padded copy at `to`, from its
-    /// plane of x at `from`: with `padding`, its zeros too; else only x's values, the zeros
-    /// being there already.
+    /// plane of x at `from`: with `padding`, its zeros too (the rows zeroed, then x's values
+    /// written); else only x's values, the zeros being there already.
     fn write_rows(
         &self,
         e: &mut Emitter,
@@ -748,62 +748,74 @@ impl Placed {
         rows: [Value; 2],
         padding: bool,
     ) {
-        let width = self.hw[1];
-        let [sh, sw] = self.phases;
+        let [height, width] = self.hw.map(|extent| extent as i64);
+        let [sh, sw] = self.phases.map(|s| s as i64);
         let [top, _, left, _] = g.attrs.pad.map(|p| p as i64);
-        for (phase_row, phase_column) in (0..sh).flat_map(|a| (0..sw).map(move |b| (a, b))) {
-            let phase = phase_row * sw + phase_column;
-            let phase_start = e.int((phase * self.phase_plane()) as i64);
-            let to = e.at(to, phase_start);
-            // Phase columns `inside..outside` hold input columns; the rest, padding.
-            let column_of = |j: i64| j * sw as i64 + phase_column as i64 - left;
-            let inside = (0..width as i64)
-                .find(|&j| column_of(j) >= 0)
-                .unwrap_or(width as i64);
-            let outside = (inside..width as i64)
-                .find(|&j| column_of(j) >= g.hw[1] as i64)
-                .unwrap_or(width as i64);
-            let input_row_of = |row: i64| row * sh as i64 + phase_row as i64 - top;
-            let fill = |e: &mut Emitter, to: Value, input_row: Value| {
-                let row_start = e.mul_imm(input_row, g.hw[1] as i64);
-                let from = e.at(from, row_start);
-                let first_column = e.int(column_of(0));
-                let from = e.at(from, first_column);
-                let [inside, outside] = [inside, outside].map(|v| e.int(v));
-                if sw == 1 {
-                    gemm::copy_run(e, from, to, inside, outside);
-                } else {
-                    e.for_loop(inside, outside, 1, |e, j| {
-                        let source = e.mul_imm(j, sw as i64);
-                        let value = e.load(F32, Emitter::frozen(), from, source, 0);
-                        e.store(Emitter::mutable(), value, to, j, 0);
-                    });
-                }
-            };
-            if padding {
-                e.for_loop(rows[0], rows[1], 1, |e, row| {
-                    let to = e.at_scaled(to, row, width as i64);
-                    let padded = e.mul_imm(row, sh as i64);
-                    let input_row = e.add_imm(padded, phase_row as i64 - top);
-                    let rows = [input_row, e.int(g.hw[0] as i64)];
-                    let columns = [inside, outside, width as i64].map(|v| e.int(v));
-                    padded_row(e, to, rows, columns, |e, input_row| fill(e, to, input_row));
-                });
-            } else {
-                // Only the rows that hold input rows.
-                let height = self.hw[0] as i64;
-                let first = (0..height).find(|&row| input_row_of(row) >= 0);
-                let past = (0..height).find(|&row| input_row_of(row) >= g.hw[0] as i64);
-                let [first, past] = [first.unwrap_or(height), past.unwrap_or(height)];
-                let lo = e.max_imm(rows[0], first);
-                let hi = e.min_imm(rows[1], past);
-                e.for_loop(lo, hi, 1, |e, row| {
-                    let to = e.at_scaled(to, row, width as i64);
-                    let padded = e.mul_imm(row, sh as i64);
-                    let input_row = e.add_imm(padded, phase_row as i64 - top);
-                    fill(e, to, input_row);
-                });
+        let input_width = g.hw[1] as i64;
+        let phase_at = |e: &mut Emitter, phase: i64| {
+            let start = e.int(phase * self.phase_plane() as i64);
+            e.at(to, start)
+        };
+        if padding {
+            let [first, last] = rows.map(|row| e.mul_imm(row, width));
+            for phase in 0..sh * sw {
+                let to = phase_at(e, phase);
+                gemm::zero_run(e, to, 1, first, last);
             }
+        }
+        // Input column `c` lands in phase column `(c + left) % sw`, at `(c + left) / sw`.
+        let landing = |c: i64| ((c + left) % sw, (c + left) / sw);
+        for phase_row in 0..sh {
+            // The phase's rows that hold input rows.
+            let input_row_of = |row: i64| row * sh + phase_row - top;
+            let first = (0..height).find(|&row| input_row_of(row) >= 0);
+            let past = (0..height).find(|&row| input_row_of(row) >= g.hw[0] as i64);
+            let [first, past] = [first.unwrap_or(height), past.unwrap_or(height)];
+            let lo = e.max_imm(rows[0], first);
+            let hi = e.min_imm(rows[1], past);
+            e.for_loop(lo, hi, 1, |e, row| {
+                let padded = e.mul_imm(row, sh);
+                let input_row = e.add_imm(padded, phase_row - top);
+                let input_start = e.mul_imm(input_row, input_width);
+                let from = e.at(from, input_start);
+                let row_start = e.mul_imm(row, width);
+                // Where input column `c` goes, for a constant `c`... or `c0 + c` for `c0` a
+                // multiple of `sw`.
+                let target = |e: &mut Emitter, c0: Value, c: i64| {
+                    let (phase_column, column) = landing(c);
+                    let phase = phase_at(e, phase_row * sw + phase_column);
+                    let to = e.at(phase, row_start);
+                    let shift = e.div_imm(c0, sw);
+                    let to = e.at(to, shift);
+                    let column = e.int(column);
+                    e.at(to, column)
+                };
+                let zero = e.int(0);
+                let all = e.int(input_width);
+                if sw == 1 {
+                    let to = target(e, zero, 0);
+                    gemm::copy_run(e, from, to, zero, all);
+                    return;
+                }
+                // By eight columns: two f32x4 dealt into the phases of their even and odd
+                // columns; the rest one by one.
+                let octets = if sw == 2 { input_width / 8 * 8 } else { 0 };
+                let octet_end = e.int(octets);
+                e.for_loop(zero, octet_end, 8, |e, c0| {
+                    let low = e.load(F32X4, Emitter::frozen(), from, c0, 0);
+                    let high = e.load(F32X4, Emitter::frozen(), from, c0, 4);
+                    for (parity, lanes) in [[0, 2, 4, 6], [1, 3, 5, 7]].into_iter().enumerate() {
+                        let dealt = gemm::shuffle_lanes(e, [low, high], lanes);
+                        let to = target(e, c0, parity as i64);
+                        e.store(Emitter::mutable(), dealt, to, zero, 0);
+                    }
+                });
+                for c in octets..input_width {
+                    let value = e.load(F32, Emitter::frozen(), from, zero, c);
+                    let to = target(e, zero, c);
+                    e.store(Emitter::mutable(), value, to, zero, 0);
+                }
+            });
         }
     }
 
