@@ -1130,11 +1130,55 @@ fn pack_laid_out(
     kc: Value,
     dst: Value,
 ) {
-    let positions = e.int(g.positions as i64);
     let offsets = layout.tap_offsets(g);
     let taps = offsets.len();
     // Panels then hold whole output rows, each a run of a known length.
     let whole_rows = NR.is_multiple_of(g.out_width);
+    let width = e.int(NR as i64);
+    for_each_position_panel(
+        e,
+        g,
+        [first, panels],
+        kc,
+        [dst, width],
+        |e, panel, [lo, hi]| {
+            for_each_row_span(e, g, [lo, hi], |e, span| {
+                let row = e.mul_imm(span.block, layout.hw[1] as i64);
+                let row = e.at(planes, row);
+                let to = e.at(panel, span.col);
+                let zero = e.int(0);
+                e.for_loop(zero, channels, 1, |e, c| {
+                    let from = e.at_scaled(row, c, layout.plane() as i64);
+                    let to = e.at_scaled(to, c, (taps * NR) as i64);
+                    for (t, &tap) in offsets.iter().enumerate() {
+                        let tap = e.int(tap);
+                        let from = e.at(from, tap);
+                        let row = e.int((t * NR) as i64);
+                        let to = e.at(to, row);
+                        if whole_rows {
+                            copy_floats(e, from, to, g.out_width);
+                        } else {
+                            gemm::copy_run(e, from, to, span.start, span.end);
+                        }
+                    }
+                });
+            });
+        },
+    );
+}
+
+/// Runs `fill(e, panel, [lo, hi])` for each of `panels` B panels of `kc` rows at `dst`, panel
+/// `j` to hold positions `lo..hi` (from `first + j * NR`, at most `NR`, none past the last) in
+/// its first columns; then zeros its columns past them, up to `width`.
+fn for_each_position_panel(
+    e: &mut Emitter,
+    g: &Geometry,
+    [first, panels]: [Value; 2],
+    kc: Value,
+    [dst, width]: [Value; 2],
+    fill: impl FnOnce(&mut Emitter, Value, [Value; 2]),
+) {
+    let positions = e.int(g.positions as i64);
     let start = e.int(0);
     e.for_loop(start, panels, 1, |e, j| {
         let offset = e.mul_imm(j, NR as i64);
@@ -1144,29 +1188,9 @@ fn pack_laid_out(
         let panel_floats = e.mul_imm(kc, NR as i64);
         let panel_index = e.mul(j, panel_floats);
         let panel = e.at(dst, panel_index);
-        for_each_row_span(e, g, [lo, hi], |e, span| {
-            let row = e.mul_imm(span.block, layout.hw[1] as i64);
-            let row = e.at(planes, row);
-            let to = e.at(panel, span.col);
-            let zero = e.int(0);
-            e.for_loop(zero, channels, 1, |e, c| {
-                let from = e.at_scaled(row, c, layout.plane() as i64);
-                let to = e.at_scaled(to, c, (taps * NR) as i64);
-                for (t, &tap) in offsets.iter().enumerate() {
-                    let tap = e.int(tap);
-                    let from = e.at(from, tap);
-                    let row = e.int((t * NR) as i64);
-                    let to = e.at(to, row);
-                    if whole_rows {
-                        copy_floats(e, from, to, g.out_width);
-                    } else {
-                        gemm::copy_run(e, from, to, span.start, span.end);
-                    }
-                }
-            });
-        });
+        fill(e, panel, [lo, hi]);
         let valid = e.sub(hi, lo);
-        zero_columns_past(e, panel, kc, valid);
+        zero_columns_past(e, panel, kc, [valid, width]);
     });
 }
 
@@ -1198,7 +1222,6 @@ fn pack_im2col(
     kc: Value,
     [dst, width]: [Value; 2],
 ) {
-    let positions = e.int(g.positions as i64);
     let [kh, kw] = g.kernel;
     let columns: Vec<TapColumns> = (0..kw as i64)
         .map(|q| {
@@ -1206,62 +1229,53 @@ fn pack_im2col(
             TapColumns::new(e, g, q)
         })
         .collect();
-    let start = e.int(0);
-    e.for_loop(start, panels, 1, |e, j| {
-        let offset = e.mul_imm(j, NR as i64);
-        let lo = e.add(first, offset);
-        let next = e.add_imm(lo, NR as i64);
-        let hi = e.min(next, positions);
-        let valid = e.sub(hi, lo);
-        let panel_floats = e.mul_imm(kc, NR as i64);
-        let panel_index = e.mul(j, panel_floats);
-        let panel = e.at(dst, panel_index);
-        if g.is_pointwise() {
-            // The im2col matrix is x itself.
-            let from = e.at(planes, lo);
-            gemm::pack_b_panel(e, from, [g.plane(), 1], [valid, width], channels, panel);
-            return;
-        }
-        if g.positions <= NR && g.taps_inside() {
-            // The panel holds the whole image.
-            for_each_tap_row(e, g, channels, |e, c, tap, row| {
-                let plane = e.at_scaled(planes, c, g.plane() as i64);
-                let to = e.at_scaled(panel, row, NR as i64);
-                for_each_image_run(e, g, tap, [plane, to], |e, from, to, j, ty| {
-                    let value = e.load(ty, Emitter::frozen(), from, j, 0);
-                    e.store(Emitter::mutable(), value, to, j, 0);
-                });
-            });
-        } else {
-            for_each_row_span(e, g, [lo, hi], |e, span| {
-                let zero = e.int(0);
-                e.for_loop(zero, channels, 1, |e, c| {
+    for_each_position_panel(
+        e,
+        g,
+        [first, panels],
+        kc,
+        [dst, width],
+        |e, panel, [lo, hi]| {
+            let valid = e.sub(hi, lo);
+            if g.is_pointwise() {
+                // The im2col matrix is x itself.
+                let from = e.at(planes, lo);
+                gemm::pack_b_panel(e, from, [g.plane(), 1], [valid, width], channels, panel);
+                return;
+            }
+            if g.positions <= NR && g.taps_inside() {
+                // The panel holds the whole image.
+                for_each_tap_row(e, g, channels, |e, c, tap, row| {
                     let plane = e.at_scaled(planes, c, g.plane() as i64);
-                    e.for_range(0, kh as i64, |e, r| {
-                        let top = tap_top(e, g, r);
-                        let channel_row = e.mul_imm(c, kh as i64);
-                        let row = e.add(channel_row, r);
-                        let first_row = e.mul_imm(row, kw as i64);
-                        let rows = e.at_scaled(panel, first_row, NR as i64);
-                        for (q, columns) in columns.iter().enumerate() {
-                            let run = Run::new(e, g, span, top, columns);
-                            let offset = e.int((q * NR) as i64);
-                            let to = e.at(rows, offset);
-                            gather_run(e, g, &run, plane, to, 1);
-                        }
+                    let to = e.at_scaled(panel, row, NR as i64);
+                    for_each_image_run(e, g, tap, [plane, to], |e, from, to, j, ty| {
+                        let value = e.load(ty, Emitter::frozen(), from, j, 0);
+                        e.store(Emitter::mutable(), value, to, j, 0);
                     });
                 });
-            });
-        }
-        // Positions past the last, in the last panel: zeros.
-        let short = e.b.ins().icmp(IntCC::SignedLessThan, valid, width);
-        let zero = e.int(0);
-        let rows = e.b.ins().select(short, kc, zero);
-        e.for_loop(zero, rows, 1, |e, k| {
-            let to = e.at_scaled(panel, k, NR as i64);
-            gemm::zero_run(e, to, 1, valid, width);
-        });
-    });
+            } else {
+                for_each_row_span(e, g, [lo, hi], |e, span| {
+                    let zero = e.int(0);
+                    e.for_loop(zero, channels, 1, |e, c| {
+                        let plane = e.at_scaled(planes, c, g.plane() as i64);
+                        e.for_range(0, kh as i64, |e, r| {
+                            let top = tap_top(e, g, r);
+                            let channel_row = e.mul_imm(c, kh as i64);
+                            let row = e.add(channel_row, r);
+                            let first_row = e.mul_imm(row, kw as i64);
+                            let rows = e.at_scaled(panel, first_row, NR as i64);
+                            for (q, columns) in columns.iter().enumerate() {
+                                let run = Run::new(e, g, span, top, columns);
+                                let offset = e.int((q * NR) as i64);
+                                let to = e.at(rows, offset);
+                                gather_run(e, g, &run, plane, to, 1);
+                            }
+                        });
+                    });
+                });
+            }
+        },
+    );
 }
 
 /// The input gradient, written through `epilogue`: each task applies it to the planes it owns
@@ -2057,21 +2071,19 @@ fn pack_taps(
             });
         });
         // Columns past the last, in the last panel: zeros.
-        zero_columns_past(e, panel, kc, width);
+        let all = e.int(NR as i64);
+        zero_columns_past(e, panel, kc, [width, all]);
     });
 }
 
-/// Zeros columns `valid ..` of the `kc` rows of the B panel at `panel` (nothing when `valid`
-/// is `NR`).
-fn zero_columns_past(e: &mut Emitter, panel: Value, kc: Value, valid: Value) {
-    let short =
-        e.b.ins()
-            .icmp_imm_s(IntCC::SignedLessThan, valid, NR as i64);
+/// Zeros columns `valid..width` of the `kc` rows of the B panel at `panel` (nothing when
+/// `valid` is `width`).
+fn zero_columns_past(e: &mut Emitter, panel: Value, kc: Value, [valid, width]: [Value; 2]) {
+    let short = e.b.ins().icmp(IntCC::SignedLessThan, valid, width);
     let zero = e.int(0);
     let rows = e.b.ins().select(short, kc, zero);
     e.for_loop(zero, rows, 1, |e, k| {
         let to = e.at_scaled(panel, k, NR as i64);
-        let all = e.int(NR as i64);
-        gemm::zero_run(e, to, 1, valid, all);
+        gemm::zero_run(e, to, 1, valid, width);
     });
 }
