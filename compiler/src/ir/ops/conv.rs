@@ -620,7 +620,7 @@ pub fn emit(
 }
 
 /// The most output channels per group, and else the largest padded plane, for which reading
-/// im2col rows in place pays (see [`Placed::new`]).
+/// im2col rows in place pays (see [`PaddedLayout::pays`]).
 const MOST_PLACED_ROWS: usize = 64;
 const MOST_PLACED_PLANE: usize = 16 * 16;
 /// The largest copy of x (in floats) a convolution makes to read its im2col rows in place: the
@@ -631,8 +631,9 @@ const MOST_PLACED_COPY: usize = 1 << 24;
 /// scratch (see `emit_product`): 1 MiB.
 const MOST_STAGED_FLOATS: usize = 1 << 18;
 
-/// Where a convolution's product reads its im2col rows as they lie, instead of packing them:
-/// in x, or in a copy of x with its padding written out (`copy`) and, with a stride `s`, its
+/// x as a convolution's product reads its im2col rows where they lie (where that pays), or
+/// packs them from (one image per panel): x itself, or a copy of x with its padding written
+/// out (`copy`) and, with a stride `s`, its
 /// rows and columns dealt into `s x s` phases (row `i` of the padded image into phase `i % s`,
 /// as its row `i / s`; columns likewise), each of `hw` extents. Output positions are then
 /// counted along phase rows: position `(oy, ox)` is column `oy * width + ox` of the product, and
@@ -640,15 +641,15 @@ const MOST_STAGED_FLOATS: usize = 1 << 18;
 /// dropped. The im2col row of channel `c` and tap `(r, q)` is then the phase of
 /// `(r * dilation) % s` (rows; columns likewise) of channel `c`, shifted by
 /// `(r * dilation) / s` rows and `(q * dilation) / s` columns: contiguous, so the microkernel
-/// reads it through a table of those offsets.
-struct Placed {
+/// reads it through a table of those offsets, and a packing copies it run by run.
+struct PaddedLayout {
     hw: [usize; 2],
     phases: [usize; 2],
     copy: bool,
 }
 
-impl Placed {
-    /// Where it applies and pays: more than one tap (a 1x1 kernel's packing is a plain copy, or
+impl PaddedLayout {
+    /// Whether reading the im2col rows in place applies and pays: more than one tap (a 1x1 kernel's packing is a plain copy, or
     /// with a stride reads one phase of the copy's several, which resnet_small's subsampling
     /// shortcuts did in twice the time); no more than a quarter more column panels than
     /// positions need (dropped columns are multiplied too); few output channels or small
@@ -672,13 +673,13 @@ impl Placed {
     }
 
     /// x's layout for a convolution: its padding written out and dealt into phases.
-    fn of(g: &Geometry) -> Placed {
+    fn of(g: &Geometry) -> PaddedLayout {
         let a = &g.attrs;
         let hw = [0, 1].map(|axis| {
             let padded = g.hw[axis] + a.pad[2 * axis] + a.pad[2 * axis + 1];
             padded.div_ceil(a.stride[axis])
         });
-        Placed {
+        PaddedLayout {
             hw,
             phases: a.stride,
             copy: a.pad != [0; 4] || a.stride != [1, 1],
@@ -730,24 +731,18 @@ impl Placed {
             e.for_loop(begin, end, 1, |e, plane| {
                 let from = e.at_scaled(from, plane, g.plane() as i64);
                 let to = e.at_scaled(to, plane, self.plane() as i64);
+                let (zero, floats) = (e.int(0), e.int(self.plane() as i64));
+                gemm::zero_run(e, to, 1, zero, floats);
                 let rows = [0, self.hw[0] as i64].map(|row| e.int(row));
-                self.write_rows(e, g, [from, to], rows, true);
+                self.write_rows(e, g, [from, to], rows);
             });
         });
         padded
     }
 
-    /// Writes rows `first..last` of every phase of one channel's padded copy at `to`, from its
-    /// plane of x at `from`: with `padding`, its zeros too (the rows zeroed, then x's values
-    /// written); else only x's values, the zeros being there already.
-    fn write_rows(
-        &self,
-        e: &mut Emitter,
-        g: &Geometry,
-        [from, to]: [Value; 2],
-        rows: [Value; 2],
-        padding: bool,
-    ) {
+    /// Writes x's values into rows `first..last` of every phase of one channel's padded copy
+    /// at `to`, from its plane of x at `from`; the padding's zeros must be there already.
+    fn write_rows(&self, e: &mut Emitter, g: &Geometry, [from, to]: [Value; 2], rows: [Value; 2]) {
         let [height, width] = self.hw.map(|extent| extent as i64);
         let [sh, sw] = self.phases.map(|s| s as i64);
         let [top, _, left, _] = g.attrs.pad.map(|p| p as i64);
@@ -756,13 +751,6 @@ impl Placed {
             let start = e.int(phase * self.phase_plane() as i64);
             e.at(to, start)
         };
-        if padding {
-            let [first, last] = rows.map(|row| e.mul_imm(row, width));
-            for phase in 0..sh * sw {
-                let to = phase_at(e, phase);
-                gemm::zero_run(e, to, 1, first, last);
-            }
-        }
         // Input column `c` lands in phase column `(c + left) % sw`, at `(c + left) / sw`.
         let landing = |c: i64| ((c + left) % sw, (c + left) / sw);
         for phase_row in 0..sh {
@@ -779,8 +767,7 @@ impl Placed {
                 let input_start = e.mul_imm(input_row, input_width);
                 let from = e.at(from, input_start);
                 let row_start = e.mul_imm(row, width);
-                // Where input column `c` goes, for a constant `c`... or `c0 + c` for `c0` a
-                // multiple of `sw`.
+                // Where input column `c0 + c` goes, `c0` a multiple of `sw`.
                 let target = |e: &mut Emitter, c0: Value, c: i64| {
                     let (phase_column, column) = landing(c);
                     let phase = phase_at(e, phase_row * sw + phase_column);
@@ -892,9 +879,22 @@ impl Placed {
     }
 }
 
+/// Where a convolution's product finds its im2col rows.
+#[derive(Clone, Copy, PartialEq)]
+enum Im2col {
+    /// Read where they lie, in x's [`PaddedLayout`].
+    InPlace,
+    /// Packed one image per panel, copied run by run from x's [`PaddedLayout`].
+    LaidOut,
+    /// Packed one image per panel, gathered from x ([`pack_im2col`]).
+    Gathered,
+    /// Packed with several small images per panel, gathered from x.
+    GatheredImages,
+}
+
 /// The product of each group's weights (`weights`: `[O/g x Kc]` per group, packed once) by the
 /// im2col matrix of `x`, written to `output` through `epilogue`. The im2col rows are packed
-/// block by block, or read where they lie (see [`Placed`]).
+/// block by block, or read where they lie (see [`PaddedLayout`]).
 fn emit_product(
     sink: &mut KernelSink,
     g: &Geometry,
@@ -905,11 +905,12 @@ fn emit_product(
 ) {
     let (depth, taps) = (g.depth(), g.taps());
     let weights = gemm::pack_a(sink, weights);
-    let layout = Placed::of(g);
+    let layout = PaddedLayout::of(g);
     let placed = layout.pays(g);
-    let (columns, images_per_panel) = match placed {
-        true => (layout.columns(g), 1),
-        false => (g.positions, g.images_per_panel()),
+    let (columns, images_per_panel) = if placed {
+        (layout.columns(g), 1)
+    } else {
+        (g.positions, g.images_per_panel())
     };
     let image_blocks = g.batch.div_ceil(images_per_panel);
     let columns = columns * images_per_panel;
@@ -934,12 +935,25 @@ fn emit_product(
     // Where x needs its padding written out (or dealt into phases), each task writes the rows
     // its tile reads to its scratch, where the product reads them in cache, unless several
     // tasks would write the same rows; else the product reads them from a copy of all of x.
-    let staged = layout.copy && fits && (placed || packs_laid_out);
-    let (image, image_plane) = match placed || packs_laid_out {
-        true if !staged => (layout.image(sink, g, x), layout.plane()),
-        true => (x, layout.plane()),
-        false => (x, g.plane()),
+    let im2col = if placed {
+        Im2col::InPlace
+    } else if packs_laid_out {
+        Im2col::LaidOut
+    } else if images_per_panel == 1 {
+        Im2col::Gathered
+    } else {
+        Im2col::GatheredImages
     };
+    let laid_out = matches!(im2col, Im2col::InPlace | Im2col::LaidOut);
+    let staged = layout.copy && fits && laid_out;
+    let (image, image_plane) = if staged {
+        (x, layout.plane())
+    } else if laid_out {
+        (layout.image(sink, g, x), layout.plane())
+    } else {
+        (x, g.plane())
+    };
+    // With `NR` floats more, which rows read in place run past.
     let staged_floats = if staged {
         g.group_in * layout.plane() + NR
     } else {
@@ -949,9 +963,10 @@ fn emit_product(
     let block_rows = channel_blocks.1 * taps;
     let ldc = nt * NR;
     // B's packed panels, or the table of its rows' offsets (i64, two floats each).
-    let b_floats = match placed {
-        true => 2 * block_rows,
-        false => nt * NR * block_rows,
+    let b_floats = if im2col == Im2col::InPlace {
+        2 * block_rows
+    } else {
+        nt * NR * block_rows
     };
     let scratch = ScratchLayout::new(&[b_floats, mt * MR * ldc, staged_floats]);
     let tasks = image_blocks * g.groups * m_tiles * n_tiles;
@@ -967,7 +982,7 @@ fn emit_product(
             let staged_floats = e.int(staged_floats as i64);
             gemm::zero_run(e, stage, 1, zero, staged_floats);
         }
-        if placed {
+        if im2col == Im2col::InPlace {
             // Row `c * taps + t` of a K block: channel `c`'s plane, shifted to tap `t`.
             let offsets = layout.tap_offsets(g);
             let zero = e.int(0);
@@ -1003,23 +1018,24 @@ fn emit_product(
             let zero = e.int(0);
             if staged {
                 let x_planes = g.group_planes(e, [xs, first_image, group], g.plane());
-                let read = match placed {
-                    true => layout.rows_read(e, g, [first_column, cols]),
-                    false => [0, layout.hw[0] as i64].map(|row| e.int(row)),
+                let read = if im2col == Im2col::InPlace {
+                    layout.rows_read(e, g, [first_column, cols])
+                } else {
+                    [0, layout.hw[0] as i64].map(|row| e.int(row))
                 };
                 e.for_range(0, g.group_in as i64, |e, c| {
                     let from = e.at_scaled(x_planes, c, g.plane() as i64);
                     let to = e.at_scaled(stage, c, image_plane as i64);
-                    layout.write_rows(e, g, [from, to], read, false);
+                    layout.write_rows(e, g, [from, to], read);
                 });
             }
             // The group's planes in image `first_image + t`.
-            let planes = |e: &mut Emitter, t: Value| match staged {
-                true => stage,
-                false => {
-                    let image = e.add(first_image, t);
-                    g.group_planes(e, [xs, image, group], image_plane)
+            let planes = |e: &mut Emitter, t: Value| {
+                if staged {
+                    return stage;
                 }
+                let image = e.add(first_image, t);
+                g.group_planes(e, [xs, image, group], image_plane)
             };
             gemm::for_each_k_block(e, channel_blocks, g.group_in, |e, c0, channels, first| {
                 let kc = e.mul_imm(channels, taps as i64);
@@ -1027,28 +1043,24 @@ fn emit_product(
                     let planes = planes(e, t);
                     e.at_scaled(planes, c0, image_plane as i64)
                 };
-                let (b, b_stride, b_rows) = match placed {
-                    true => {
+                let (b, b_stride, b_rows) = match im2col {
+                    Im2col::InPlace => {
                         let block_planes = block_planes(e, zero);
                         let b = e.at(block_planes, first_column);
                         (b, e.int(NR as i64), b_scratch)
                     }
-                    false if packs_laid_out => {
-                        let block_planes = block_planes(e, zero);
+                    Im2col::LaidOut | Im2col::Gathered => {
+                        let source = [block_planes(e, zero), channels];
                         let columns = [first_column, tile.panels[1]];
-                        let source = [block_planes, channels];
-                        pack_laid_out(e, g, &layout, source, columns, kc, b_scratch);
+                        if im2col == Im2col::LaidOut {
+                            pack_laid_out(e, g, &layout, source, columns, kc, b_scratch);
+                        } else {
+                            let to = [b_scratch, e.int(NR as i64)];
+                            pack_im2col(e, g, source, columns, kc, to);
+                        }
                         (b_scratch, e.mul_imm(kc, NR as i64), e.int(0))
                     }
-                    false if images_per_panel == 1 => {
-                        let block_planes = block_planes(e, zero);
-                        let columns = [first_column, tile.panels[1]];
-                        let width = e.int(NR as i64);
-                        let to = [b_scratch, width];
-                        pack_im2col(e, g, [block_planes, channels], columns, kc, to);
-                        (b_scratch, e.mul_imm(kc, NR as i64), e.int(0))
-                    }
-                    false => {
+                    Im2col::GatheredImages => {
                         e.for_loop(zero, images, 1, |e, t| {
                             let block_planes = block_planes(e, t);
                             let [col, width] = image_columns(e, g, [t, images]);
@@ -1093,16 +1105,18 @@ fn emit_product(
                 });
                 gemm::copy_block(e, [c, to], lds, extent, epilogue, &inputs, sums.as_ref());
             };
-            match placed {
-                true => {
+            match im2col {
+                Im2col::InPlace => {
                     let past = e.add(first_column, cols);
                     layout.close_up(e, g, [c_tiles, rows], ldc as i64, [first_column, past]);
                     let [first, last] = [first_column, past].map(|c| layout.position(e, g, c));
                     let cols = e.sub(last, first);
                     write_out(e, zero, c_tiles, first, cols);
                 }
-                false if images_per_panel == 1 => write_out(e, zero, c_tiles, first_column, cols),
-                false => {
+                Im2col::LaidOut | Im2col::Gathered => {
+                    write_out(e, zero, c_tiles, first_column, cols)
+                }
+                Im2col::GatheredImages => {
                     let positions = e.int(g.positions as i64);
                     e.for_loop(zero, images, 1, |e, t| {
                         let col = e.mul_imm(t, g.positions as i64);
@@ -1124,7 +1138,7 @@ fn emit_product(
 fn pack_laid_out(
     e: &mut Emitter,
     g: &Geometry,
-    layout: &Placed,
+    layout: &PaddedLayout,
     [planes, channels]: [Value; 2],
     [first, panels]: [Value; 2],
     kc: Value,
@@ -1878,10 +1892,27 @@ fn channels_last_row(e: &mut Emitter, g: &Geometry, [planes, to]: [Value; 2], i:
     let rows = [input_row, e.int(height as i64)];
     let [before, after, row_end] = [left, left + columns, pw].map(|c| e.int((c * channels) as i64));
     padded_row(e, to, rows, [before, after, row_end], |e, input_row| {
-        let from = e.at_scaled(planes, input_row, width as i64);
-        let to = e.at(to, before);
-        transpose_row(e, from, to, [channels, columns], (height * width) as i64);
+        channels_last_values_of_row(e, g, [planes, to], input_row)
     });
+}
+
+/// Writes input row `input_row`'s values into its padded row of one image's channels-last
+/// copy, which starts at `to`, from the image's planes of x at `planes`.
+fn channels_last_values_of_row(
+    e: &mut Emitter,
+    g: &Geometry,
+    [planes, to]: [Value; 2],
+    input_row: Value,
+) {
+    let [_, pw] = padded_extent(g);
+    let channels = g.groups * g.group_in;
+    let [height, width] = g.hw;
+    let left = g.attrs.pad[2];
+    let columns = width.min(pw.saturating_sub(left));
+    let from = e.at_scaled(planes, input_row, width as i64);
+    let first = e.int((left * channels) as i64);
+    let to = e.at(to, first);
+    transpose_row(e, from, to, [channels, columns], (height * width) as i64);
 }
 
 /// Writes the values of one image's channels-last copy (see [`emit_channels_last`]) at `to`,
@@ -1889,19 +1920,12 @@ fn channels_last_row(e: &mut Emitter, g: &Geometry, [planes, to]: [Value; 2], i:
 fn channels_last_values(e: &mut Emitter, g: &Geometry, [planes, to]: [Value; 2]) {
     let [ph, pw] = padded_extent(g);
     let channels = g.groups * g.group_in;
-    let [height, width] = g.hw;
-    let (top, left) = (g.attrs.pad[0], g.attrs.pad[2]);
-    let [rows, columns] = [
-        height.min(ph.saturating_sub(top)),
-        width.min(pw.saturating_sub(left)),
-    ];
+    let top = g.attrs.pad[0];
+    let rows = g.hw[0].min(ph.saturating_sub(top));
     e.for_range(0, rows as i64, |e, input_row| {
-        let from = e.at_scaled(planes, input_row, width as i64);
         let padded_row = e.add_imm(input_row, top as i64);
         let to = e.at_scaled(to, padded_row, (pw * channels) as i64);
-        let first = e.int((left * channels) as i64);
-        let to = e.at(to, first);
-        transpose_row(e, from, to, [channels, columns], (height * width) as i64);
+        channels_last_values_of_row(e, g, [planes, to], input_row);
     });
 }
 
