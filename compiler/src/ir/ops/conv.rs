@@ -3,7 +3,7 @@
 
 use super::{arity, layout, ConvAttrs, OpKind};
 use crate::codegen::depthwise;
-use crate::codegen::emit::{Emitter, Slot, F32, F32X4};
+use crate::codegen::emit::{Emitter, Slot, F32, F32X4, LANES};
 use crate::codegen::gemm::{self, Block, Epilogue, IndexMath, Matrices, ScratchLayout, Tile, KC};
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
@@ -513,6 +513,155 @@ fn scatter_add_run(e: &mut Emitter, g: &Geometry, run: &Run, plane: Value, src: 
         e.for_loop(run.inside, run.outside, 1, |e, j| {
             let target = e.mul_imm(j, stride);
             add(e, j, target, F32)
+        });
+    }
+}
+
+/// The kernel positions along one axis whose taps land on input index `phase` modulo `stride`
+/// (with `pad` and `dilation` on that axis), each with how far its output index lies from the
+/// input index's: input `stride * m + phase` is read by kernel position `k`'s tap at output
+/// `m + offset`.
+fn phase_taps(
+    phase: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    kernel: usize,
+) -> Vec<(usize, i64)> {
+    let stride = stride as i64;
+    (0..kernel)
+        .filter_map(|k| {
+            let reach = (phase + pad) as i64 - (k * dilation) as i64;
+            (reach.rem_euclid(stride) == 0).then_some((k, reach.div_euclid(stride)))
+        })
+        .collect()
+}
+
+/// col2im of one whole image (the adjoint of its im2col rows, `dcol` at its first column, rows
+/// `ldc` apart) into the channel planes at `planes`, by phases: with a stride, the elements of a
+/// plane whose row and column are `a` and `b` modulo the stride form phase `(a, b)`, a dense plane
+/// (in `phases`) that each of its taps adds one contiguous run per output row to, vector by
+/// vector; the phases are then dealt back into the plane, row by row. Without a stride the one
+/// phase is the plane itself. Every loop has constant bounds. A scatter of one float at a time,
+/// read, add, write, cost several times as much; and so did building a row of dx from all its
+/// taps at once, whose runs read back the row's overlapping, just-stored vectors.
+fn col2im_by_phases(
+    e: &mut Emitter,
+    g: &Geometry,
+    channels: Value,
+    [planes, dcol, phases]: [Value; 3],
+    ldc: usize,
+) {
+    let a = &g.attrs;
+    let [sy, sx] = a.stride;
+    let [height, width] = g.hw;
+    let (out_height, out_width) = (g.positions / g.out_width, g.out_width);
+    let strided = sy * sx > 1;
+    let [phase_height, phase_stride] = phase_extent(g);
+    let phase_width = |b: usize| width.saturating_sub(b).div_ceil(sx);
+    let zero = e.int(0);
+    e.for_loop(zero, channels, 1, |e, c| {
+        let plane = e.at_scaled(planes, c, g.plane() as i64);
+        let channel_rows = e.at_scaled(dcol, c, (g.taps() * ldc) as i64);
+        let phase_plane = |e: &mut Emitter, [row, column]: [usize; 2]| {
+            if strided {
+                let offset = (row * sx + column) * phase_height * phase_stride;
+                let offset = e.int(offset as i64);
+                e.at(phases, offset)
+            } else {
+                plane
+            }
+        };
+        for row_phase in 0..sy {
+            let rows = height.saturating_sub(row_phase).div_ceil(sy) as i64;
+            let row_taps = phase_taps(row_phase, sy, a.pad[0], a.dilation[0], g.kernel[0]);
+            for column_phase in 0..sx {
+                let columns = phase_width(column_phase) as i64;
+                let to = phase_plane(e, [row_phase, column_phase]);
+                let row_floats = if strided { phase_stride } else { width } as i64;
+                e.vector_range(0, rows * row_floats, 2, |e, i, ty| {
+                    let zero = e.constant(ty, 0.0);
+                    e.store(Emitter::mutable(), zero, to, i, 0);
+                });
+                let column_taps =
+                    phase_taps(column_phase, sx, a.pad[2], a.dilation[1], g.kernel[1]);
+                for &(r, row_offset) in &row_taps {
+                    for &(q, column_offset) in &column_taps {
+                        let tap_row = ((r * g.kernel[1] + q) * ldc) as i64;
+                        let first_dy = row_offset * out_width as i64 + column_offset;
+                        let from = e.int(tap_row + first_dy);
+                        let from = e.at(channel_rows, from);
+                        let [m_lo, m_hi] = [
+                            (-row_offset).max(0),
+                            rows.min(out_height as i64 - row_offset),
+                        ];
+                        let [n_lo, n_hi] = [
+                            (-column_offset).max(0),
+                            columns.min(out_width as i64 - column_offset),
+                        ];
+                        e.for_range(m_lo, m_hi, |e, m| {
+                            let to = e.at_scaled(to, m, row_floats);
+                            let from = e.at_scaled(from, m, out_width as i64);
+                            e.vector_range(n_lo, n_hi, 2, |e, n, ty| {
+                                let value = e.load(ty, Emitter::mutable(), from, n, 0);
+                                let old = e.load(ty, Emitter::mutable(), to, n, 0);
+                                let sum = e.b.ins().fadd(old, value);
+                                e.store(Emitter::mutable(), sum, to, n, 0);
+                            });
+                        });
+                    }
+                }
+            }
+            if strided {
+                e.for_range(0, rows, |e, m| {
+                    let scaled = e.mul_imm(m, sy as i64);
+                    let y = e.add_imm(scaled, row_phase as i64);
+                    let dx_row = e.at_scaled(plane, y, width as i64);
+                    let phase_rows: Vec<Value> = (0..sx)
+                        .map(|b| {
+                            let phase = phase_plane(e, [row_phase, b]);
+                            e.at_scaled(phase, m, phase_stride as i64)
+                        })
+                        .collect();
+                    deal_back(e, &phase_rows, dx_row, width);
+                });
+            }
+        }
+    });
+}
+
+/// The rows (the most of any phase) and the floats per row (a whole number of vectors) of each
+/// phase plane of [`col2im_by_phases`].
+fn phase_extent(g: &Geometry) -> [usize; 2] {
+    let [sy, sx] = g.attrs.stride;
+    [
+        g.hw[0].div_ceil(sy),
+        g.hw[1].div_ceil(sx).next_multiple_of(LANES as usize),
+    ]
+}
+
+/// `row[stride * n + b] = phases[b][n]` for the `width` floats of `row`, `stride` being the
+/// number of phases: with two, eight floats at a time from four of each phase, interleaved by two
+/// shuffles (the inverse of [`PaddedLayout`]'s dealing).
+fn deal_back(e: &mut Emitter, phases: &[Value], row: Value, width: usize) {
+    let stride = phases.len();
+    let vectored = if stride == 2 { width / 8 * 8 } else { 0 };
+    e.for_range(0, (vectored / 8) as i64, |e, i| {
+        let n = e.mul_imm(i, LANES);
+        let [even, odd] = [0, 1].map(|b| e.load(F32X4, Emitter::mutable(), phases[b], n, 0));
+        let low = gemm::shuffle_lanes(e, [even, odd], [0, 4, 1, 5]);
+        let high = gemm::shuffle_lanes(e, [even, odd], [2, 6, 3, 7]);
+        let x = e.mul_imm(n, 2);
+        e.store(Emitter::mutable(), low, row, x, 0);
+        e.store(Emitter::mutable(), high, row, x, LANES);
+    });
+    for (b, &phase) in phases.iter().enumerate() {
+        let first = (vectored / stride) as i64;
+        let phase_width = width.saturating_sub(b).div_ceil(stride) as i64;
+        e.for_range(first, phase_width, |e, n| {
+            let value = e.load(F32, Emitter::mutable(), phase, n, 0);
+            let x = e.mul_imm(n, stride as i64);
+            e.store(Emitter::mutable(), value, row, x, b as i64);
         });
     }
 }
@@ -1346,17 +1495,22 @@ pub fn emit_input_grad(
     let nt = n_panels.min(MOST_PANELS);
     let ldc = nt * NR;
     let b_panel_floats = g.group_out * NR;
-    let scratch = ScratchLayout::new(&[m_most * MR * ldc, nt * b_panel_floats]);
+    let phases = match g.attrs.stride {
+        [1, 1] => 0,
+        [sy, sx] => sy * sx * phase_extent(&g).iter().product::<usize>(),
+    };
+    let scratch = ScratchLayout::new(&[m_most * MR * ldc, nt * b_panel_floats, phases]);
     let k_blocks = gemm::balanced_blocks(g.group_out, KC);
     let tasks = image_blocks * g.groups * channel_blocks;
-    // Whether each dcol tile holds whole images whose taps all land inside x: their col2im is
-    // then the same for every image, its loops of constant bounds.
-    let whole_images_inside = n_panels <= nt && g.taps_inside();
+    // Whether each dcol tile holds whole images: their col2im then goes phase by phase, with
+    // loops of constant bounds, and writes all of dx.
+    let whole_images = n_panels <= nt;
     // Row sums per image.
     let partials = epilogue.partials(sink, g.batch, g.groups * g.group_in);
     sink.kernel(tasks, scratch.floats(), |e| {
         let (packed_w, grads, dx) = (e.buffer(weights), e.buffer(dy.slot), e.buffer(output.slot));
         let (dcol, b_panels) = (scratch.region(e, 0), scratch.region(e, 1));
+        let phases = scratch.region(e, 2);
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, task| {
             let [image_block, group, block] =
@@ -1385,11 +1539,13 @@ pub fn emit_input_grad(
                 e.at_scaled(grads, matrix, (g.group_out * positions) as i64)
             };
             let zero = e.int(0);
-            e.for_loop(zero, images, 1, |e, t| {
-                let planes = planes(e, t);
-                let floats = e.mul_imm(channels, g.plane() as i64);
-                gemm::zero_run(e, planes, 1, zero, floats);
-            });
+            if !whole_images {
+                e.for_loop(zero, images, 1, |e, t| {
+                    let planes = planes(e, t);
+                    let floats = e.mul_imm(channels, g.plane() as i64);
+                    gemm::zero_run(e, planes, 1, zero, floats);
+                });
+            }
             // A: the block's rows of W_gᵀ; B: dy_ng.
             let m_rows = e.mul_imm(channels, taps as i64);
             let rows = e.add_imm(m_rows, MR as i64 - 1);
@@ -1419,22 +1575,18 @@ pub fn emit_input_grad(
             // col2im: every dcol row, from column `col`, back onto the taps of positions
             // `lo..hi` of the planes at `planes`.
             let col2im = |e: &mut Emitter, planes: Value, col: Value, [lo, hi]: [Value; 2]| {
+                if whole_images {
+                    let image = e.at(dcol, col);
+                    col2im_by_phases(e, &g, channels, [planes, image, phases], ldc);
+                    return;
+                }
                 for_each_tap_row(e, &g, channels, |e, c, tap, row| {
                     let plane = e.at_scaled(planes, c, g.plane() as i64);
                     let row_start = e.at_scaled(dcol, row, ldc as i64);
                     let src = e.at(row_start, col);
-                    if whole_images_inside {
-                        for_each_image_run(e, &g, tap, [plane, src], |e, to, from, j, ty| {
-                            let value = e.load(ty, Emitter::mutable(), from, j, 0);
-                            let old = e.load(ty, Emitter::mutable(), to, j, 0);
-                            let sum = e.b.ins().fadd(old, value);
-                            e.store(Emitter::mutable(), sum, to, j, 0);
-                        });
-                    } else {
-                        for_each_run(e, &g, tap, [lo, hi], |e, run| {
-                            scatter_add_run(e, &g, run, plane, src)
-                        });
-                    }
+                    for_each_run(e, &g, tap, [lo, hi], |e, run| {
+                        scatter_add_run(e, &g, run, plane, src)
+                    });
                 });
             };
             if images_per_panel == 1 {
