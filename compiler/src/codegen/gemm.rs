@@ -13,13 +13,13 @@
 //! Tasks split C only, never the reduction, so every sum runs in the same order whatever the
 //! number of threads.
 
-use super::emit::{Emitter, Slot, F32, F32X4, LANES};
+use super::emit::{Emitter, Slot, F32, F32X4};
 use super::{KernelSink, Operand};
 use crate::ir::ops::fused::{arg_value, emit_each_step, Arg, Step};
+use crate::ir::ops::layout::{fold_together, reduce_range, Accumulators, Reduce};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I64, I8X16};
-use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value};
-use cranelift_frontend::Variable;
+use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 use cranelift_module::FuncId;
 use netc_runtime::microkernel::{MR, NR};
 
@@ -767,13 +767,12 @@ pub fn copy_block(
             })
             .collect();
         let zero = e.int(0);
-        let vector_zero = e.constant(F32X4, 0.0);
-        let scalar_zero = e.float(0.0);
-        let accumulator = |e: &mut Emitter| -> [Variable; 2] {
-            [e.variable(F32X4, vector_zero), e.variable(F32, scalar_zero)]
-        };
-        let totals: Vec<[Variable; 2]> = epilogue.sums.iter().map(|_| accumulator(e)).collect();
-        e.vector_loop(zero, cols, UNROLL, |e, i, ty| {
+        let totals: Vec<Accumulators> = epilogue
+            .sums
+            .iter()
+            .map(|_| Accumulators::new(e, Reduce::Sum))
+            .collect();
+        fold_together(&totals, e, zero, cols, |e, i, ty| {
             let mut loaded = vec![e.load(ty, Emitter::mutable(), from, i, 0)];
             for &(row, constant) in &input_rows {
                 loaded.push(match constant {
@@ -790,14 +789,12 @@ pub fn copy_block(
             let values = emit_each_step(e, &epilogue.steps, &loaded, ty);
             let value = |arg: Arg| arg_value(arg, &loaded, &values);
             e.store(Emitter::mutable(), value(epilogue.result), to, i, 0);
-            for (&(arg, _), total) in epilogue.sums.iter().zip(&totals) {
-                add(e, total, value(arg), ty);
-            }
+            epilogue.sums.iter().map(|&(arg, _)| value(arg)).collect()
         });
         let Some(sums) = sums else { return };
         let mut s = 0;
         for (&(_, sum), total) in epilogue.sums.iter().zip(&totals) {
-            let total = reduce(e, total);
+            let total = total.total(e);
             let mut store = |e: &mut Emitter, value: Value| {
                 e.store(
                     Emitter::mutable(),
@@ -815,14 +812,11 @@ pub fn copy_block(
                     let count = e.b.ins().fcvt_from_sint(F32, cols);
                     let mean = e.b.ins().fdiv(total, count);
                     let means = [e.splat(F32X4, mean), mean];
-                    let squares = accumulator(e);
-                    e.vector_loop(zero, cols, UNROLL, |e, i, ty| {
+                    let squares = reduce_range(e, zero, cols, Reduce::Sum, |e, i, ty| {
                         let value = e.load(ty, Emitter::mutable(), to, i, 0);
                         let apart = e.b.ins().fsub(value, means[usize::from(ty == F32)]);
-                        let square = e.b.ins().fmul(apart, apart);
-                        add(e, &squares, square, ty);
+                        e.b.ins().fmul(apart, apart)
                     });
-                    let squares = reduce(e, &squares);
                     for value in [count, total, squares] {
                         store(e, value);
                     }
@@ -830,25 +824,6 @@ pub fn copy_block(
             }
         }
     });
-}
-
-/// Adds `value` (f32x4 or f32) to the accumulator of its type.
-fn add(e: &mut Emitter, [vector, scalar]: &[Variable; 2], value: Value, ty: Type) {
-    let total = if ty == F32 { *scalar } else { *vector };
-    let so_far = e.get(total);
-    let new = e.b.ins().fadd(so_far, value);
-    e.set(total, new);
-}
-
-/// The total of a vector and a scalar accumulator.
-fn reduce(e: &mut Emitter, [vector, scalar]: &[Variable; 2]) -> Value {
-    let vector = e.get(*vector);
-    let mut total = e.get(*scalar);
-    for lane in 0..LANES as u8 {
-        let x = e.b.ins().extractlane(vector, lane);
-        total = e.b.ins().fadd(total, x);
-    }
-    total
 }
 
 /// A task's tile of C in panels: its first panel and panel count along each axis.

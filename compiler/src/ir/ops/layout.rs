@@ -422,7 +422,7 @@ impl Accumulators {
 
 /// Combines the terms `terms(index, ty)` over the elements `lo..hi` of contiguous memory, the
 /// k-th into `accumulators[k]`, as [`Accumulators::fold`] does each.
-fn fold_together(
+pub(crate) fn fold_together(
     accumulators: &[Accumulators],
     e: &mut Emitter,
     lo: Value,
