@@ -4,11 +4,13 @@
 //! (without stride too, where the input gradient has a route of its own),
 //! with channel and spatial extents that leave partial tiles along every axis of the products
 //! and, in the larger cases, several full tiles and several K blocks; and matrix products in
-//! every transpose combination, from single elements to several tiles and K blocks.
+//! every transpose combination, from single elements to several tiles and K blocks; and the
+//! convolution and its input gradient with the epilogues the fusion passes give them.
 
 use super::{check_op, config, random_tensor};
 use netc::ir::ops::conv::out_extent;
-use netc::ir::ops::ConvAttrs;
+use netc::ir::ops::fused::{Arg, Chain, Step};
+use netc::ir::ops::{ConvAttrs, MapFn};
 use netc::ir::OpKind;
 use proptest::prelude::*;
 
@@ -79,6 +81,45 @@ fn check_all_three(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, seed: u64) {
     check_op(OpKind::Conv2dWeightGrad(attrs, kernel), &[x, dy], 1e-5);
 }
 
+/// The forward op and the input gradient each as the first step of a chain, as the fusion
+/// passes make them for batch norm: the forward op's result with its per-channel sum and
+/// squared deviations; the input gradient's masked by a ReLU's gradient, times another tensor,
+/// with the sums of both.
+pub(super) fn check_epilogues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, seed: u64) {
+    let y = output_shape(&attrs, &x, &w);
+    let hw = [x[2], x[3]];
+    let per_channel = |shape: &[usize]| vec![1, shape[1], 1, 1];
+    let step = |kind: OpKind, args: &[Arg]| Step {
+        kind,
+        args: args.to_vec(),
+    };
+    let (t, input) = (Arg::Step, Arg::Input);
+    let forward = Chain {
+        steps: vec![
+            step(OpKind::Conv2d(attrs), &[input(0), input(1)]),
+            step(OpKind::SumTo(per_channel(&y)), &[t(0)]),
+            step(OpKind::SumSquaredDeviationsTo(per_channel(&y)), &[t(0)]),
+        ],
+        results: vec![0, 1, 2],
+    };
+    let backward = Chain {
+        steps: vec![
+            step(OpKind::Conv2dInputGrad(attrs, hw), &[input(0), input(1)]),
+            step(OpKind::Map(MapFn::Step), &[input(2)]),
+            step(OpKind::Mul, &[t(0), t(1)]),
+            step(OpKind::Mul, &[t(2), input(2)]),
+            step(OpKind::SumTo(per_channel(&x)), &[t(2)]),
+            step(OpKind::SumTo(per_channel(&x)), &[t(3)]),
+        ],
+        results: vec![2, 4, 5],
+    };
+    let xs = random_tensor(x, seed, -1.0, 1.0);
+    let w = random_tensor(w, seed ^ 1, -1.0, 1.0);
+    let dy = random_tensor(y, seed ^ 2, -1.0, 1.0);
+    check_op(OpKind::Fused(forward), &[xs.clone(), w.clone()], 1e-5);
+    check_op(OpKind::Fused(backward), &[dy, w, xs], 1e-5);
+}
+
 /// A matrix product `(transpose_a, transpose_b, a shape, b shape)` of `m x k` by `k x n`.
 fn matmul_case(
     m: impl Strategy<Value = usize>,
@@ -119,6 +160,15 @@ proptest! {
     #[test]
     fn convolutions_match_the_interpreter((attrs, x, w) in conv_case(8, 12), seed in any::<u64>()) {
         check_all_three(attrs, x, w, seed);
+    }
+
+    /// The same convolutions with the epilogues batch norm gives them.
+    #[test]
+    fn convolution_epilogues_match_the_interpreter(
+        (attrs, x, w) in conv_case(8, 12),
+        seed in any::<u64>()
+    ) {
+        check_epilogues(attrs, x, w, seed);
     }
 
     /// One input channel per group, as in depthwise layers, which the GEMM path must also get

@@ -1,9 +1,11 @@
 //! Generated depthwise convolutions (one input channel per group, `codegen::depthwise`)
 //! against the interpreter: the forward op and both gradients, on random channel counts and
 //! multipliers, kernels, strides, dilations and asymmetric paddings, with images from a single
-//! pixel to wide enough for the f32x4 interior of each row between its padded borders.
+//! pixel to wide enough for the f32x4 interior of each row between its padded borders; and
+//! the forward op and the input gradient with epilogues (`fuse_epilogue`'s and `fuse_sums`'s:
+//! an activation, a product with another tensor, per-channel sums and squared deviations).
 
-use super::contraction::output_shape;
+use super::contraction::{check_epilogues, output_shape};
 use super::{check_op, config, random_tensor};
 use netc::codegen::depthwise::is_depthwise;
 use netc::ir::ops::ConvAttrs;
@@ -56,6 +58,13 @@ proptest! {
         (attrs, x, w) in depthwise_case(), seed in any::<u64>()
     ) {
         check_all_three(attrs, x, w, seed);
+    }
+
+    #[test]
+    fn depthwise_epilogues_match_the_interpreter(
+        (attrs, x, w) in depthwise_case(), seed in any::<u64>()
+    ) {
+        check_epilogues(attrs, x, w, seed);
     }
 }
 

@@ -19,11 +19,16 @@
 //! (unrolled), with scalar tails. Stride-2 columns are loaded as two vectors and deinterleaved
 //! with one shuffle; larger strides load lane by lane.
 //!
+//! Both take an epilogue (`fuse_epilogue`): a task's rows of its output plane, just written and
+//! still in cache, go through it in place, with their row sums (batch norm's statistics, its
+//! gradient's sums) added up block by block afterwards, as a product's write-out does.
+//!
 //! The weight gradient is a reduction: one task per output channel sums over the batch and the
 //! output positions in order, vectorised along output rows with one f32x4 accumulator per tap
 //! (taps in groups that fit the registers), then adds each accumulator's lanes in a fixed order.
 
 use super::emit::{Emitter, Slot, F32, F32X4, LANES};
+use super::gemm::{self, Epilogue, IndexMath};
 use super::{KernelSink, Operand};
 use crate::ir::ops::ConvAttrs;
 use cranelift_codegen::ir::types::I8X16;
@@ -51,7 +56,13 @@ pub fn is_depthwise(a: &ConvAttrs, x: &[usize], w: &[usize]) -> bool {
     w[1] == 1 && a.groups == x[1] && a.groups > 1 && w[2] * w[3] <= MAX_TAPS
 }
 
-pub fn emit_forward(a: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+pub fn emit_forward(
+    a: &ConvAttrs,
+    sink: &mut KernelSink,
+    inputs: &[Operand],
+    output: &Operand,
+    epilogue: &Epilogue,
+) {
     let g = Geometry::new(&inputs[0].shape, &inputs[1].shape, &output.shape);
     let gather = Gather {
         planes: g.batch * g.outputs(),
@@ -78,7 +89,8 @@ pub fn emit_forward(a: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand], ou
     emit_gather(
         sink,
         &gather,
-        [inputs[0].slot, inputs[1].slot, output.slot],
+        [inputs[0].slot, inputs[1].slot],
+        (output, epilogue),
         |e, plane| {
             // Plane `n * O + o` of y reads channel `o / M` of image `n`, and kernel `o`.
             let image = e.b.ins().udiv_imm_s(plane, outputs);
@@ -94,7 +106,13 @@ pub fn emit_forward(a: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand], ou
     );
 }
 
-pub fn emit_input_grad(a: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+pub fn emit_input_grad(
+    a: &ConvAttrs,
+    sink: &mut KernelSink,
+    inputs: &[Operand],
+    output: &Operand,
+    epilogue: &Epilogue,
+) {
     let g = Geometry::new(&output.shape, &inputs[1].shape, &inputs[0].shape);
     let mut lattices = Vec::new();
     for rho in 0..a.stride[0].min(g.x[0]) {
@@ -118,7 +136,8 @@ pub fn emit_input_grad(a: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand],
     emit_gather(
         sink,
         &gather,
-        [inputs[0].slot, inputs[1].slot, output.slot],
+        [inputs[0].slot, inputs[1].slot],
+        (output, epilogue),
         |e, plane| {
             // Plane `n * C + c` of dx gathers from dy planes `n * O + c * M + m` (consecutive)
             // through kernels `c * M + m`.
@@ -352,7 +371,8 @@ struct Gather {
 fn emit_gather(
     sink: &mut KernelSink,
     g: &Gather,
-    slots: [Slot; 3],
+    slots: [Slot; 2],
+    (result, epilogue): (&Operand, &Epilogue),
     locate: impl Fn(&mut Emitter, Value) -> [Value; 2],
 ) {
     // Tasks are row blocks of output planes, the same block of lattice rows in every lattice.
@@ -363,8 +383,12 @@ fn emit_gather(
     let blocks = rows.min(TASKS.div_ceil(g.planes));
     let block_rows = rows.div_ceil(blocks);
     let blocks = rows.div_ceil(block_rows);
+    let channels = result.shape[1];
+    // Each channel's sums, block by block: `blocks` row blocks of each image's plane.
+    let partials = epilogue.partials(sink, g.planes / channels * blocks, channels);
     sink.kernel(g.planes * blocks, 0, |e| {
-        let [input, weights, output] = slots.map(|s| e.buffer(s));
+        let [input, weights] = slots.map(|s| e.buffer(s));
+        let output = e.buffer(result.slot);
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, task| {
             let plane = e.b.ins().udiv_imm_s(task, blocks as i64);
@@ -408,8 +432,43 @@ fn emit_gather(
                     });
                 }
             }
+            if epilogue.is_none() {
+                return;
+            }
+            // The block's rows of the plane, just written, through the epilogue in place: the
+            // lattices' rows `first_row..end_row` are output rows `step * first_row` on.
+            let [height, width] = g.out_extent.map(|v| v as i64);
+            let lo = e.b.ins().imul_imm_s(first_row, g.out_step[0] as i64);
+            let hi = e.b.ins().imul_imm_s(end_row, g.out_step[0] as i64);
+            let hi = e.min_imm(hi, height);
+            let first = e.b.ins().imul_imm_s(lo, width);
+            let rows = e.b.ins().isub(hi, lo);
+            let floats = e.b.ins().imul_imm_s(rows, width);
+            let image = e.b.ins().udiv_imm_s(plane, channels as i64);
+            let channel = e.b.ins().urem_imm_s(plane, channels as i64);
+            let start = e.b.ins().iadd(out_plane, first);
+            let start = e.at(output, start);
+            let inputs = epilogue.block_inputs(e, &[image, channel, first], 1);
+            let sums = partials.as_ref().map(|partials| {
+                let images = e.b.ins().imul_imm_s(image, blocks as i64);
+                let index = e.b.ins().iadd(images, block);
+                partials.at(e, index, channel)
+            });
+            let one = e.int(1);
+            gemm::copy_block(
+                e,
+                [start, start],
+                [0, 0],
+                [one, floats],
+                epilogue,
+                &inputs,
+                sums.as_ref(),
+            );
         });
     });
+    if let Some(partials) = partials {
+        partials.add_up(sink, result);
+    }
 }
 
 /// Where a gather task reads and writes: buffer addresses, and the element indices of its

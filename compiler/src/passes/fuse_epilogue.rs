@@ -6,8 +6,8 @@
 //! written. Training graphs get it forward where a contraction's output is not kept for the
 //! backward pass (a convolution with bias and ReLU, a dense layer), and backward where the
 //! gradient of a layer's input goes on through an activation's gradient or a residual sum;
-//! inference graphs almost everywhere, batch norm folded first. Depthwise convolutions, with
-//! kernels of their own, keep their readers (the shape rule says which contractions qualify).
+//! inference graphs almost everywhere, batch norm folded first. Depthwise convolutions, whose
+//! kernels write whole rows of planes, apply it to each task's rows just after writing them.
 //!
 //! The chain may read, besides the product, only tensors that are whole or constant along the
 //! product's rows in memory (`fused::epilogue_reads`), and not the contraction's own operands.

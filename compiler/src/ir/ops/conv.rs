@@ -752,7 +752,7 @@ pub fn emit(
 ) {
     let (x, w) = (&inputs[0], &inputs[1]);
     if depthwise::is_depthwise(a, &x.shape, &w.shape) {
-        return depthwise::emit_forward(a, sink, inputs, output);
+        return depthwise::emit_forward(a, sink, inputs, output, epilogue);
     }
     let g = Geometry::new(a, &x.shape, &w.shape);
     let depth = g.depth();
@@ -1452,7 +1452,7 @@ pub fn emit_input_grad(
 ) {
     let (dy, w) = (&inputs[0], &inputs[1]);
     if depthwise::is_depthwise(a, &output.shape, &w.shape) {
-        return depthwise::emit_input_grad(a, sink, inputs, output);
+        return depthwise::emit_input_grad(a, sink, inputs, output, epilogue);
     }
     let g = Geometry::new(a, &output.shape, &w.shape);
     if let Some(adjoint) = adjoint_attrs(&g) {

@@ -26,7 +26,6 @@
 
 use super::elementwise::{emit_apply, emit_binary_value};
 use super::{conv, layout, matmul, OpKind};
-use crate::codegen::depthwise;
 use crate::codegen::emit::Emitter;
 use crate::codegen::gemm::{Epilogue, RowSum};
 use crate::codegen::strided::{for_each_element, Strided};
@@ -44,7 +43,7 @@ pub struct Chain {
 }
 
 /// One op of a chain: `kind` is `add`, `sub`, `mul`, `div` or a `Map`; first, a `Conv2d` or
-/// `Conv2dInputGrad` (not depthwise) or `MatMul`; last, a `SumTo`.
+/// `Conv2dInputGrad` or `MatMul`; last, a `SumTo`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
     pub kind: OpKind,
@@ -235,21 +234,6 @@ fn check_epilogue(
     result: usize,
 ) -> Result<(), String> {
     let output = &shapes[0];
-    let operand = |k: usize| match contraction.args[k] {
-        Arg::Input(i) => inputs[i],
-        Arg::Step(_) => unreachable!("a chain's first step reads inputs"),
-    };
-    let depthwise = match &contraction.kind {
-        OpKind::Conv2d(a) => depthwise::is_depthwise(a, operand(0), operand(1)),
-        OpKind::Conv2dInputGrad(a, _) => depthwise::is_depthwise(a, output, operand(1)),
-        _ => false,
-    };
-    if depthwise {
-        return Err(format!(
-            "a depthwise `{}` cannot begin a chain",
-            contraction.kind.name()
-        ));
-    }
     if shapes[result] != *output {
         return Err(format!(
             "a chain that begins with `{}` ends with its shape {output:?}",
@@ -597,11 +581,16 @@ fn emit_contraction(
         inputs: others
             .iter()
             .map(|&i| {
-                // The strides along the rows' axes, then along the merged column axes.
+                // The strides along the rows' axes, then along the merged column axes: the
+                // innermost one that has more than one element's (a broadcast axis of one
+                // element has stride 0, though the input is whole along the columns when the
+                // axes before it are: a `[N, C, H, 1]` map).
                 let strided = Strided::broadcast(inputs[i].slot, &inputs[i].shape, &output.shape);
                 let rows = strided.strides.len() - column_axes(&contraction.kind);
                 let mut strides = strided.strides[..rows].to_vec();
-                strides.extend(strided.strides.last());
+                let columns = strided.strides[rows..].iter().zip(&output.shape[rows..]);
+                let merged = columns.rev().find(|&(_, &extent)| extent > 1);
+                strides.push(merged.map_or(0, |(&stride, _)| stride));
                 (inputs[i].slot, strides)
             })
             .collect(),
@@ -979,11 +968,6 @@ mod tests {
                 vec![vec![1, 2, 3, 3], vec![1, 2, 1, 1], vec![3, 1]],
                 "step 1 reads input 2 of [3, 1], which is neither whole nor constant along \
                  the rows of `conv2d`'s [1, 1, 3, 3]",
-            ),
-            (
-                chain(vec![step(conv(2), &[x0, x1]), step(exp, &[t0])]),
-                vec![vec![1, 2, 3, 3], vec![2, 1, 3, 3]],
-                "a depthwise `conv2d` cannot begin a chain",
             ),
             (
                 chain(vec![
