@@ -448,21 +448,16 @@ fn emit_gather(
             let channel = e.b.ins().urem_imm_s(plane, channels as i64);
             let start = e.b.ins().iadd(out_plane, first);
             let start = e.at(output, start);
-            let inputs = epilogue.block_inputs(e, &[image, channel, first], 1);
-            let sums = partials.as_ref().map(|partials| {
-                let images = e.b.ins().imul_imm_s(image, blocks as i64);
-                let index = e.b.ins().iadd(images, block);
-                partials.at(e, index, channel)
-            });
+            let images = e.b.ins().imul_imm_s(image, blocks as i64);
+            let index = e.b.ins().iadd(images, block);
             let one = e.int(1);
-            gemm::copy_block(
+            gemm::epilogue_in_place(
                 e,
-                [start, start],
-                [0, 0],
+                (epilogue, partials.as_ref()),
+                (start, 0),
                 [one, floats],
-                epilogue,
-                &inputs,
-                sums.as_ref(),
+                [image, channel, first],
+                index,
             );
         });
     });

@@ -736,6 +736,31 @@ pub struct BlockInput {
     col_stride: i64,
 }
 
+/// Puts a block of a convolution's result, already written, through `epilogue` in place:
+/// `rows x cols` floats at `at` (row stride `ld`), whose first is element `[image, channel,
+/// column]` of the result (columns merged), channels along its rows; their row sums go to
+/// `partials` as block `block`'s.
+pub fn epilogue_in_place(
+    e: &mut Emitter,
+    (epilogue, partials): (&Epilogue, Option<&Partials>),
+    (at, ld): (Value, i64),
+    [rows, cols]: [Value; 2],
+    [image, channel, column]: [Value; 3],
+    block: Value,
+) {
+    let inputs = epilogue.block_inputs(e, &[image, channel, column], 1);
+    let sums = partials.map(|partials| partials.at(e, block, channel));
+    copy_block(
+        e,
+        [at, at],
+        [ld, ld],
+        [rows, cols],
+        epilogue,
+        &inputs,
+        sums.as_ref(),
+    );
+}
+
 /// Writes `rows x cols` floats from `src` (row stride `src_ld`; scratch the kernel wrote) to
 /// `dst` (row stride `dst_ld`), through `epilogue`, whose inputs over this block are `inputs`;
 /// each row's sums to `sums`.

@@ -1635,20 +1635,14 @@ pub fn emit_input_grad(
                 e.for_loop(zero, images, 1, |e, t| {
                     let image = e.add(first_image, t);
                     let planes = planes(e, t);
-                    let inputs = epilogue.block_inputs(e, &[image, channel, zero], 1);
                     let plane = e.int(g.plane() as i64);
-                    let lds = [g.plane() as i64; 2];
-                    let sums = partials
-                        .as_ref()
-                        .map(|partials| partials.at(e, image, channel));
-                    gemm::copy_block(
+                    gemm::epilogue_in_place(
                         e,
-                        [planes, planes],
-                        lds,
+                        (epilogue, partials.as_ref()),
+                        (planes, g.plane() as i64),
                         [channels, plane],
-                        epilogue,
-                        &inputs,
-                        sums.as_ref(),
+                        [image, channel, zero],
+                        image,
                     );
                 });
             }
