@@ -641,10 +641,14 @@ fn phase_extent(g: &Geometry) -> [usize; 2] {
 }
 
 /// `row[stride * n + b] = phases[b][n]` for the `width` floats of `row`, `stride` being the
-/// number of phases: with two, eight floats at a time from four of each phase, interleaved by two
-/// shuffles (the inverse of [`PaddedLayout`]'s dealing).
+/// number of phases: one is copied; with two, eight floats at a time from four of each phase,
+/// interleaved by two shuffles (the inverse of [`PaddedLayout`]'s dealing).
 fn deal_back(e: &mut Emitter, phases: &[Value], row: Value, width: usize) {
     let stride = phases.len();
+    if stride == 1 {
+        let [lo, hi] = [0, width].map(|bound| e.int(bound as i64));
+        return gemm::copy_run(e, phases[0], row, lo, hi);
+    }
     let vectored = if stride == 2 { width / 8 * 8 } else { 0 };
     e.for_range(0, (vectored / 8) as i64, |e, i| {
         let n = e.mul_imm(i, LANES);
