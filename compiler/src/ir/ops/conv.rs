@@ -501,20 +501,24 @@ fn scatter_add_run(e: &mut Emitter, g: &Geometry, run: &Run, plane: Value, src: 
     let stride = g.attrs.stride[1] as i64;
     let to = e.at(plane, run.x);
     let from = e.at(src, run.col);
-    let add = |e: &mut Emitter, j: Value, target: Value, ty| {
-        let value = e.load(ty, Emitter::mutable(), from, j, 0);
-        let old = e.load(ty, Emitter::mutable(), to, target, 0);
-        let sum = e.b.ins().fadd(old, value);
-        e.store(Emitter::mutable(), sum, to, target, 0);
-    };
     if stride == 1 {
-        e.vector_loop(run.inside, run.outside, 2, |e, j, ty| add(e, j, j, ty));
+        e.vector_loop(run.inside, run.outside, 2, |e, j, ty| {
+            add_into(e, [from, to], [j, j], ty)
+        });
     } else {
         e.for_loop(run.inside, run.outside, 1, |e, j| {
             let target = e.mul_imm(j, stride);
-            add(e, j, target, F32)
+            add_into(e, [from, to], [j, target], F32)
         });
     }
+}
+
+/// `to[target] += from[j]`, for one float or one f32x4 (`ty`).
+fn add_into(e: &mut Emitter, [from, to]: [Value; 2], [j, target]: [Value; 2], ty: Type) {
+    let value = e.load(ty, Emitter::mutable(), from, j, 0);
+    let old = e.load(ty, Emitter::mutable(), to, target, 0);
+    let sum = e.b.ins().fadd(old, value);
+    e.store(Emitter::mutable(), sum, to, target, 0);
 }
 
 /// The kernel positions along one axis whose taps land on input index `phase` modulo `stride`
@@ -579,10 +583,8 @@ fn col2im_by_phases(
                 let columns = phase_width(column_phase) as i64;
                 let to = phase_plane(e, [row_phase, column_phase]);
                 let row_floats = if strided { phase_stride } else { width } as i64;
-                e.vector_range(0, rows * row_floats, 2, |e, i, ty| {
-                    let zero = e.constant(ty, 0.0);
-                    e.store(Emitter::mutable(), zero, to, i, 0);
-                });
+                let floats = e.int(rows * row_floats);
+                gemm::zero_run(e, to, 1, zero, floats);
                 let column_taps =
                     phase_taps(column_phase, sx, a.pad[2], a.dilation[1], g.kernel[1]);
                 for &(r, row_offset) in &row_taps {
@@ -603,10 +605,7 @@ fn col2im_by_phases(
                             let to = e.at_scaled(to, m, row_floats);
                             let from = e.at_scaled(from, m, out_width as i64);
                             e.vector_range(n_lo, n_hi, 2, |e, n, ty| {
-                                let value = e.load(ty, Emitter::mutable(), from, n, 0);
-                                let old = e.load(ty, Emitter::mutable(), to, n, 0);
-                                let sum = e.b.ins().fadd(old, value);
-                                e.store(Emitter::mutable(), sum, to, n, 0);
+                                add_into(e, [from, to], [n, n], ty)
                             });
                         });
                     }
@@ -646,8 +645,12 @@ fn phase_extent(g: &Geometry) -> [usize; 2] {
 fn deal_back(e: &mut Emitter, phases: &[Value], row: Value, width: usize) {
     let stride = phases.len();
     if stride == 1 {
-        let [lo, hi] = [0, width].map(|bound| e.int(bound as i64));
-        return gemm::copy_run(e, phases[0], row, lo, hi);
+        // Not `copy_floats` or `gemm::copy_run`: their loads may move, and the phase is
+        // written again for the next channel.
+        return e.vector_range(0, width as i64, 2, |e, n, ty| {
+            let value = e.load(ty, Emitter::mutable(), phases[0], n, 0);
+            e.store(Emitter::mutable(), value, row, n, 0);
+        });
     }
     let vectored = if stride == 2 { width / 8 * 8 } else { 0 };
     e.for_range(0, (vectored / 8) as i64, |e, i| {
