@@ -83,11 +83,12 @@ fn stage_snapshots() {
 }
 
 /// The IR after each pass (and those before it), for `mnist_cnn`'s training step and inference
-/// pass, an inception block's and a residual block's training step.
+/// pass, an inception block's, a residual block's and a depthwise separable block's training
+/// step.
 #[test]
 fn pass_snapshots() {
     let mut golden = Golden::default();
-    let cases: [(&str, &str, &[&str]); 4] = [
+    let cases: [(&str, &str, &[&str]); 5] = [
         (
             "mnist_cnn.training",
             "../models/mnist_cnn.net",
@@ -107,6 +108,11 @@ fn pass_snapshots() {
             "residual.training",
             "ir/residual.net",
             &["--stage", "training", "--optimizer", "adam"],
+        ),
+        (
+            "separable.training",
+            "ir/separable.net",
+            &["--stage", "training"],
         ),
     ];
     for (name, path, stage) in cases {

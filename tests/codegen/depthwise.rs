@@ -3,12 +3,15 @@
 //! multipliers, kernels, strides, dilations and asymmetric paddings, with images from a single
 //! pixel to wide enough for the f32x4 interior of each row between its padded borders; and
 //! the forward op and the input gradient with epilogues (`fuse_epilogue`'s and `fuse_sums`'s:
-//! an activation, a product with another tensor, per-channel sums and squared deviations).
+//! an activation, a product with another tensor, per-channel sums and squared deviations);
+//! and the forward op (with its epilogue) and the weight gradient with the prologue
+//! `fuse_prologue` gives them, batch norm's apply and ReLU computing x.
 
 use super::contraction::{check_epilogues, output_shape};
 use super::{check_op, config, random_tensor};
 use netc::codegen::depthwise::is_depthwise;
-use netc::ir::ops::ConvAttrs;
+use netc::ir::ops::fused::{Arg, Chain, Step};
+use netc::ir::ops::{ConvAttrs, MapFn};
 use netc::ir::OpKind;
 use proptest::prelude::*;
 
@@ -50,8 +53,69 @@ fn check_all_three(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, seed: u64) {
     check_op(OpKind::Conv2dWeightGrad(attrs, kernel), &[x, dy], 1e-5);
 }
 
+/// The forward op with batch norm's statistics and the weight gradient, their x computed by a
+/// prologue: `relu((z - mean) * scale + shift)` from z and three per-channel tensors.
+fn check_prologues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, seed: u64) {
+    let y = output_shape(&attrs, &x, &w);
+    let kernel = [w[2], w[3]];
+    let channel = vec![1, x[1], 1, 1];
+    let (t, input) = (Arg::Step, Arg::Input);
+    let step = |kind: OpKind, args: &[Arg]| Step {
+        kind,
+        args: args.to_vec(),
+    };
+    let prologue = [
+        step(OpKind::Sub, &[input(0), input(1)]),
+        step(OpKind::Mul, &[t(0), input(2)]),
+        step(OpKind::Add, &[t(1), input(3)]),
+        step(OpKind::Map(MapFn::Relu), &[t(2)]),
+    ];
+    let per_output = vec![1, y[1], 1, 1];
+    let with = |rest: Vec<Step>, results: Vec<usize>| Chain {
+        steps: prologue.iter().cloned().chain(rest).collect(),
+        results,
+    };
+    let forward = with(
+        vec![
+            step(OpKind::Conv2d(attrs), &[t(3), input(4)]),
+            step(OpKind::SumTo(per_output.clone()), &[t(4)]),
+            step(OpKind::SumSquaredDeviationsTo(per_output), &[t(4)]),
+        ],
+        vec![4, 5, 6],
+    );
+    let weight_grad = with(
+        vec![step(
+            OpKind::Conv2dWeightGrad(attrs, kernel),
+            &[t(3), input(4)],
+        )],
+        Vec::new(),
+    );
+    let z = random_tensor(x, seed, -1.0, 1.0);
+    let [mean, scale, shift] =
+        [3, 4, 5].map(|k| random_tensor(channel.clone(), seed ^ k, -1.0, 1.0));
+    let w = random_tensor(w, seed ^ 1, -1.0, 1.0);
+    let dy = random_tensor(y, seed ^ 2, -1.0, 1.0);
+    let prologue_inputs = [z, mean, scale, shift];
+    let inputs = |last| {
+        prologue_inputs
+            .iter()
+            .cloned()
+            .chain([last])
+            .collect::<Vec<_>>()
+    };
+    check_op(OpKind::Fused(forward), &inputs(w), 1e-5);
+    check_op(OpKind::Fused(weight_grad), &inputs(dy), 1e-5);
+}
+
 proptest! {
     #![proptest_config(config())]
+
+    #[test]
+    fn depthwise_prologues_match_the_interpreter(
+        (attrs, x, w) in depthwise_case(), seed in any::<u64>()
+    ) {
+        check_prologues(attrs, x, w, seed);
+    }
 
     #[test]
     fn depthwise_convolutions_match_the_interpreter(
@@ -97,12 +161,13 @@ fn mobilenet_layers_are_depthwise() {
 #[test]
 fn mobilenet_shaped_layers_match_the_interpreter() {
     for stride in [1, 2] {
-        check_all_three(
+        let (attrs, x, w) = (
             mobilenet(stride, 40),
             vec![2, 40, 15, 15],
             vec![40, 1, 3, 3],
-            5,
         );
+        check_all_three(attrs, x.clone(), w.clone(), 5);
+        check_prologues(attrs, x, w, 6);
     }
 }
 

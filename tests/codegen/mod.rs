@@ -208,8 +208,8 @@ fn deviation_magnitudes(
 /// For ops whose elements are sums of products of their inputs, the sum of the terms'
 /// magnitudes (the op applied to the inputs' absolute values): a sum that cancels to nearly
 /// nothing (a channel mean of a normalised map) still carries rounding of this size. A fused
-/// chain that ends in a sum carries its terms' (the steps before it, each rounded); one that
-/// begins with a contraction, the contraction's, which its elementwise epilogue passes on; one
+/// chain that ends in a sum carries its terms' (the steps before it, each rounded); one with a
+/// contraction, the contraction's (of its prologue's value), which its epilogue passes on; one
 /// with several results, each result's, its sums' terms carrying the contraction's. Squared
 /// deviations carry [`deviation_magnitudes`]. Softmax cross-entropy carries the logits'.
 fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -> Option<Vec<f64>> {
@@ -235,16 +235,11 @@ fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -
             return sum_magnitudes(&last.kind, &[&terms], context);
         }
         // The contraction's magnitudes, which its epilogue passes on.
-        let contraction = chain.contraction().map(|(contraction, _)| {
-            let operands: Vec<&Tensor> = contraction
-                .args
-                .iter()
-                .map(|arg| match *arg {
-                    Arg::Input(i) => arguments[i],
-                    Arg::Step(_) => unreachable!("a chain's first step reads inputs"),
-                })
-                .collect();
-            sum_magnitudes(&contraction.kind, &operands, context).expect("a contraction's")
+        let contraction = chain.contraction().map(|around| {
+            let operands: Vec<Tensor> = around.contraction.args.iter().map(|&a| value(a)).collect();
+            let operands: Vec<&Tensor> = operands.iter().collect();
+            let kind = &around.contraction.kind;
+            sum_magnitudes(kind, &operands, context).expect("a contraction's")
         });
         if !chain.results.is_empty() {
             // A sum's terms' magnitudes, and those the contraction (if any) passes on to them;

@@ -23,6 +23,11 @@
 //! still in cache, go through it in place, with their row sums (batch norm's statistics, its
 //! gradient's sums) added up block by block afterwards, as a product's write-out does.
 //!
+//! Where the input is computed by a prologue (`fuse_prologue`: batch norm's apply and ReLU),
+//! the forward kernel computes each task's input rows of its plane into its scratch before
+//! gathering from them, and the weight gradient each image's input plane before summing over
+//! it, so the input is never written to memory.
+//!
 //! The weight gradient is a reduction: one task per output channel sums over the batch and the
 //! output positions in order, vectorised along output rows with one f32x4 accumulator per tap
 //! (taps in groups that fit the registers), then adds each accumulator's lanes in a fixed order.
@@ -30,9 +35,12 @@
 use super::emit::{Emitter, Slot, F32, F32X4, LANES};
 use super::gemm::{self, Epilogue, IndexMath};
 use super::{KernelSink, Operand};
+use crate::ir::ops::fused::{emit_steps, Step};
 use crate::ir::ops::ConvAttrs;
-use cranelift_codegen::ir::types::I8X16;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I64, I8X16};
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_frontend::Variable;
 
 /// Kernels of at most this many taps (7x7) are handled here; the code for each border run
 /// repeats every tap, so huge kernels are left to the GEMM path.
@@ -56,19 +64,134 @@ pub fn is_depthwise(a: &ConvAttrs, x: &[usize], w: &[usize]) -> bool {
     w[1] == 1 && a.groups == x[1] && a.groups > 1 && w[2] * w[3] <= MAX_TAPS
 }
 
+/// Where a depthwise kernel reads its input x: a tensor, or planes a prologue computes.
+pub enum Source<'p> {
+    Tensor(Slot),
+    Computed(&'p Prologue),
+}
+
+/// Elementwise steps that compute x, over inputs of x's shape or per channel (`true`).
+pub struct Prologue {
+    pub steps: Vec<Step>,
+    pub inputs: Vec<(Slot, bool)>,
+}
+
+/// x's planes as a kernel computes them into its scratch: `channels` planes per image of
+/// `extent` (rows, columns). A kernel stages rows just before the first output row that reads
+/// them (`Staged`), a few at a time, so that their loads from memory overlap the arithmetic on
+/// the rows before rather than stall a pass of their own.
+struct Staging<'p> {
+    prologue: &'p Prologue,
+    channels: usize,
+    extent: [usize; 2],
+}
+
+/// Floats to stage at least at a time (whole rows), so that a narrow plane is not staged in
+/// slivers of a few vectors, each with its loop's overhead.
+const STAGED_AT_ONCE: usize = 64;
+
+/// One plane being staged: its first element in the prologue's whole inputs, each input's
+/// base with, for a per-channel one, its value; the rows staged so far.
+struct Staged<'s> {
+    staging: &'s Staging<'s>,
+    first: Value,
+    inputs: Vec<(Value, Option<Value>)>,
+    scratch: Value,
+    rows: Variable,
+}
+
+impl<'s> Staging<'s> {
+    /// Plane `plane` (image `n`, channel `c`: `n * C + c`), staged from row `first` on (none
+    /// yet).
+    fn start(&'s self, e: &mut Emitter, plane: Value, first: Value) -> Staged<'s> {
+        let channel = e.b.ins().urem_imm_s(plane, self.channels as i64);
+        let inputs = self
+            .prologue
+            .inputs
+            .iter()
+            .map(|&(slot, per_channel)| {
+                let base = e.buffer(slot);
+                let value = per_channel.then(|| e.load(F32, Emitter::frozen(), base, channel, 0));
+                (base, value)
+            })
+            .collect();
+        let first_row = e.max_imm(first, 0);
+        let first_row = e.min_imm(first_row, self.extent[0] as i64);
+        Staged {
+            staging: self,
+            first: e
+                .b
+                .ins()
+                .imul_imm_s(plane, (self.extent[0] * self.extent[1]) as i64),
+            inputs,
+            scratch: e.scratch(),
+            rows: e.variable(I64, first_row),
+        }
+    }
+}
+
+impl Staged<'_> {
+    /// Stages the rows before row `end` not yet staged, and as many more (up to the plane's
+    /// end) as make `STAGED_AT_ONCE` floats.
+    fn up_to(&self, e: &mut Emitter, end: Value) {
+        let [height, width] = self.staging.extent;
+        let more = STAGED_AT_ONCE.div_ceil(width) as i64 - 1;
+        let lo = e.get(self.rows);
+        let needed = e.b.ins().icmp(IntCC::SignedLessThan, lo, end);
+        let rows = self.rows;
+        e.if_else(
+            needed,
+            |e| {
+                let hi = e.b.ins().iadd_imm_s(end, more);
+                let hi = e.min_imm(hi, height as i64);
+                let [from, to] = [lo, hi].map(|row| e.b.ins().imul_imm_s(row, width as i64));
+                e.vector_loop(from, to, UNROLL, |e, i, ty| {
+                    let at = e.b.ins().iadd(self.first, i);
+                    let loaded: Vec<Value> = self
+                        .inputs
+                        .iter()
+                        .map(|&(base, value)| match value {
+                            Some(value) => e.splat(ty, value),
+                            None => e.load(ty, Emitter::frozen(), base, at, 0),
+                        })
+                        .collect();
+                    let x = emit_steps(e, &self.staging.prologue.steps, &loaded, ty);
+                    e.store(Emitter::mutable(), x, self.scratch, i, 0);
+                });
+                e.set(rows, hi);
+            },
+            |_| {},
+        );
+    }
+}
+
+/// Where a kernel reads x: the tensor, or the scratch its planes are staged in. The loads are
+/// frozen either way, though each task writes its scratch again: Cranelift may move a frozen
+/// load anywhere its address is computed, and the address of every load of x depends on the
+/// index of the loop along an output row, so each load stays inside that loop, which runs
+/// after its rows are staged and before the next plane's are.
+fn input_base(e: &mut Emitter, x: &Source) -> Value {
+    match x {
+        Source::Tensor(slot) => e.buffer(*slot),
+        Source::Computed(_) => e.scratch(),
+    }
+}
+
 pub fn emit_forward(
     a: &ConvAttrs,
     sink: &mut KernelSink,
-    inputs: &[Operand],
+    (x, x_shape): (&Source, &[usize]),
+    w: &Operand,
     output: &Operand,
     epilogue: &Epilogue,
 ) {
-    let g = Geometry::new(&inputs[0].shape, &inputs[1].shape, &output.shape);
+    let g = Geometry::new(x_shape, &w.shape, &output.shape);
     let gather = Gather {
         planes: g.batch * g.outputs(),
         out_extent: g.y,
         out_step: [1, 1],
         in_extent: g.x,
+        in_channels: g.channels,
         in_stride: a.stride,
         sources: 1,
         kernel: g.taps(),
@@ -89,7 +212,7 @@ pub fn emit_forward(
     emit_gather(
         sink,
         &gather,
-        [inputs[0].slot, inputs[1].slot],
+        (x, w.slot),
         (output, epilogue),
         |e, plane| {
             // Plane `n * O + o` of y reads channel `o / M` of image `n`, and kernel `o`.
@@ -125,6 +248,7 @@ pub fn emit_input_grad(
         out_extent: g.x,
         out_step: a.stride,
         in_extent: g.y,
+        in_channels: g.outputs(),
         in_stride: [1, 1],
         sources: g.multiplier,
         kernel: g.taps(),
@@ -136,7 +260,7 @@ pub fn emit_input_grad(
     emit_gather(
         sink,
         &gather,
-        [inputs[0].slot, inputs[1].slot],
+        (&Source::Tensor(inputs[0].slot), inputs[1].slot),
         (output, epilogue),
         |e, plane| {
             // Plane `n * C + c` of dx gathers from dy planes `n * O + c * M + m` (consecutive)
@@ -153,15 +277,15 @@ pub fn emit_input_grad(
 pub fn emit_weight_grad(
     a: &ConvAttrs,
     sink: &mut KernelSink,
-    inputs: &[Operand],
+    (x_source, x_shape): (&Source, &[usize]),
+    dy: &Operand,
     output: &Operand,
 ) {
-    let g = Geometry::new(&inputs[0].shape, &output.shape, &inputs[1].shape);
+    let g = Geometry::new(x_shape, &output.shape, &dy.shape);
     let taps = forward_taps(a, g.kernel);
     let groups = taps.len().div_ceil(ACCUMULATORS);
     let per_group = taps.len().div_ceil(groups);
-    let [x_plane, y_plane, outputs, channels, multiplier, kernel] = [
-        g.x[0] * g.x[1],
+    let [y_plane, outputs, channels, multiplier, kernel] = [
         g.y[0] * g.y[1],
         g.outputs(),
         g.channels,
@@ -169,9 +293,19 @@ pub fn emit_weight_grad(
         g.taps(),
     ]
     .map(|v| v as i64);
-    let slots = [inputs[0].slot, inputs[1].slot, output.slot];
-    sink.kernel(g.outputs(), 0, |e| {
-        let [x, dy, dw] = slots.map(|s| e.buffer(s));
+    let (dy_slot, dw_slot) = (dy.slot, output.slot);
+    let staging = match x_source {
+        Source::Tensor(_) => None,
+        Source::Computed(prologue) => Some(Staging {
+            prologue,
+            channels: g.channels,
+            extent: g.x,
+        }),
+    };
+    let scratch = staging.as_ref().map_or(0, |_| g.x[0] * g.x[1]);
+    sink.kernel(g.outputs(), scratch, |e| {
+        let x = input_base(e, x_source);
+        let [dy, dw] = [dy_slot, dw_slot].map(|s| e.buffer(s));
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, o| {
             // dw[o] sums dy planes `n * O + o` times x planes `n * C + o / M`.
@@ -181,14 +315,11 @@ pub fn emit_weight_grad(
                 let x_index = e.b.ins().iadd(first_x, channel);
                 let first_dy = e.b.ins().imul_imm_s(image, outputs);
                 let dy_index = e.b.ins().iadd(first_dy, o);
-                [
-                    e.b.ins().imul_imm_s(x_index, x_plane),
-                    e.b.ins().imul_imm_s(dy_index, y_plane),
-                ]
+                [x_index, e.b.ins().imul_imm_s(dy_index, y_plane)]
             };
             let dw_kernel = e.b.ins().imul_imm_s(o, kernel);
             for group in taps.chunks(per_group) {
-                let sums = weight_grad_sums(e, a, &g, group, [x, dy], &planes);
+                let sums = weight_grad_sums(e, a, &g, group, [x, dy], (&planes, staging.as_ref()));
                 for (tap, sum) in group.iter().zip(sums) {
                     let total = horizontal_sum(e, sum);
                     e.store(Emitter::mutable(), total, dw, dw_kernel, tap.weight as i64);
@@ -200,23 +331,41 @@ pub fn emit_weight_grad(
 
 /// One output channel's gradient for a group of taps, as an f32x4 of partial sums per tap:
 /// dy times x at each tap's offset, over the images in order (`planes(n)` gives image `n`'s x
-/// and dy planes) and the output positions where the tap lands inside x, row by row.
+/// plane's index and dy plane's first element) and the output positions where the tap lands
+/// inside x, row by row; x's rows staged as they are reached where `staging` computes them.
 fn weight_grad_sums(
     e: &mut Emitter,
     a: &ConvAttrs,
     g: &Geometry,
     group: &[Tap],
     [x, dy]: [Value; 2],
-    planes: &impl Fn(&mut Emitter, Value) -> [Value; 2],
+    (planes, staging): (
+        &impl Fn(&mut Emitter, Value) -> [Value; 2],
+        Option<&Staging>,
+    ),
 ) -> Vec<Value> {
+    let reach = group.iter().map(|tap| tap.offset[0]).max().unwrap_or(0) + 1;
     let [row_runs, column_runs] =
         [0, 1].map(|axis| runs(g.y[axis], g.x[axis], a.stride[axis], group, axis));
     let zero = e.constant(F32X4, 0.0);
     let sums: Vec<_> = group.iter().map(|_| e.variable(F32X4, zero)).collect();
     e.for_range(0, g.batch as i64, |e, image| {
-        let [x_plane, dy_plane] = planes(e, image);
+        let [x_index, dy_plane] = planes(e, image);
+        let staged = staging.map(|staging| {
+            let zero = e.int(0);
+            staging.start(e, x_index, zero)
+        });
+        let x_plane = match staged {
+            Some(_) => e.int(0),
+            None => e.b.ins().imul_imm_s(x_index, (g.x[0] * g.x[1]) as i64),
+        };
         for rows in &row_runs {
             e.for_range(rows.start as i64, rows.end as i64, |e, i| {
+                if let Some(staged) = &staged {
+                    let end = e.b.ins().imul_imm_s(i, a.stride[0] as i64);
+                    let end = e.b.ins().iadd_imm_s(end, reach);
+                    staged.up_to(e, end);
+                }
                 let dy_row = e.b.ins().imul_imm_s(i, g.y[1] as i64);
                 let dy_row = e.b.ins().iadd(dy_plane, dy_row);
                 let x_rows: Vec<Value> = group
@@ -236,7 +385,8 @@ fn weight_grad_sums(
                         let d = e.load(ty, Emitter::frozen(), dy, at, 0);
                         for &t in &live {
                             let index = input_index(e, x_rows[t], j, a.stride[1]);
-                            let v = load_lanes(e, ty, x, index, group[t].offset[1], a.stride[1]);
+                            let offset = group[t].offset[1];
+                            let v = load_lanes(e, ty, x, index, offset, a.stride[1]);
                             let product = e.b.ins().fmul(d, v);
                             let product = widen(e, product);
                             let sum = e.get(sums[t]);
@@ -354,6 +504,8 @@ struct Gather {
     /// Output and input planes' (rows, columns).
     out_extent: [usize; 2],
     in_extent: [usize; 2],
+    /// Input planes per image.
+    in_channels: usize,
     /// Output elements from one lattice position to the next.
     out_step: [usize; 2],
     /// Input elements from one lattice position to the next.
@@ -371,7 +523,7 @@ struct Gather {
 fn emit_gather(
     sink: &mut KernelSink,
     g: &Gather,
-    slots: [Slot; 2],
+    (source, weights): (&Source, Slot),
     (result, epilogue): (&Operand, &Epilogue),
     locate: impl Fn(&mut Emitter, Value) -> [Value; 2],
 ) {
@@ -386,8 +538,19 @@ fn emit_gather(
     let channels = result.shape[1];
     // Each channel's sums, block by block: `blocks` row blocks of each image's plane.
     let partials = epilogue.partials(sink, g.planes / channels * blocks, channels);
-    sink.kernel(g.planes * blocks, 0, |e| {
-        let [input, weights] = slots.map(|s| e.buffer(s));
+    let in_size = g.in_extent[0] * g.in_extent[1];
+    let staging = match source {
+        Source::Tensor(_) => None,
+        Source::Computed(prologue) => Some(Staging {
+            prologue,
+            channels: g.in_channels,
+            extent: g.in_extent,
+        }),
+    };
+    let scratch = staging.as_ref().map_or(0, |_| in_size);
+    sink.kernel(g.planes * blocks, scratch, |e| {
+        let input = input_base(e, source);
+        let weights = e.buffer(weights);
         let output = e.buffer(result.slot);
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, task| {
@@ -395,7 +558,20 @@ fn emit_gather(
             let block = e.b.ins().urem_imm_s(task, blocks as i64);
             let first_row = e.b.ins().imul_imm_s(block, block_rows as i64);
             let end_row = e.b.ins().iadd_imm_s(first_row, block_rows as i64);
-            let [in_plane, kernel] = locate(e, plane);
+            let [mut in_plane, kernel] = locate(e, plane);
+            // The block's input rows, staged as its lattice rows reach them (one source plane:
+            // the forward op's).
+            let taps = g.lattices.iter().flat_map(|l| &l.taps).map(|t| t.offset[0]);
+            let (top, reach) = (taps.clone().min().unwrap_or(0), taps.max().unwrap_or(0) + 1);
+            let staged = staging.as_ref().map(|staging| {
+                let x_plane = e.b.ins().udiv_imm_s(in_plane, in_size as i64);
+                let first = e.b.ins().imul_imm_s(first_row, g.in_stride[0] as i64);
+                let first = e.b.ins().iadd_imm_s(first, top);
+                staging.start(e, x_plane, first)
+            });
+            if staged.is_some() {
+                in_plane = e.int(0);
+            }
             let out_size = (g.out_extent[0] * g.out_extent[1]) as i64;
             let out_plane = e.b.ins().imul_imm_s(plane, out_size);
             let bases = Bases {
@@ -423,6 +599,11 @@ fn emit_gather(
                         1
                     };
                     e.for_loop(lo, hi, 1, |e, k| {
+                        if let Some(staged) = &staged {
+                            let end = e.b.ins().imul_imm_s(k, g.in_stride[0] as i64);
+                            let end = e.b.ins().iadd_imm_s(end, reach);
+                            staged.up_to(e, end);
+                        }
                         let row = Row {
                             k,
                             valid: &rows.valid,

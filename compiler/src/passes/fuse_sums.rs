@@ -194,7 +194,9 @@ fn summed_shape(graph: &Graph, index: usize) -> Option<Shape> {
 /// epilogue, whose write-out can add up per-channel sums.
 fn sums_in_write_out(kind: &OpKind) -> bool {
     let contraction = match kind {
-        OpKind::Fused(chain) if chain.results.is_empty() => chain.contraction().map(|(c, _)| c),
+        OpKind::Fused(chain) if chain.results.is_empty() => {
+            chain.contraction().map(|a| a.contraction)
+        }
         _ => None,
     };
     let kind = contraction.map_or(kind, |step| &step.kind);

@@ -9,6 +9,7 @@ pub mod factor_sums;
 pub mod fold_batch_norm;
 pub mod fuse_elementwise;
 pub mod fuse_epilogue;
+pub mod fuse_prologue;
 pub mod fuse_sums;
 pub mod group_launches;
 pub mod memory;
@@ -30,6 +31,7 @@ pub enum Pass {
     FuseElementwise,
     FuseEpilogue,
     FuseSums,
+    FusePrologue,
     ScheduleUpdates,
     ReuseBuffers,
     UpdateInPlace,
@@ -38,7 +40,7 @@ pub enum Pass {
 
 impl Pass {
     /// Every pass, in the order `run` applies them.
-    pub const ALL: [Pass; 11] = [
+    pub const ALL: [Pass; 12] = [
         Pass::FactorSums,
         Pass::MergeDuplicates,
         Pass::PoolWeightGrads,
@@ -46,6 +48,7 @@ impl Pass {
         Pass::FuseElementwise,
         Pass::FuseEpilogue,
         Pass::FuseSums,
+        Pass::FusePrologue,
         Pass::ScheduleUpdates,
         Pass::ReuseBuffers,
         Pass::UpdateInPlace,
@@ -61,6 +64,7 @@ impl Pass {
             Pass::FuseElementwise => "fuse_elementwise",
             Pass::FuseEpilogue => "fuse_epilogue",
             Pass::FuseSums => "fuse_sums",
+            Pass::FusePrologue => "fuse_prologue",
             Pass::ScheduleUpdates => "schedule_updates",
             Pass::ReuseBuffers => "reuse_buffers",
             Pass::UpdateInPlace => "update_in_place",
@@ -94,6 +98,7 @@ impl Pass {
             | Pass::FuseElementwise
             | Pass::FuseEpilogue
             | Pass::FuseSums
+            | Pass::FusePrologue
             | Pass::GroupLaunches => true,
             Pass::FactorSums
             | Pass::MergeDuplicates
@@ -113,6 +118,7 @@ impl Pass {
             | Pass::FuseElementwise
             | Pass::FuseEpilogue
             | Pass::FuseSums
+            | Pass::FusePrologue
             | Pass::ScheduleUpdates => true,
             Pass::ReuseBuffers | Pass::UpdateInPlace | Pass::GroupLaunches => false,
         }
@@ -143,6 +149,10 @@ impl Pass {
             Pass::FuseSums => {
                 "sums of tensors of one shape in one pass, with each other and with the \
                  elementwise op whose result they sum"
+            }
+            Pass::FusePrologue => {
+                "an elementwise op that only depthwise convolutions and their weight gradients \
+                 read computed by them, plane by plane, instead of written to memory"
             }
             Pass::ScheduleUpdates => {
                 "each optimizer update (with the gradient it reads) as early as its inputs allow, \
@@ -233,6 +243,7 @@ pub fn apply(pass: Pass, graph: &Graph) -> Graph {
         Pass::FuseElementwise => fuse_elementwise::run(graph),
         Pass::FuseEpilogue => fuse_epilogue::run(graph),
         Pass::FuseSums => fuse_sums::run(graph),
+        Pass::FusePrologue => fuse_prologue::run(graph),
         Pass::ScheduleUpdates => schedule::run(graph),
         Pass::ReuseBuffers | Pass::UpdateInPlace | Pass::GroupLaunches => graph.clone(),
     }

@@ -759,7 +759,8 @@ pub fn emit(
 ) {
     let (x, w) = (&inputs[0], &inputs[1]);
     if depthwise::is_depthwise(a, &x.shape, &w.shape) {
-        return depthwise::emit_forward(a, sink, inputs, output, epilogue);
+        let source = depthwise::Source::Tensor(x.slot);
+        return depthwise::emit_forward(a, sink, (&source, &x.shape), w, output, epilogue);
     }
     let g = Geometry::new(a, &x.shape, &w.shape);
     let depth = g.depth();
@@ -1753,7 +1754,8 @@ pub fn emit_weight_grad(
 ) {
     let (x, dy) = (&inputs[0], &inputs[1]);
     if depthwise::is_depthwise(a, &x.shape, &output.shape) {
-        return depthwise::emit_weight_grad(a, sink, inputs, output);
+        let source = depthwise::Source::Tensor(x.slot);
+        return depthwise::emit_weight_grad(a, sink, (&source, &x.shape), dy, output);
     }
     let g = Geometry::new(a, &x.shape, &output.shape);
     let (depth, positions) = (g.depth(), g.positions);

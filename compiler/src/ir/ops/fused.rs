@@ -10,6 +10,12 @@
 //! besides it are per-element or broadcast along whole rows or columns of the product (a
 //! bias, a residual), which is what the write-out can read in step with the tile.
 //!
+//! Before a depthwise convolution, or its weight gradient, a chain may compute the
+//! contraction's input itself (its prologue): elementwise steps over tensors of the input's
+//! shape and per-channel ones (batch norm's apply and ReLU), which the kernel computes one plane
+//! at a time into its scratch as it needs it, so the input is never written. A weight gradient
+//! is a chain's contraction only so, and then the chain's last step.
+//!
 //! A chain may end in one reduction, a `sum_to` (batch norm's `sum(x̂ · dy)`, its variance's
 //! sum of squares): the elements are then summed as they are computed, and the summed tensor
 //! is never written. Such a chain reads only tensors of the shape it sums, and of the shape it
@@ -26,6 +32,7 @@
 
 use super::elementwise::{emit_apply, emit_binary_value};
 use super::{conv, layout, matmul, OpKind};
+use crate::codegen::depthwise;
 use crate::codegen::emit::Emitter;
 use crate::codegen::gemm::{Epilogue, RowSum};
 use crate::codegen::strided::{for_each_element, Strided};
@@ -76,7 +83,13 @@ pub fn is_pointwise(kind: &OpKind) -> bool {
 
 /// Whether `kind` may be a step of a chain (somewhere).
 pub fn may_be_step(kind: &OpKind) -> bool {
-    is_elementwise(kind) || is_contraction(kind) || is_sum(kind)
+    is_elementwise(kind) || follows_prologue(kind) || is_sum(kind)
+}
+
+/// Whether `kind` is a contraction that a prologue may compute the input of: a convolution
+/// or its weight gradient (when depthwise: [`check_prologue`]).
+pub fn follows_prologue(kind: &OpKind) -> bool {
+    is_contraction(kind) || matches!(kind, OpKind::Conv2dWeightGrad(..))
 }
 
 /// Whether `kind` sums to a shape: `sum_to`, or (in a chain that begins with a convolution
@@ -118,13 +131,25 @@ pub fn epilogue_reads(kind: &OpKind, shape: &[usize], output: &[usize]) -> bool 
     own.iter().all(|&n| n == 1) || own == full
 }
 
+/// A chain's contraction with the steps around it.
+pub struct Around<'c> {
+    /// The elementwise steps before it, which compute its first operand (if any).
+    pub prologue: &'c [Step],
+    pub contraction: &'c Step,
+    /// The steps after it.
+    pub epilogue: &'c [Step],
+}
+
 impl Chain {
-    /// The contraction a chain begins with, and the steps after it (its epilogue).
-    pub fn contraction(&self) -> Option<(&Step, &[Step])> {
-        match self.steps.split_first() {
-            Some((first, epilogue)) if is_contraction(&first.kind) => Some((first, epilogue)),
-            _ => None,
-        }
+    /// The contraction of a chain, after its prologue, and the steps after it (its epilogue).
+    pub fn contraction(&self) -> Option<Around<'_>> {
+        let at = self.steps.iter().position(|s| follows_prologue(&s.kind))?;
+        let (prologue, rest) = self.steps.split_at(at);
+        Some(Around {
+            prologue,
+            contraction: &rest[0],
+            epilogue: &rest[1..],
+        })
     }
 
     /// Whether every step is elementwise: each output element from the inputs' elements at
@@ -173,9 +198,16 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
                 step.kind.name()
             ));
         }
-        if is_contraction(&step.kind) && index != 0 {
+        let contraction = chain.steps.iter().position(|s| follows_prologue(&s.kind));
+        if follows_prologue(&step.kind) && contraction != Some(index) {
             return Err(format!(
-                "step {index} is `{}`, which only a chain's first step may be",
+                "step {index} is `{}`, but a chain has at most one contraction",
+                step.kind.name()
+            ));
+        }
+        if contraction.is_some_and(|c| index < c) && !is_elementwise(&step.kind) {
+            return Err(format!(
+                "step {index} is `{}`, but only elementwise steps come before a contraction",
                 step.kind.name()
             ));
         }
@@ -212,10 +244,13 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
     if let Some(unused) = used.iter().position(|u| !u) {
         return Err(format!("input {unused} is read by no step"));
     }
+    if let Some(around) = chain.contraction() {
+        check_prologue(&around, inputs, &shapes)?;
+    }
     if !chain.results.is_empty() {
         check_results(chain, inputs, &shapes)?;
-    } else if let Some((contraction, epilogue)) = chain.contraction() {
-        check_epilogue(contraction, epilogue, inputs, &shapes, shapes.len() - 1)?;
+    } else if let Some(around) = chain.contraction() {
+        check_epilogue(&around, inputs, &shapes, shapes.len() - 1)?;
     }
     if let Some((target, _)) = chain.reduction() {
         check_reads(inputs, summed_shape(chain, inputs, &shapes), target)?;
@@ -223,30 +258,102 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
     Ok(shapes)
 }
 
+/// What a kernel can compute its input with, plane by plane: the prologue's last step is the
+/// contraction's first operand (its other operands are inputs), its steps read inputs of that
+/// operand's shape or per channel (`[1, C, 1, 1]`), and nothing after the contraction reads
+/// them. Only the depthwise kernels take a prologue, and a weight gradient only with one.
+fn check_prologue(around: &Around, inputs: &[&Shape], shapes: &[Shape]) -> Result<(), String> {
+    let (prologue, contraction) = (around.prologue, around.contraction);
+    let name = contraction.kind.name();
+    let Some(last) = prologue.len().checked_sub(1) else {
+        return match contraction.kind {
+            OpKind::Conv2dWeightGrad(..) => Err(format!(
+                "step 0 is `{name}`, which a chain has only after a prologue"
+            )),
+            _ => Ok(()),
+        };
+    };
+    let at = prologue.len();
+    let operand_shape = |arg: &Arg| match *arg {
+        Arg::Input(i) => inputs[i],
+        Arg::Step(s) => &shapes[s],
+    };
+    let [first, second] = &contraction.args[..] else {
+        return Err(format!("step {at} (`{name}`) takes two operands"));
+    };
+    if *first != Arg::Step(last) || matches!(second, Arg::Step(_)) {
+        return Err(format!(
+            "step {at} (`{name}`) takes its prologue's last step t{last} as its first operand \
+             and an input as its second"
+        ));
+    }
+    let x = &shapes[last];
+    let depthwise = match &contraction.kind {
+        OpKind::Conv2d(a) => depthwise::is_depthwise(a, x, operand_shape(second)),
+        OpKind::Conv2dWeightGrad(a, _) => depthwise::is_depthwise(a, x, &shapes[at]),
+        _ => false,
+    };
+    if !depthwise {
+        return Err(format!(
+            "step {at} is `{name}`, which takes a prologue only as a depthwise convolution or \
+             its weight gradient"
+        ));
+    }
+    let per_channel = [1, x[1], 1, 1];
+    for (index, step) in prologue.iter().enumerate() {
+        for arg in &step.args {
+            if let Arg::Input(i) = *arg {
+                if inputs[i] != x && inputs[i][..] != per_channel[..] {
+                    return Err(format!(
+                        "step {index} reads input {i} of {:?}, but a prologue reads tensors of \
+                         its result's shape {x:?} or per channel, {per_channel:?}",
+                        inputs[i]
+                    ));
+                }
+            }
+        }
+    }
+    let after = &around.epilogue;
+    if let Some(index) = after.iter().position(|step| {
+        step.args
+            .iter()
+            .any(|arg| matches!(arg, Arg::Step(s) if *s < at))
+    }) {
+        return Err(format!(
+            "step {} reads the prologue, which only the contraction reads",
+            at + 1 + index
+        ));
+    }
+    if matches!(contraction.kind, OpKind::Conv2dWeightGrad(..)) && !after.is_empty() {
+        return Err(format!("`{name}` is the last step of its chain"));
+    }
+    Ok(())
+}
+
 /// What the write-out of a contraction's tiles can compute: steps that read its result (at
 /// the same position), each other and tensors [`epilogue_reads`] allows, whose result (step
 /// `result`) has its shape.
 fn check_epilogue(
-    contraction: &Step,
-    epilogue: &[Step],
+    around: &Around,
     inputs: &[&Shape],
     shapes: &[Shape],
     result: usize,
 ) -> Result<(), String> {
-    let output = &shapes[0];
+    let (contraction, at) = (around.contraction, around.prologue.len());
+    let output = &shapes[at];
     if shapes[result] != *output {
         return Err(format!(
-            "a chain that begins with `{}` ends with its shape {output:?}",
+            "a chain whose contraction is `{}` ends with its shape {output:?}",
             contraction.kind.name()
         ));
     }
-    for (index, step) in epilogue.iter().enumerate() {
+    for (index, step) in around.epilogue.iter().enumerate() {
         for arg in &step.args {
             let Arg::Input(i) = *arg else { continue };
             if contraction.args.contains(arg) {
                 return Err(format!(
                     "step {} reads input {i}, an operand of `{}`",
-                    index + 1,
+                    at + 1 + index,
                     contraction.kind.name()
                 ));
             }
@@ -254,7 +361,7 @@ fn check_epilogue(
                 return Err(format!(
                     "step {} reads input {i} of {:?}, which is neither whole nor constant along \
                      the rows of `{}`'s {output:?}",
-                    index + 1,
+                    at + 1 + index,
                     inputs[i],
                     contraction.kind.name()
                 ));
@@ -292,19 +399,19 @@ fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(
         .first_sum()
         .ok_or("a chain with several results sums something")?;
     let (before, sums) = chain.steps.split_at(first_sum);
-    let contraction = chain.contraction().map(|(contraction, _)| contraction);
-    if let Some(contraction) = contraction {
+    let around = chain.contraction();
+    if let Some(around) = &around {
         if !matches!(
-            contraction.kind,
+            around.contraction.kind,
             OpKind::Conv2d(_) | OpKind::Conv2dInputGrad(..)
         ) {
             return Err(format!(
-                "a chain that begins with `{}` has one result",
-                contraction.kind.name()
+                "a chain whose contraction is `{}` has one result",
+                around.contraction.kind.name()
             ));
         }
     }
-    let skip = usize::from(contraction.is_some());
+    let skip = around.as_ref().map_or(0, |a| a.prologue.len() + 1);
     if let Some(index) = before[skip..].iter().position(|s| !is_elementwise(&s.kind)) {
         return Err(format!(
             "step {} is `{}`, but a chain with several results computes elementwise \
@@ -354,7 +461,7 @@ fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(
             .iter()
             .position(|s| matches!(s.kind, OpKind::SumSquaredDeviationsTo(_)))
             .unwrap_or(sums.len());
-    let Some(contraction) = contraction else {
+    let Some(around) = around else {
         if deviations < chain.steps.len() {
             return Err(format!(
                 "step {deviations} is `sum_squared_deviations_to`, which only a chain that \
@@ -363,14 +470,19 @@ fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(
         }
         return check_reads(inputs, summed, target);
     };
+    let name = around.contraction.kind.name();
     let [stored] = stored[..] else {
         return Err(format!(
-            "a chain that begins with `{}` has its epilogue's value as its one result \
-             besides its sums",
-            contraction.kind.name()
+            "a chain whose contraction is `{name}` has its epilogue's value as its one result \
+             besides its sums"
         ));
     };
-    check_epilogue(contraction, &before[1..], inputs, shapes, stored)?;
+    if stored < skip - 1 {
+        return Err(format!(
+            "result t{stored} is a step of the prologue, which only the contraction reads"
+        ));
+    }
+    check_epilogue(&around, inputs, shapes, stored)?;
     if let Some(index) = (first_sum..chain.steps.len()).find(|&index| {
         matches!(chain.steps[index].kind, OpKind::SumSquaredDeviationsTo(_))
             && chain.steps[index].args[0] != Arg::Step(stored)
@@ -383,9 +495,8 @@ fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(
     let channels = summed.get(1).copied().unwrap_or(1);
     if summed.len() != 4 || *target != [1, channels, 1, 1] {
         return Err(format!(
-            "a chain that begins with `{}` sums per channel, to [1, {channels}, 1, 1], not \
-             to {target:?}",
-            contraction.kind.name()
+            "a chain whose contraction is `{name}` sums per channel, to [1, {channels}, 1, 1], \
+             not to {target:?}"
         ));
     }
     Ok(())
@@ -506,8 +617,8 @@ pub fn emit(chain: &Chain, sink: &mut KernelSink, inputs: &[Operand], output: &O
     if let Some(pass) = chain.sum_pass(&shapes) {
         return layout::emit_sum(sink, inputs, &pass, output);
     }
-    if let Some((contraction, steps)) = chain.contraction() {
-        return emit_contraction(contraction, steps, &chain.results, sink, inputs, output);
+    if let Some(around) = chain.contraction() {
+        return emit_contraction(chain, &around, sink, inputs, output);
     }
     let operands: Vec<Strided> = inputs
         .iter()
@@ -520,34 +631,50 @@ pub fn emit(chain: &Chain, sink: &mut KernelSink, inputs: &[Operand], output: &O
 }
 
 /// A contraction with the steps after it as its epilogue: its operands are the inputs it
-/// reads; the epilogue's inputs are its result (input 0) and the chain's other inputs. With
-/// several `results`, the epilogue's result is the first, and the others are its sums.
+/// reads, or its prologue's value; the epilogue's inputs are its result (input 0) and the
+/// inputs the epilogue reads. With several `results`, the epilogue's result is the first, and
+/// the others are its sums.
 fn emit_contraction(
-    contraction: &Step,
-    steps: &[Step],
-    results: &[usize],
+    chain: &Chain,
+    around: &Around,
     sink: &mut KernelSink,
     inputs: &[Operand],
     output: &Operand,
 ) {
-    let operand = |arg: &Arg| match *arg {
-        Arg::Input(i) => i,
-        Arg::Step(_) => unreachable!("a chain's first step reads inputs"),
-    };
-    let operands: Vec<usize> = contraction.args.iter().map(operand).collect();
+    let (contraction, steps, at) = (around.contraction, around.epilogue, around.prologue.len());
+    let results = &chain.results;
+    let shapes: Vec<&Shape> = inputs.iter().map(|input| &input.shape).collect();
+    let step_shapes = step_shapes(chain, &shapes).expect("a verified chain");
+    let operand_shapes: Vec<&Shape> = contraction
+        .args
+        .iter()
+        .map(|arg| match *arg {
+            Arg::Input(i) => &inputs[i].shape,
+            Arg::Step(s) => &step_shapes[s],
+        })
+        .collect();
     // The result of the contraction's shape, from the first float of the output, the sums
     // (if any) after it.
-    let shapes: Vec<&Shape> = operands.iter().map(|&i| &inputs[i].shape).collect();
     let output = &Operand {
         slot: output.slot,
-        shape: contraction.kind.shape(&shapes).expect("a verified chain"),
+        shape: contraction
+            .kind
+            .shape(&operand_shapes)
+            .expect("a verified chain"),
     };
-    let others: Vec<usize> = (0..inputs.len())
-        .filter(|i| !operands.contains(i))
+    let mut others: Vec<usize> = steps
+        .iter()
+        .flat_map(|step| &step.args)
+        .filter_map(|arg| match *arg {
+            Arg::Input(i) => Some(i),
+            Arg::Step(_) => None,
+        })
         .collect();
+    others.sort_unstable();
+    others.dedup();
     let remap = |arg: &Arg| match *arg {
-        Arg::Step(0) => Arg::Input(0),
-        Arg::Step(s) => Arg::Step(s - 1),
+        Arg::Step(s) if s == at => Arg::Input(0),
+        Arg::Step(s) => Arg::Step(s - at - 1),
         Arg::Input(i) => Arg::Input(1 + others.iter().position(|&o| o == i).expect("an input")),
     };
     // Steps after the contraction: elementwise, then sums.
@@ -595,7 +722,30 @@ fn emit_contraction(
             })
             .collect(),
     };
-    let operands: Vec<Operand> = operands.iter().map(|&i| inputs[i].clone()).collect();
+    if let Some(prologue) = prologue(around.prologue, inputs, operand_shapes[0]) {
+        let x_shape = operand_shapes[0];
+        let Arg::Input(second) = contraction.args[1] else {
+            unreachable!("a verified chain's contraction reads an input after its prologue")
+        };
+        let x = depthwise::Source::Computed(&prologue);
+        return match &contraction.kind {
+            OpKind::Conv2d(a) => {
+                depthwise::emit_forward(a, sink, (&x, x_shape), &inputs[second], output, &epilogue)
+            }
+            OpKind::Conv2dWeightGrad(a, _) => {
+                depthwise::emit_weight_grad(a, sink, (&x, x_shape), &inputs[second], output)
+            }
+            kind => unreachable!("`{}` takes no prologue", kind.name()),
+        };
+    }
+    let operands: Vec<Operand> = contraction
+        .args
+        .iter()
+        .map(|arg| match *arg {
+            Arg::Input(i) => inputs[i].clone(),
+            Arg::Step(_) => unreachable!("a contraction without a prologue reads inputs"),
+        })
+        .collect();
     match &contraction.kind {
         OpKind::Conv2d(a) => conv::emit(a, sink, &operands, output, &epilogue),
         OpKind::Conv2dInputGrad(a, _) => {
@@ -614,6 +764,40 @@ fn emit_contraction(
         ),
         kind => unreachable!("`{}` is not a contraction", kind.name()),
     }
+}
+
+/// A prologue as the depthwise kernels compute it, its steps reading its own inputs in the
+/// order they are first read; `None` for none.
+fn prologue(steps: &[Step], inputs: &[Operand], x: &Shape) -> Option<depthwise::Prologue> {
+    if steps.is_empty() {
+        return None;
+    }
+    let mut read: Vec<usize> = Vec::new();
+    let steps = steps
+        .iter()
+        .map(|step| Step {
+            kind: step.kind.clone(),
+            args: step
+                .args
+                .iter()
+                .map(|arg| match *arg {
+                    Arg::Input(i) => Arg::Input(match read.iter().position(|&r| r == i) {
+                        Some(position) => position,
+                        None => {
+                            read.push(i);
+                            read.len() - 1
+                        }
+                    }),
+                    step => step,
+                })
+                .collect(),
+        })
+        .collect();
+    let inputs = read
+        .iter()
+        .map(|&i| (inputs[i].slot, inputs[i].shape != *x))
+        .collect();
+    Some(depthwise::Prologue { steps, inputs })
 }
 
 /// The value of elementwise `steps` over the `loaded` elements of a chain's inputs.
@@ -803,7 +987,7 @@ mod tests {
                     &[0, 1],
                 ),
                 vec![vec![2, 2], vec![2, 2]],
-                "a chain that begins with `matmul` has one result",
+                "a chain whose contraction is `matmul` has one result",
             ),
             (
                 chain(
@@ -814,8 +998,8 @@ mod tests {
                     &[0, 1],
                 ),
                 vec![vec![1, 2, 3, 3], vec![2, 2, 1, 1]],
-                "a chain that begins with `conv2d` sums per channel, to [1, 2, 1, 1], not to \
-                 [1, 1, 3, 3]",
+                "a chain whose contraction is `conv2d` sums per channel, to [1, 2, 1, 1], \
+                 not to [1, 1, 3, 3]",
             ),
             (
                 chain(
@@ -827,8 +1011,8 @@ mod tests {
                     &[0, 1, 2],
                 ),
                 vec![vec![1, 2, 3, 3], vec![2, 2, 1, 1]],
-                "a chain that begins with `conv2d` has its epilogue's value as its one result \
-                 besides its sums",
+                "a chain whose contraction is `conv2d` has its epilogue's value as its one \
+                 result besides its sums",
             ),
             (
                 chain(
@@ -905,6 +1089,16 @@ mod tests {
             })
         };
         let exp = OpKind::Map(MapFn::Exp);
+        let relu = OpKind::Map(MapFn::Relu);
+        let weight_grad = OpKind::Conv2dWeightGrad(
+            ConvAttrs {
+                stride: [1, 1],
+                pad: [0; 4],
+                dilation: [1, 1],
+                groups: 2,
+            },
+            [1, 1],
+        );
         let cases: Vec<(Chain, Vec<Shape>, &str)> = vec![
             (Chain::default(), vec![], "a chain has at least one step"),
             (
@@ -936,7 +1130,8 @@ mod tests {
                     step(matmul.clone(), &[t0, x1]),
                 ]),
                 vec![vec![2, 3], vec![3, 3]],
-                "step 1 is `matmul`, which only a chain's first step may be",
+                "step 1 is `matmul`, which takes a prologue only as a depthwise convolution or \
+                 its weight gradient",
             ),
             (
                 chain(vec![
@@ -961,7 +1156,7 @@ mod tests {
                     step(OpKind::Add, &[t0, x2]),
                 ]),
                 vec![vec![2, 3], vec![3, 3], vec![4, 2, 3]],
-                "a chain that begins with `matmul` ends with its shape [2, 3]",
+                "a chain whose contraction is `matmul` ends with its shape [2, 3]",
             ),
             (
                 chain(vec![step(conv(1), &[x0, x1]), step(OpKind::Add, &[t0, x2])]),
@@ -977,6 +1172,38 @@ mod tests {
                 ]),
                 vec![vec![1, 2, 3, 3], vec![1, 2, 1, 1], vec![1, 3, 3]],
                 "",
+            ),
+            (
+                chain(vec![step(weight_grad, &[x0, x1])]),
+                vec![vec![1, 2, 3, 3], vec![1, 2, 3, 3]],
+                "step 0 is `conv2d_weight_grad`, which a chain has only after a prologue",
+            ),
+            (
+                chain(vec![step(OpKind::Mul, &[x0, x2]), step(conv(2), &[t0, x1])]),
+                vec![vec![1, 2, 3, 3], vec![2, 1, 1, 1], vec![1, 1, 3, 3]],
+                "step 0 reads input 2 of [1, 1, 3, 3], but a prologue reads tensors of its \
+                 result's shape [1, 2, 3, 3] or per channel, [1, 2, 1, 1]",
+            ),
+            (
+                chain(vec![step(relu.clone(), &[x0]), step(conv(2), &[x0, x1])]),
+                vec![vec![1, 2, 3, 3], vec![2, 1, 1, 1]],
+                "step 1 (`conv2d`) takes its prologue's last step t0 as its first operand and \
+                 an input as its second",
+            ),
+            (
+                chain(vec![
+                    step(relu.clone(), &[x0]),
+                    step(conv(2), &[t0, x1]),
+                    step(OpKind::Add, &[t1, t0]),
+                ]),
+                vec![vec![1, 2, 3, 3], vec![2, 1, 1, 1]],
+                "step 2 reads the prologue, which only the contraction reads",
+            ),
+            (
+                chain(vec![step(relu, &[x0]), step(conv(1), &[t0, x1])]),
+                vec![vec![1, 2, 3, 3], vec![1, 2, 1, 1]],
+                "step 1 is `conv2d`, which takes a prologue only as a depthwise convolution or \
+                 its weight gradient",
             ),
         ];
         for (chain, shapes, message) in cases {
