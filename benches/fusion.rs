@@ -3,6 +3,10 @@
 //!
 //! - `conv_bn_relu`: a 3x3 convolution, batch norm and ReLU, forward and backward (the training
 //!   step of a network of just that, 8 images of 32 channels on 32x32);
+//! - `bn_relu_depthwise`: a 1x1 convolution, batch norm and ReLU, then a 3x3 depthwise
+//!   convolution, forward and backward (8 images of 64 channels on 56x56, MobileNet's): batch
+//!   norm's apply and ReLU computed by the depthwise convolution and its weight gradient
+//!   (`fuse_prologue`) against a pass of their own;
 //! - `elementwise_chain`: `relu(x * scale + shift)` on 8x64x56x56 with per-channel scale and
 //!   shift, batch norm's apply and activation;
 //! - `pooled_weight_grad`: the weight gradient of mnist_cnn's first convolution (5x5, 32
@@ -224,8 +228,17 @@ fn patterns(c: &mut Criterion) {
         "network conv_bn_relu {\n  input 32x32x32\n  conv 3x3 32 pad=1 bias=false; batchnorm; relu\n  avgpool global; dense 10\n  loss softmax_cross_entropy\n}\n",
         &[],
     );
+    let bn_relu_depthwise = network(
+        "bn_relu_depthwise",
+        "network bn_relu_depthwise {\n  input 64x56x56\n  conv 1x1 64 bias=false; batchnorm; relu\n  depthwise 3x3 pad=1 bias=false; batchnorm; relu\n  avgpool global; dense 10\n  loss softmax_cross_entropy\n}\n",
+        &[],
+    );
     let graphs = [
         ("conv_bn_relu", training_step(&conv_bn_relu, 8).graph),
+        (
+            "bn_relu_depthwise",
+            training_step(&bn_relu_depthwise, 8).graph,
+        ),
         ("elementwise_chain", elementwise_chain()),
         ("pooled_weight_grad", pooled_weight_grad()),
         ("optimizer_update", optimizer_update()),
