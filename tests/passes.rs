@@ -406,10 +406,11 @@ fn batch_norm_masked_gradients_are_summed_but_not_written() {
 }
 
 #[test]
-fn depthwise_convolutions_compute_their_input_and_it_is_not_kept() {
+fn convolutions_compute_their_input_and_it_is_not_kept() {
     // In MobileNet, batch norm's apply and ReLU before each of the 13 depthwise convolutions
-    // become the prologue of the convolution and of its weight gradient: nothing writes their
-    // result, so the memory plan's peak (224x224 images, batch 8) falls by a quarter.
+    // and each of the 13 pointwise ones become the prologue of the convolution and of its
+    // weight gradient: nothing writes their result, so the memory plan's peak (224x224
+    // images, batch 8) falls by more than a third.
     let net = network("../models/mobilenet_v1.net", &[]);
     let training = pipeline::training(&net, &options(8, OptimizerKind::Sgd)).expect("lowers");
     let with_prologues = |on: bool| {
@@ -429,11 +430,11 @@ fn depthwise_convolutions_compute_their_input_and_it_is_not_kept() {
         assert_eq!(around.prologue.last().map(|s| &s.kind), Some(&relu));
         *prologues.entry(around.contraction.kind.name()).or_default() += 1;
     }
-    let counts = HashMap::from([("conv2d", 13), ("conv2d_weight_grad", 13)]);
+    let counts = HashMap::from([("conv2d", 26), ("conv2d_weight_grad", 26)]);
     assert_eq!(prologues, counts);
     let (on, off) = (allocated(&fused), allocated(&with_prologues(false)));
     assert!(
-        4 * on < 3 * off,
+        3 * on < 2 * off,
         "{on} floats with prologues, {off} without"
     );
 }

@@ -5,7 +5,8 @@
 //! with channel and spatial extents that leave partial tiles along every axis of the products
 //! and, in the larger cases, several full tiles and several K blocks; and matrix products in
 //! every transpose combination, from single elements to several tiles and K blocks; and the
-//! convolution and its input gradient with the epilogues the fusion passes give them.
+//! convolution and its input gradient with the epilogues the fusion passes give them; and
+//! pointwise convolutions and their weight gradients with a prologue computing x.
 
 use super::{check_op, config, random_tensor};
 use netc::ir::ops::conv::out_extent;
@@ -120,6 +121,60 @@ pub(super) fn check_epilogues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, se
     check_op(OpKind::Fused(backward), &[dy, w, xs], 1e-5);
 }
 
+/// The forward op with batch norm's statistics and the weight gradient, their x computed by a
+/// prologue: `relu((z - mean) * scale + shift)` from z and three per-channel tensors.
+pub(super) fn check_prologues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, seed: u64) {
+    let y = output_shape(&attrs, &x, &w);
+    let kernel = [w[2], w[3]];
+    let channel = vec![1, x[1], 1, 1];
+    let (t, input) = (Arg::Step, Arg::Input);
+    let step = |kind: OpKind, args: &[Arg]| Step {
+        kind,
+        args: args.to_vec(),
+    };
+    let prologue = [
+        step(OpKind::Sub, &[input(0), input(1)]),
+        step(OpKind::Mul, &[t(0), input(2)]),
+        step(OpKind::Add, &[t(1), input(3)]),
+        step(OpKind::Map(MapFn::Relu), &[t(2)]),
+    ];
+    let per_output = vec![1, y[1], 1, 1];
+    let with = |rest: Vec<Step>, results: Vec<usize>| Chain {
+        steps: prologue.iter().cloned().chain(rest).collect(),
+        results,
+    };
+    let forward = with(
+        vec![
+            step(OpKind::Conv2d(attrs), &[t(3), input(4)]),
+            step(OpKind::SumTo(per_output.clone()), &[t(4)]),
+            step(OpKind::SumSquaredDeviationsTo(per_output), &[t(4)]),
+        ],
+        vec![4, 5, 6],
+    );
+    let weight_grad = with(
+        vec![step(
+            OpKind::Conv2dWeightGrad(attrs, kernel),
+            &[t(3), input(4)],
+        )],
+        Vec::new(),
+    );
+    let z = random_tensor(x, seed, -1.0, 1.0);
+    let [mean, scale, shift] =
+        [3, 4, 5].map(|k| random_tensor(channel.clone(), seed ^ k, -1.0, 1.0));
+    let w = random_tensor(w, seed ^ 1, -1.0, 1.0);
+    let dy = random_tensor(y, seed ^ 2, -1.0, 1.0);
+    let prologue_inputs = [z, mean, scale, shift];
+    let inputs = |last| {
+        prologue_inputs
+            .iter()
+            .cloned()
+            .chain([last])
+            .collect::<Vec<_>>()
+    };
+    check_op(OpKind::Fused(forward), &inputs(w), 1e-5);
+    check_op(OpKind::Fused(weight_grad), &inputs(dy), 1e-5);
+}
+
 /// A matrix product `(transpose_a, transpose_b, a shape, b shape)` of `m x k` by `k x n`.
 fn matmul_case(
     m: impl Strategy<Value = usize>,
@@ -197,6 +252,20 @@ proptest! {
         let x = vec![x[0], x[1], side[0], side[1]];
         let w = vec![w[0], w[1], 1, 1];
         check_all_three(attrs, x, w, seed);
+    }
+
+    /// The same, with x computed by the prologue `fuse_prologue` gives them (batch norm's apply
+    /// and ReLU), in the forward op's packing and the weight gradient's.
+    #[test]
+    fn pointwise_prologues_match_the_interpreter(
+        (attrs, x, w) in conv_case(40, 0),
+        side in prop::array::uniform2(1..=20usize),
+        seed in any::<u64>()
+    ) {
+        let attrs = ConvAttrs { stride: [1, 1], pad: [0; 4], ..attrs };
+        let x = vec![x[0], x[1], side[0], side[1]];
+        let w = vec![w[0], w[1], 1, 1];
+        check_prologues(attrs, x, w, seed);
     }
 
     /// Without stride, where the input gradient may be the convolution of dy by the flipped

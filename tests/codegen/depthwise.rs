@@ -7,11 +7,10 @@
 //! and the forward op (with its epilogue) and the weight gradient with the prologue
 //! `fuse_prologue` gives them, batch norm's apply and ReLU computing x.
 
-use super::contraction::{check_epilogues, output_shape};
+use super::contraction::{check_epilogues, check_prologues, output_shape};
 use super::{check_op, config, random_tensor};
 use netc::codegen::depthwise::is_depthwise;
-use netc::ir::ops::fused::{Arg, Chain, Step};
-use netc::ir::ops::{ConvAttrs, MapFn};
+use netc::ir::ops::ConvAttrs;
 use netc::ir::OpKind;
 use proptest::prelude::*;
 
@@ -51,60 +50,6 @@ fn check_all_three(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, seed: u64) {
     check_op(OpKind::Conv2d(attrs), &[x.clone(), w.clone()], 1e-5);
     check_op(OpKind::Conv2dInputGrad(attrs, hw), &[dy.clone(), w], 1e-5);
     check_op(OpKind::Conv2dWeightGrad(attrs, kernel), &[x, dy], 1e-5);
-}
-
-/// The forward op with batch norm's statistics and the weight gradient, their x computed by a
-/// prologue: `relu((z - mean) * scale + shift)` from z and three per-channel tensors.
-fn check_prologues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, seed: u64) {
-    let y = output_shape(&attrs, &x, &w);
-    let kernel = [w[2], w[3]];
-    let channel = vec![1, x[1], 1, 1];
-    let (t, input) = (Arg::Step, Arg::Input);
-    let step = |kind: OpKind, args: &[Arg]| Step {
-        kind,
-        args: args.to_vec(),
-    };
-    let prologue = [
-        step(OpKind::Sub, &[input(0), input(1)]),
-        step(OpKind::Mul, &[t(0), input(2)]),
-        step(OpKind::Add, &[t(1), input(3)]),
-        step(OpKind::Map(MapFn::Relu), &[t(2)]),
-    ];
-    let per_output = vec![1, y[1], 1, 1];
-    let with = |rest: Vec<Step>, results: Vec<usize>| Chain {
-        steps: prologue.iter().cloned().chain(rest).collect(),
-        results,
-    };
-    let forward = with(
-        vec![
-            step(OpKind::Conv2d(attrs), &[t(3), input(4)]),
-            step(OpKind::SumTo(per_output.clone()), &[t(4)]),
-            step(OpKind::SumSquaredDeviationsTo(per_output), &[t(4)]),
-        ],
-        vec![4, 5, 6],
-    );
-    let weight_grad = with(
-        vec![step(
-            OpKind::Conv2dWeightGrad(attrs, kernel),
-            &[t(3), input(4)],
-        )],
-        Vec::new(),
-    );
-    let z = random_tensor(x, seed, -1.0, 1.0);
-    let [mean, scale, shift] =
-        [3, 4, 5].map(|k| random_tensor(channel.clone(), seed ^ k, -1.0, 1.0));
-    let w = random_tensor(w, seed ^ 1, -1.0, 1.0);
-    let dy = random_tensor(y, seed ^ 2, -1.0, 1.0);
-    let prologue_inputs = [z, mean, scale, shift];
-    let inputs = |last| {
-        prologue_inputs
-            .iter()
-            .cloned()
-            .chain([last])
-            .collect::<Vec<_>>()
-    };
-    check_op(OpKind::Fused(forward), &inputs(w), 1e-5);
-    check_op(OpKind::Fused(weight_grad), &inputs(dy), 1e-5);
 }
 
 proptest! {

@@ -34,8 +34,9 @@
 
 use super::emit::{Emitter, Slot, F32, F32X4, LANES};
 use super::gemm::{self, Epilogue, IndexMath};
+use super::prologue::{Prologue, Source};
 use super::{KernelSink, Operand};
-use crate::ir::ops::fused::{emit_steps, Step};
+use crate::ir::ops::fused::emit_steps;
 use crate::ir::ops::ConvAttrs;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I64, I8X16};
@@ -62,18 +63,6 @@ const ACCUMULATORS: usize = 12;
 /// share every input tap, which a product uses and a per-channel kernel does not).
 pub fn is_depthwise(a: &ConvAttrs, x: &[usize], w: &[usize]) -> bool {
     w[1] == 1 && a.groups == x[1] && a.groups > 1 && w[2] * w[3] <= MAX_TAPS
-}
-
-/// Where a depthwise kernel reads its input x: a tensor, or planes a prologue computes.
-pub enum Source<'p> {
-    Tensor(Slot),
-    Computed(&'p Prologue),
-}
-
-/// Elementwise steps that compute x, over inputs of x's shape or per channel (`true`).
-pub struct Prologue {
-    pub steps: Vec<Step>,
-    pub inputs: Vec<(Slot, bool)>,
 }
 
 /// x's planes as a kernel computes them into its scratch: `channels` planes per image of

@@ -19,7 +19,7 @@ use crate::ir::ops::fused::{arg_value, emit_each_step, Arg, Step};
 use crate::ir::ops::layout::{fold_together, reduce_range, Accumulators, Reduce};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I64, I8X16};
-use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_module::FuncId;
 use netc_runtime::microkernel::{MR, NR};
 
@@ -215,7 +215,15 @@ pub fn pack_b(sink: &mut KernelSink, m: &Matrices) -> Slot {
     pack_kernel(sink, &transposed, NR, |e, src, cols, dst| {
         let kc = e.int(m.rows as i64);
         let width = e.int(NR as i64);
-        pack_b_panel(e, src, [m.row_stride, m.col_stride], [cols, width], kc, dst)
+        pack_b_panel(
+            e,
+            src,
+            [m.row_stride, m.col_stride],
+            [cols, width],
+            kc,
+            dst,
+            None,
+        )
     })
 }
 
@@ -319,9 +327,15 @@ fn pack_a_panel(
     });
 }
 
+/// What a packing computes from the elements it reads (`value`, F32 or F32X4 of `ty`), by the
+/// index of the row (or, transposed, the column) of the source matrix they lie in: a
+/// convolution's prologue, by x's channel.
+pub type Transform<'t> = dyn Fn(&mut Emitter, Value, Type, Value) -> Value + 't;
+
 /// Packs `cols` (1 to `NR`) columns of a matrix, `kc` rows deep, into the B panel at `dst`
 /// (`dst[k*NR + j]`), zeros past `cols` up to column `width` (`NR`, or less where the columns
-/// after belong to another matrix); `src` and `strides` as for [`pack_a_panel`].
+/// after belong to another matrix); `src` and `strides` as for [`pack_a_panel`]. Where there
+/// is a `transform`, each element packed is what it makes of the matrix's.
 pub fn pack_b_panel(
     e: &mut Emitter,
     src: Value,
@@ -329,9 +343,17 @@ pub fn pack_b_panel(
     [cols, width]: [Value; 2],
     kc: Value,
     dst: Value,
+    transform: Option<&Transform>,
 ) {
     let [row_stride, col_stride] = strides.map(|s| s as i64);
     let start = e.int(0);
+    let load = |e: &mut Emitter, ty, from, index, offset, line| {
+        let value = e.load(ty, Emitter::frozen(), from, index, offset);
+        match transform {
+            Some(transform) => transform(e, value, ty, line),
+            None => value,
+        }
+    };
     if col_stride == 1 {
         // Rows are contiguous: vector copies along them, unrolled for whole panels.
         let whole = e.b.ins().icmp_imm_s(IntCC::Equal, cols, NR as i64);
@@ -343,7 +365,7 @@ pub fn pack_b_panel(
                     let to = e.at_scaled(dst, k, NR as i64);
                     for offset in (0..NR as i64).step_by(4) {
                         let zero = e.int(0);
-                        let value = e.load(F32X4, Emitter::frozen(), from, zero, offset);
+                        let value = load(e, F32X4, from, zero, offset, k);
                         e.store(Emitter::mutable(), value, to, zero, offset);
                     }
                 });
@@ -353,7 +375,13 @@ pub fn pack_b_panel(
                     let from = e.at_scaled(src, k, row_stride);
                     let to = e.at_scaled(dst, k, NR as i64);
                     let zero = e.int(0);
-                    copy_run(e, from, to, zero, cols);
+                    match transform {
+                        Some(_) => e.vector_loop(zero, cols, 1, |e, j, ty| {
+                            let value = load(e, ty, from, j, 0, k);
+                            e.store(Emitter::mutable(), value, to, j, 0);
+                        }),
+                        None => copy_run(e, from, to, zero, cols),
+                    }
                     zero_run(e, to, 1, cols, width);
                 });
             },
@@ -374,8 +402,9 @@ pub fn pack_b_panel(
             let to = e.at(dst, j);
             let rows = e.b.ins().band_imm_s(kc, !3);
             let zero = e.int(0);
+            let lines: Vec<Value> = (0..4).map(|t| e.add_imm(j, t)).collect();
             e.for_loop(zero, rows, 4, |e, k| {
-                let columns = [0, 1, 2, 3].map(|t| e.load(F32X4, Emitter::frozen(), from[t], k, 0));
+                let columns = [0, 1, 2, 3].map(|t| load(e, F32X4, from[t], k, 0, lines[t]));
                 let target = e.mul_imm(k, NR as i64);
                 for (t, row) in transpose4(e, columns).into_iter().enumerate() {
                     e.store(Emitter::mutable(), row, to, target, (t * NR) as i64);
@@ -384,7 +413,7 @@ pub fn pack_b_panel(
             e.for_loop(rows, kc, 1, |e, k| {
                 let target = e.mul_imm(k, NR as i64);
                 for (t, &column) in from.iter().enumerate() {
-                    let value = e.load(F32, Emitter::frozen(), column, k, 0);
+                    let value = load(e, F32, column, k, 0, lines[t]);
                     e.store(Emitter::mutable(), value, to, target, t as i64);
                 }
             });
@@ -397,7 +426,7 @@ pub fn pack_b_panel(
         let zero = e.int(0);
         e.for_loop(zero, kc, 1, |e, k| {
             let source = e.mul_imm(k, row_stride);
-            let value = e.load(F32, Emitter::frozen(), from, source, 0);
+            let value = load(e, F32, from, source, 0, j);
             let target = e.mul_imm(k, NR as i64);
             e.store(Emitter::mutable(), value, to, target, 0);
         });

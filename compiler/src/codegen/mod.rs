@@ -17,6 +17,7 @@ pub mod depthwise;
 pub mod emit;
 pub mod gemm;
 pub mod math;
+pub mod prologue;
 pub mod strided;
 
 use crate::init::tensor_inits;

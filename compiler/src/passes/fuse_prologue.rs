@@ -1,10 +1,11 @@
 //! `fuse_prologue`: an elementwise op or chain (after `fuse_elementwise`) whose every reader is
-//! a depthwise convolution (with or without an epilogue) or its weight gradient, reading it as
-//! the input x, becomes each reader's prologue: the kernels compute x plane by plane into their
-//! scratch as they need it, so x is never written. Batch norm's apply and ReLU before each of
-//! MobileNet's depthwise convolutions cost no pass over memory of their own, and x is not kept
-//! for the backward pass, whose weight gradient computes it again from batch norm's input
-//! (which batch norm's own gradient keeps anyway).
+//! a convolution (with or without an epilogue) or a weight gradient that can compute it as it
+//! reads its input x (`conv::takes_prologue`: a depthwise one stages rows of x in its scratch,
+//! a pointwise one computes x in its packing), becomes each reader's prologue, so x is never
+//! written. Batch norm's apply and ReLU before each of MobileNet's convolutions but the first
+//! cost no pass over memory of their own, and x is not kept for the backward pass, whose weight
+//! gradient computes it again from batch norm's input (which batch norm's own gradient keeps
+//! anyway).
 //!
 //! The prologue reads tensors of x's shape and per-channel ones only (`fused::check_prologue`).
 
@@ -44,7 +45,7 @@ pub fn run(graph: &Graph) -> Graph {
 
 /// Whether op `reader` can compute op `producer`'s result as its prologue: a convolution (or
 /// a chain that begins with one) or a weight gradient that reads it as x alone, and that the
-/// shape rule accepts with it (a depthwise one, the prologue's inputs whole or per channel).
+/// shape rule accepts with it (one that takes a prologue, its inputs whole or per channel).
 fn fits(graph: &Graph, producer: usize, reader: usize) -> bool {
     let (x, op) = (graph.ops[producer].output, &graph.ops[reader]);
     let reads_x_as_operand = match &op.kind {

@@ -151,8 +151,8 @@ impl Pass {
                  elementwise op whose result they sum"
             }
             Pass::FusePrologue => {
-                "an elementwise op that only depthwise convolutions and their weight gradients \
-                 read computed by them, plane by plane, instead of written to memory"
+                "an elementwise op that only depthwise or pointwise convolutions and their weight \
+                 gradients read computed by them as they read it, instead of written to memory"
             }
             Pass::ScheduleUpdates => {
                 "each optimizer update (with the gradient it reads) as early as its inputs allow, \

@@ -5,6 +5,7 @@ use super::{arity, layout, ConvAttrs, OpKind};
 use crate::codegen::depthwise;
 use crate::codegen::emit::{Emitter, Slot, F32, F32X4, LANES};
 use crate::codegen::gemm::{self, Block, Epilogue, IndexMath, Matrices, ScratchLayout, Tile, KC};
+use crate::codegen::prologue::{Prologue, Source};
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::{Graph, Op, Shape, ValueId};
@@ -750,19 +751,20 @@ const MOST_TILE_FLOATS: usize = 1 << 16;
 const MOST_PRODUCT_PANELS: usize = 32;
 
 /// The convolution, its output written through `epilogue`.
+/// The convolution of x (a tensor, or computed by a prologue: see [`takes_prologue`]) by `w`,
+/// written through `epilogue`.
 pub fn emit(
     a: &ConvAttrs,
     sink: &mut KernelSink,
-    inputs: &[Operand],
+    (x, x_shape): (&Source, &[usize]),
+    w: &Operand,
     output: &Operand,
     epilogue: &Epilogue,
 ) {
-    let (x, w) = (&inputs[0], &inputs[1]);
-    if depthwise::is_depthwise(a, &x.shape, &w.shape) {
-        let source = depthwise::Source::Tensor(x.slot);
-        return depthwise::emit_forward(a, sink, (&source, &x.shape), w, output, epilogue);
+    if depthwise::is_depthwise(a, x_shape, &w.shape) {
+        return depthwise::emit_forward(a, sink, (x, x_shape), w, output, epilogue);
     }
-    let g = Geometry::new(a, &x.shape, &w.shape);
+    let g = Geometry::new(a, x_shape, &w.shape);
     let depth = g.depth();
     let weights = Matrices {
         slot: w.slot,
@@ -773,7 +775,16 @@ pub fn emit(
         row_stride: depth,
         col_stride: 1,
     };
-    emit_product(sink, &g, x.slot, &weights, output, epilogue);
+    emit_product(sink, &g, x, &weights, output, epilogue);
+}
+
+/// Whether a convolution's kernels (or its weight gradient's) can compute x by a prologue
+/// (elementwise steps over `wholes` tensors of x's shape and per-channel ones) as they read it:
+/// a depthwise convolution's stage rows of x's planes; a pointwise one's packing computes each
+/// element from the one tensor of x's shape.
+pub fn takes_prologue(a: &ConvAttrs, x: &[usize], w: &[usize], wholes: usize) -> bool {
+    let pointwise = w[2..] == [1, 1] && a.stride == [1, 1] && a.pad == [0; 4];
+    depthwise::is_depthwise(a, x, w) || (pointwise && wholes == 1)
 }
 
 /// The most output channels per group, and else the largest padded plane, for which reading
@@ -1055,12 +1066,25 @@ enum Im2col {
 fn emit_product(
     sink: &mut KernelSink,
     g: &Geometry,
-    x: Slot,
+    source: &Source,
     weights: &Matrices,
     output: &Operand,
     epilogue: &Epilogue,
 ) {
     let (depth, taps) = (g.depth(), g.taps());
+    // A prologue is computed where a pointwise convolution packs x (pack_im2col), from the one
+    // tensor of x's shape.
+    let (x, prologue) = match source {
+        Source::Tensor(slot) => (*slot, None),
+        Source::Computed(prologue) => {
+            let whole = prologue.only_whole_input();
+            let whole = whole.filter(|_| g.is_pointwise());
+            (
+                whole.expect("a prologue only where `takes_prologue`"),
+                Some(*prologue),
+            )
+        }
+    };
     let weights = gemm::pack_a(sink, weights);
     let layout = PaddedLayout::of(g);
     let placed = layout.pays(g);
@@ -1200,6 +1224,11 @@ fn emit_product(
                     let planes = planes(e, t);
                     e.at_scaled(planes, c0, image_plane as i64)
                 };
+                // The channel of x a block's first row of B reads.
+                let block_channel = |e: &mut Emitter, group: Value, c0: Value| {
+                    let first = e.mul_imm(group, g.group_in as i64);
+                    e.add(first, c0)
+                };
                 let (b, b_stride, b_rows) = match im2col {
                     Im2col::InPlace => {
                         let block_planes = block_planes(e, zero);
@@ -1213,7 +1242,8 @@ fn emit_product(
                             pack_laid_out(e, g, &layout, source, columns, kc, b_scratch);
                         } else {
                             let to = [b_scratch, e.int(NR as i64)];
-                            pack_im2col(e, g, source, columns, kc, to);
+                            let computed = prologue.map(|p| (p, block_channel(e, group, c0)));
+                            pack_im2col(e, g, (source, computed), columns, kc, to);
                         }
                         (b_scratch, e.mul_imm(kc, NR as i64), e.int(0))
                     }
@@ -1223,7 +1253,9 @@ fn emit_product(
                             let [col, width] = image_columns(e, g, [t, images]);
                             let to = [e.at(b_scratch, col), width];
                             let one = e.int(1);
-                            pack_im2col(e, g, [block_planes, channels], [zero, one], kc, to);
+                            let source = [block_planes, channels];
+                            let computed = prologue.map(|p| (p, block_channel(e, group, c0)));
+                            pack_im2col(e, g, (source, computed), [zero, one], kc, to);
                         });
                         (b_scratch, e.mul_imm(kc, NR as i64), e.int(0))
                     }
@@ -1388,7 +1420,7 @@ fn copy_floats(e: &mut Emitter, from: Value, to: Value, count: usize) {
 fn pack_im2col(
     e: &mut Emitter,
     g: &Geometry,
-    [planes, channels]: [Value; 2],
+    ([planes, channels], computed): ([Value; 2], Option<(&Prologue, Value)>),
     [first, panels]: [Value; 2],
     kc: Value,
     [dst, width]: [Value; 2],
@@ -1409,11 +1441,25 @@ fn pack_im2col(
         |e, panel, [lo, hi]| {
             let valid = e.sub(hi, lo);
             if g.is_pointwise() {
-                // The im2col matrix is x itself.
+                // The im2col matrix is x itself (or what the prologue computes from its one
+                // tensor of x's shape, row `k` channel `first + k`).
                 let from = e.at(planes, lo);
-                gemm::pack_b_panel(e, from, [g.plane(), 1], [valid, width], channels, panel);
+                let transform = computed.map(|(prologue, first)| {
+                    move |e: &mut Emitter, value, ty, k| {
+                        let channel = e.add(first, k);
+                        prologue.apply(e, ty, channel, value)
+                    }
+                });
+                let transform = transform.as_ref().map(|t| t as &gemm::Transform);
+                let cols = [valid, width];
+                let strides = [g.plane(), 1];
+                gemm::pack_b_panel(e, from, strides, cols, channels, panel, transform);
                 return;
             }
+            debug_assert!(
+                computed.is_none(),
+                "a prologue only for a pointwise convolution"
+            );
             if g.positions <= NR && g.taps_inside() {
                 // The panel holds the whole image.
                 for_each_tap_row(e, g, channels, |e, c, tap, row| {
@@ -1467,7 +1513,8 @@ pub fn emit_input_grad(
         let flipped_shape = [g.groups * g.group_in, g.group_out, g.kernel[0], g.kernel[1]];
         let adjoint_geometry = Geometry::new(&adjoint, &dy.shape, &flipped_shape);
         let weights = flipped_weights(sink, &g, w.slot);
-        return emit_product(sink, &adjoint_geometry, dy.slot, &weights, output, epilogue);
+        let dy = Source::Tensor(dy.slot);
+        return emit_product(sink, &adjoint_geometry, &dy, &weights, output, epilogue);
     }
     let (depth, taps, positions) = (g.depth(), g.taps(), g.positions);
     // dcol `[Kc x P]` = W_gᵀ · dy_ng, scattered into dx: A = each group's transposed weights,
@@ -1615,7 +1662,7 @@ pub fn emit_input_grad(
                         let to = e.at_scaled(b_panels, j, b_panel_floats as i64);
                         let panel_width = e.int(NR as i64);
                         let cols = [cols, panel_width];
-                        gemm::pack_b_panel(e, from, [positions, 1], cols, depth, to);
+                        gemm::pack_b_panel(e, from, [positions, 1], cols, depth, to, None);
                     });
                     multiply(e, tile.panels[1]);
                     col2im(e, planes, zero, [lo, hi]);
@@ -1627,7 +1674,7 @@ pub fn emit_input_grad(
                     let dy_rows = dy_rows(e, t);
                     let [col, owned] = image_columns(e, &g, [t, images]);
                     let to = e.at(b_panels, col);
-                    gemm::pack_b_panel(e, dy_rows, [positions, 1], [width, owned], depth, to);
+                    gemm::pack_b_panel(e, dy_rows, [positions, 1], [width, owned], depth, to, None);
                 });
                 let one = e.int(1);
                 multiply(e, one);
@@ -1746,18 +1793,32 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
+/// The weight gradient, of x (a tensor, or computed by a prologue: see [`takes_prologue`]) and
+/// dy.
 pub fn emit_weight_grad(
     a: &ConvAttrs,
     sink: &mut KernelSink,
-    inputs: &[Operand],
+    (source, x_shape): (&Source, &[usize]),
+    dy: &Operand,
     output: &Operand,
 ) {
-    let (x, dy) = (&inputs[0], &inputs[1]);
-    if depthwise::is_depthwise(a, &x.shape, &output.shape) {
-        let source = depthwise::Source::Tensor(x.slot);
-        return depthwise::emit_weight_grad(a, sink, (&source, &x.shape), dy, output);
+    if depthwise::is_depthwise(a, x_shape, &output.shape) {
+        return depthwise::emit_weight_grad(a, sink, (source, x_shape), dy, output);
     }
-    let g = Geometry::new(a, &x.shape, &output.shape);
+    let g = Geometry::new(a, x_shape, &output.shape);
+    // A prologue is computed where a pointwise convolution packs x (pack_taps), from the one
+    // tensor of x's shape.
+    let (x, prologue) = match source {
+        Source::Tensor(slot) => (*slot, None),
+        Source::Computed(prologue) => {
+            let whole = prologue.only_whole_input();
+            let whole = whole.filter(|_| g.is_pointwise());
+            (
+                whole.expect("a prologue only where `takes_prologue`"),
+                Some(*prologue),
+            )
+        }
+    };
     let (depth, positions) = (g.depth(), g.positions);
     // dW_g `[O/g x Kc]` = sum over images of dy_ng · im2col(x_ng)ᵀ: A = dy per image and group,
     // its rows read where they lie; B = the transposed im2col matrix, its columns ordered tap
@@ -1782,11 +1843,11 @@ pub fn emit_weight_grad(
     let staged = !g.is_pointwise() && tiles == 1 && padded_image <= MOST_STAGED_FLOATS;
     let (source, image_stride, group_stride) = if g.is_pointwise() {
         let group = g.group_in * g.plane();
-        (x.slot, g.groups * group, group)
+        (x, g.groups * group, group)
     } else if staged {
-        (x.slot, g.groups * g.group_in * g.plane(), g.group_in)
+        (x, g.groups * g.group_in * g.plane(), g.group_in)
     } else {
-        let padded = emit_channels_last(sink, &g, x.slot);
+        let padded = emit_channels_last(sink, &g, x);
         (padded, padded_image, g.group_in)
     };
     let staged_floats = if staged { padded_image + NR } else { 0 };
@@ -1868,7 +1929,9 @@ pub fn emit_weight_grad(
                     };
                     if !rows_in_place {
                         let columns = [first_col, cols, tile.panels[1]];
-                        pack_taps(e, &g, image_channels, columns, [p0, kc], b_panels);
+                        let computed = prologue.map(|p| (p, e.mul_imm(group, g.group_in as i64)));
+                        let image = (image_channels, computed);
+                        pack_taps(e, &g, image, columns, [p0, kc], b_panels);
                         let zero = e.int(0);
                         let block = block(e, b_panels, zero, tile.panels[1]);
                         gemm::multiply(e, &block, c_tiles, ldc as i64, first);
@@ -1895,7 +1958,8 @@ pub fn emit_weight_grad(
                             |_| {},
                             |e| {
                                 let columns = [lo, width, one];
-                                pack_taps(e, &g, image_channels, columns, [p0, kc], b_panels);
+                                let image = (image_channels, None);
+                                pack_taps(e, &g, image, columns, [p0, kc], b_panels);
                             },
                         );
                         let channels = (g.groups * g.group_in) as i64;
@@ -2195,7 +2259,7 @@ fn unit_row_offsets(e: &mut Emitter, g: &Geometry, [p0, kc]: [Value; 2], table: 
 fn pack_taps(
     e: &mut Emitter,
     g: &Geometry,
-    image: Value,
+    (image, computed): (Value, Option<(&Prologue, Value)>),
     [first, cols, panels]: [Value; 3],
     [p0, kc]: [Value; 2],
     dst: Value,
@@ -2215,11 +2279,21 @@ fn pack_taps(
         let panel_index = e.mul(j, panel_floats);
         let panel = e.at(dst, panel_index);
         if g.is_pointwise() {
+            // Column `j` is channel `lo + j` of the group, which starts at x's channel
+            // `first` of a prologue's.
             let planes = e.at_scaled(image, lo, g.plane() as i64);
             let from = e.at(planes, p0);
             let panel_width = e.int(NR as i64);
             let cols = [width, panel_width];
-            gemm::pack_b_panel(e, from, [1, g.plane()], cols, kc, panel);
+            let transform = computed.map(|(prologue, first)| {
+                move |e: &mut Emitter, value, ty, j| {
+                    let column = e.add(lo, j);
+                    let channel = e.add(first, column);
+                    prologue.apply(e, ty, channel, value)
+                }
+            });
+            let transform = transform.as_ref().map(|t| t as &gemm::Transform);
+            gemm::pack_b_panel(e, from, [1, g.plane()], cols, kc, panel, transform);
             return;
         }
         let end = e.add(lo, width);

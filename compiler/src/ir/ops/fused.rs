@@ -10,11 +10,11 @@
 //! besides it are per-element or broadcast along whole rows or columns of the product (a
 //! bias, a residual), which is what the write-out can read in step with the tile.
 //!
-//! Before a depthwise convolution, or its weight gradient, a chain may compute the
-//! contraction's input itself (its prologue): elementwise steps over tensors of the input's
-//! shape and per-channel ones (batch norm's apply and ReLU), which the kernel computes one plane
-//! at a time into its scratch as it needs it, so the input is never written. A weight gradient
-//! is a chain's contraction only so, and then the chain's last step.
+//! Before a depthwise or pointwise convolution, or its weight gradient, a chain may compute
+//! the contraction's input x itself (its prologue): elementwise steps over tensors of x's shape
+//! and per-channel ones (batch norm's apply and ReLU), which the kernels compute as they read x
+//! (`conv::takes_prologue`), so x is never written. A weight gradient is a chain's contraction
+//! only so, and then the chain's last step.
 //!
 //! A chain may end in one reduction, a `sum_to` (batch norm's `sum(x̂ · dy)`, its variance's
 //! sum of squares): the elements are then summed as they are computed, and the summed tensor
@@ -32,9 +32,9 @@
 
 use super::elementwise::{emit_apply, emit_binary_value};
 use super::{conv, layout, matmul, OpKind};
-use crate::codegen::depthwise;
 use crate::codegen::emit::Emitter;
 use crate::codegen::gemm::{Epilogue, RowSum};
+use crate::codegen::prologue::{Prologue, Source};
 use crate::codegen::strided::{for_each_element, Strided};
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::{EvalContext, Tensor};
@@ -261,7 +261,8 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
 /// What a kernel can compute its input with, plane by plane: the prologue's last step is the
 /// contraction's first operand (its other operands are inputs), its steps read inputs of that
 /// operand's shape or per channel (`[1, C, 1, 1]`), and nothing after the contraction reads
-/// them. Only the depthwise kernels take a prologue, and a weight gradient only with one.
+/// them. Only convolutions whose kernels compute it take a prologue (`conv::takes_prologue`),
+/// and a weight gradient only with one.
 fn check_prologue(around: &Around, inputs: &[&Shape], shapes: &[Shape]) -> Result<(), String> {
     let (prologue, contraction) = (around.prologue, around.contraction);
     let name = contraction.kind.name();
@@ -288,15 +289,24 @@ fn check_prologue(around: &Around, inputs: &[&Shape], shapes: &[Shape]) -> Resul
         ));
     }
     let x = &shapes[last];
-    let depthwise = match &contraction.kind {
-        OpKind::Conv2d(a) => depthwise::is_depthwise(a, x, operand_shape(second)),
-        OpKind::Conv2dWeightGrad(a, _) => depthwise::is_depthwise(a, x, &shapes[at]),
+    let read = prologue.iter().flat_map(|step| &step.args);
+    let mut wholes: Vec<usize> = read
+        .filter_map(|arg| match *arg {
+            Arg::Input(i) if inputs[i] == x => Some(i),
+            _ => None,
+        })
+        .collect();
+    wholes.sort_unstable();
+    wholes.dedup();
+    let takes = match &contraction.kind {
+        OpKind::Conv2d(a) => conv::takes_prologue(a, x, operand_shape(second), wholes.len()),
+        OpKind::Conv2dWeightGrad(a, _) => conv::takes_prologue(a, x, &shapes[at], wholes.len()),
         _ => false,
     };
-    if !depthwise {
+    if !takes {
         return Err(format!(
-            "step {at} is `{name}`, which takes a prologue only as a depthwise convolution or \
-             its weight gradient"
+            "step {at} is `{name}`, which takes a prologue only as a depthwise convolution, a \
+             pointwise one of one tensor of x's shape, or their weight gradients"
         ));
     }
     let per_channel = [1, x[1], 1, 1];
@@ -684,7 +694,7 @@ fn emit_contraction(
         .unwrap_or(steps.len());
     let result = match results.first() {
         Some(&r) => Arg::Step(r),
-        None => Arg::Step(elementwise),
+        None => Arg::Step(at + elementwise),
     };
     let epilogue = Epilogue {
         steps: steps[..elementwise]
@@ -727,13 +737,13 @@ fn emit_contraction(
         let Arg::Input(second) = contraction.args[1] else {
             unreachable!("a verified chain's contraction reads an input after its prologue")
         };
-        let x = depthwise::Source::Computed(&prologue);
+        let x = Source::Computed(&prologue);
         return match &contraction.kind {
             OpKind::Conv2d(a) => {
-                depthwise::emit_forward(a, sink, (&x, x_shape), &inputs[second], output, &epilogue)
+                conv::emit(a, sink, (&x, x_shape), &inputs[second], output, &epilogue)
             }
             OpKind::Conv2dWeightGrad(a, _) => {
-                depthwise::emit_weight_grad(a, sink, (&x, x_shape), &inputs[second], output)
+                conv::emit_weight_grad(a, sink, (&x, x_shape), &inputs[second], output)
             }
             kind => unreachable!("`{}` takes no prologue", kind.name()),
         };
@@ -747,7 +757,10 @@ fn emit_contraction(
         })
         .collect();
     match &contraction.kind {
-        OpKind::Conv2d(a) => conv::emit(a, sink, &operands, output, &epilogue),
+        OpKind::Conv2d(a) => {
+            let x = (&Source::Tensor(operands[0].slot), &operands[0].shape[..]);
+            conv::emit(a, sink, x, &operands[1], output, &epilogue)
+        }
         OpKind::Conv2dInputGrad(a, _) => {
             conv::emit_input_grad(a, sink, &operands, output, &epilogue)
         }
@@ -768,7 +781,7 @@ fn emit_contraction(
 
 /// A prologue as the depthwise kernels compute it, its steps reading its own inputs in the
 /// order they are first read; `None` for none.
-fn prologue(steps: &[Step], inputs: &[Operand], x: &Shape) -> Option<depthwise::Prologue> {
+fn prologue(steps: &[Step], inputs: &[Operand], x: &Shape) -> Option<Prologue> {
     if steps.is_empty() {
         return None;
     }
@@ -797,7 +810,7 @@ fn prologue(steps: &[Step], inputs: &[Operand], x: &Shape) -> Option<depthwise::
         .iter()
         .map(|&i| (inputs[i].slot, inputs[i].shape != *x))
         .collect();
-    Some(depthwise::Prologue { steps, inputs })
+    Some(Prologue { steps, inputs })
 }
 
 /// The value of elementwise `steps` over the `loaded` elements of a chain's inputs.
@@ -1130,8 +1143,8 @@ mod tests {
                     step(matmul.clone(), &[t0, x1]),
                 ]),
                 vec![vec![2, 3], vec![3, 3]],
-                "step 1 is `matmul`, which takes a prologue only as a depthwise convolution or \
-                 its weight gradient",
+                "step 1 is `matmul`, which takes a prologue only as a depthwise convolution, a \
+                 pointwise one of one tensor of x's shape, or their weight gradients",
             ),
             (
                 chain(vec![
@@ -1201,9 +1214,9 @@ mod tests {
             ),
             (
                 chain(vec![step(relu, &[x0]), step(conv(1), &[t0, x1])]),
-                vec![vec![1, 2, 3, 3], vec![1, 2, 1, 1]],
-                "step 1 is `conv2d`, which takes a prologue only as a depthwise convolution or \
-                 its weight gradient",
+                vec![vec![1, 2, 3, 3], vec![1, 2, 3, 3]],
+                "step 1 is `conv2d`, which takes a prologue only as a depthwise convolution, a \
+                 pointwise one of one tensor of x's shape, or their weight gradients",
             ),
         ];
         for (chain, shapes, message) in cases {

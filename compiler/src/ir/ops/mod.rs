@@ -22,6 +22,7 @@ pub mod window;
 
 use super::{Graph, Op, Shape, ValueId};
 use crate::codegen::gemm::Epilogue;
+use crate::codegen::prologue::Source;
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::{EvalContext, Tensor};
 
@@ -325,11 +326,17 @@ impl OpKind {
     /// from its `inputs` (shapes as the shape rule gives them).
     pub fn emit(&self, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
         match self {
-            OpKind::Conv2d(a) => conv::emit(a, sink, inputs, output, &Epilogue::none()),
+            OpKind::Conv2d(a) => {
+                let x = (&Source::Tensor(inputs[0].slot), &inputs[0].shape[..]);
+                conv::emit(a, sink, x, &inputs[1], output, &Epilogue::none())
+            }
             OpKind::Conv2dInputGrad(a, _) => {
                 conv::emit_input_grad(a, sink, inputs, output, &Epilogue::none())
             }
-            OpKind::Conv2dWeightGrad(a, _) => conv::emit_weight_grad(a, sink, inputs, output),
+            OpKind::Conv2dWeightGrad(a, _) => {
+                let x = (&Source::Tensor(inputs[0].slot), &inputs[0].shape[..]);
+                conv::emit_weight_grad(a, sink, x, &inputs[1], output)
+            }
             OpKind::PooledConv2dWeightGrad { conv, pool, .. } => {
                 pooled_weight_grad::emit(conv, pool, sink, inputs, output)
             }
