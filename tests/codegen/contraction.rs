@@ -175,6 +175,24 @@ pub(super) fn check_prologues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, se
     check_op(OpKind::Fused(weight_grad), &inputs(dy), 1e-5);
 }
 
+/// A 1x1 convolution without stride or padding, of up to 40 channels per group on planes of up
+/// to 20x20.
+fn pointwise_case() -> impl Strategy<Value = (ConvAttrs, Vec<usize>, Vec<usize>)> {
+    let side = prop::array::uniform2(1..=20usize);
+    (conv_case(40, 0), side).prop_map(|((attrs, x, w), side)| {
+        let attrs = ConvAttrs {
+            stride: [1, 1],
+            pad: [0; 4],
+            ..attrs
+        };
+        (
+            attrs,
+            vec![x[0], x[1], side[0], side[1]],
+            vec![w[0], w[1], 1, 1],
+        )
+    })
+}
+
 /// A matrix product `(transpose_a, transpose_b, a shape, b shape)` of `m x k` by `k x n`.
 fn matmul_case(
     m: impl Strategy<Value = usize>,
@@ -244,13 +262,8 @@ proptest! {
     /// 1x1 kernels without stride or padding, whose im2col matrix is x itself.
     #[test]
     fn pointwise_convolutions_match_the_interpreter(
-        (attrs, x, w) in conv_case(40, 0),
-        side in prop::array::uniform2(1..=20usize),
-        seed in any::<u64>()
+        (attrs, x, w) in pointwise_case(), seed in any::<u64>()
     ) {
-        let attrs = ConvAttrs { stride: [1, 1], pad: [0; 4], ..attrs };
-        let x = vec![x[0], x[1], side[0], side[1]];
-        let w = vec![w[0], w[1], 1, 1];
         check_all_three(attrs, x, w, seed);
     }
 
@@ -258,13 +271,8 @@ proptest! {
     /// and ReLU), in the forward op's packing and the weight gradient's.
     #[test]
     fn pointwise_prologues_match_the_interpreter(
-        (attrs, x, w) in conv_case(40, 0),
-        side in prop::array::uniform2(1..=20usize),
-        seed in any::<u64>()
+        (attrs, x, w) in pointwise_case(), seed in any::<u64>()
     ) {
-        let attrs = ConvAttrs { stride: [1, 1], pad: [0; 4], ..attrs };
-        let x = vec![x[0], x[1], side[0], side[1]];
-        let w = vec![w[0], w[1], 1, 1];
         check_prologues(attrs, x, w, seed);
     }
 

@@ -24,9 +24,9 @@
 //! gradient's sums) added up block by block afterwards, as a product's write-out does.
 //!
 //! Where the input is computed by a prologue (`fuse_prologue`: batch norm's apply and ReLU),
-//! the forward kernel computes each task's input rows of its plane into its scratch before
-//! gathering from them, and the weight gradient each image's input plane before summing over
-//! it, so the input is never written to memory.
+//! the forward kernel and the weight gradient compute the rows of each input plane into their
+//! scratch just before the first output row that reads them, so the input is never written to
+//! memory.
 //!
 //! The weight gradient is a reduction: one task per output channel sums over the batch and the
 //! output positions in order, vectorised along output rows with one f32x4 accumulator per tap
@@ -36,7 +36,6 @@ use super::emit::{Emitter, Slot, F32, F32X4, LANES};
 use super::gemm::{self, Epilogue, IndexMath};
 use super::prologue::{Prologue, Source};
 use super::{KernelSink, Operand};
-use crate::ir::ops::fused::emit_steps;
 use crate::ir::ops::ConvAttrs;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I64, I8X16};
@@ -79,31 +78,34 @@ struct Staging<'p> {
 /// slivers of a few vectors, each with its loop's overhead.
 const STAGED_AT_ONCE: usize = 64;
 
-/// One plane being staged: its first element in the prologue's whole inputs, each input's
-/// base with, for a per-channel one, its value; the rows staged so far.
+/// One plane being staged: its first element in the prologue's whole inputs, the per-channel
+/// inputs' values, the rows staged so far.
 struct Staged<'s> {
     staging: &'s Staging<'s>,
     first: Value,
-    inputs: Vec<(Value, Option<Value>)>,
+    channel: Vec<Option<Value>>,
     scratch: Value,
     rows: Variable,
 }
 
 impl<'s> Staging<'s> {
+    /// How a kernel stages x from `source`, if a prologue computes it.
+    fn of(source: &Source<'s>, channels: usize, extent: [usize; 2]) -> Option<Staging<'s>> {
+        match *source {
+            Source::Tensor(_) => None,
+            Source::Computed(prologue) => Some(Staging {
+                prologue,
+                channels,
+                extent,
+            }),
+        }
+    }
+
     /// Plane `plane` (image `n`, channel `c`: `n * C + c`), staged from row `first` on (none
     /// yet).
     fn start(&'s self, e: &mut Emitter, plane: Value, first: Value) -> Staged<'s> {
         let channel = e.b.ins().urem_imm_s(plane, self.channels as i64);
-        let inputs = self
-            .prologue
-            .inputs
-            .iter()
-            .map(|&(slot, per_channel)| {
-                let base = e.buffer(slot);
-                let value = per_channel.then(|| e.load(F32, Emitter::frozen(), base, channel, 0));
-                (base, value)
-            })
-            .collect();
+        let channel = self.prologue.channel_values(e, channel);
         let first_row = e.max_imm(first, 0);
         let first_row = e.min_imm(first_row, self.extent[0] as i64);
         Staged {
@@ -112,7 +114,7 @@ impl<'s> Staging<'s> {
                 .b
                 .ins()
                 .imul_imm_s(plane, (self.extent[0] * self.extent[1]) as i64),
-            inputs,
+            channel,
             scratch: e.scratch(),
             rows: e.variable(I64, first_row),
         }
@@ -134,17 +136,13 @@ impl Staged<'_> {
                 let hi = e.b.ins().iadd_imm_s(end, more);
                 let hi = e.min_imm(hi, height as i64);
                 let [from, to] = [lo, hi].map(|row| e.b.ins().imul_imm_s(row, width as i64));
+                let prologue = self.staging.prologue;
                 e.vector_loop(from, to, UNROLL, |e, i, ty| {
                     let at = e.b.ins().iadd(self.first, i);
-                    let loaded: Vec<Value> = self
-                        .inputs
-                        .iter()
-                        .map(|&(base, value)| match value {
-                            Some(value) => e.splat(ty, value),
-                            None => e.load(ty, Emitter::frozen(), base, at, 0),
-                        })
-                        .collect();
-                    let x = emit_steps(e, &self.staging.prologue.steps, &loaded, ty);
+                    let x = prologue.compute(e, ty, &self.channel, |e, slot| {
+                        let base = e.buffer(slot);
+                        e.load(ty, Emitter::frozen(), base, at, 0)
+                    });
                     e.store(Emitter::mutable(), x, self.scratch, i, 0);
                 });
                 e.set(rows, hi);
@@ -283,14 +281,7 @@ pub fn emit_weight_grad(
     ]
     .map(|v| v as i64);
     let (dy_slot, dw_slot) = (dy.slot, output.slot);
-    let staging = match x_source {
-        Source::Tensor(_) => None,
-        Source::Computed(prologue) => Some(Staging {
-            prologue,
-            channels: g.channels,
-            extent: g.x,
-        }),
-    };
+    let staging = Staging::of(x_source, g.channels, g.x);
     let scratch = staging.as_ref().map_or(0, |_| g.x[0] * g.x[1]);
     sink.kernel(g.outputs(), scratch, |e| {
         let x = input_base(e, x_source);
@@ -528,14 +519,7 @@ fn emit_gather(
     // Each channel's sums, block by block: `blocks` row blocks of each image's plane.
     let partials = epilogue.partials(sink, g.planes / channels * blocks, channels);
     let in_size = g.in_extent[0] * g.in_extent[1];
-    let staging = match source {
-        Source::Tensor(_) => None,
-        Source::Computed(prologue) => Some(Staging {
-            prologue,
-            channels: g.in_channels,
-            extent: g.in_extent,
-        }),
-    };
+    let staging = Staging::of(source, g.in_channels, g.in_extent);
     let scratch = staging.as_ref().map_or(0, |_| in_size);
     sink.kernel(g.planes * blocks, scratch, |e| {
         let input = input_base(e, source);

@@ -21,27 +21,44 @@ pub struct Prologue {
 }
 
 impl Prologue {
-    /// The values of x's elements of channel `channel` (`ty`, F32 or F32X4) from those of its
-    /// one input of x's shape there (`whole`, see [`Prologue::only_whole_input`]); the
-    /// per-channel inputs are read here, each in every lane.
-    pub fn apply(&self, e: &mut Emitter, ty: Type, channel: Value, whole: Value) -> Value {
+    /// The per-channel inputs' values at channel `channel` (`None` for the others), read once
+    /// for all the elements of the channel a kernel computes.
+    pub fn channel_values(&self, e: &mut Emitter, channel: Value) -> Vec<Option<Value>> {
+        self.inputs
+            .iter()
+            .map(|&(slot, per_channel)| {
+                per_channel.then(|| {
+                    let base = e.buffer(slot);
+                    e.load(F32, Emitter::frozen(), base, channel, 0)
+                })
+            })
+            .collect()
+    }
+
+    /// x's elements (`ty`, F32 or F32X4) in one channel, of which `channel` holds the
+    /// per-channel inputs' values ([`Prologue::channel_values`]); `whole(e, slot)` loads those
+    /// of an input of x's shape.
+    pub fn compute(
+        &self,
+        e: &mut Emitter,
+        ty: Type,
+        channel: &[Option<Value>],
+        mut whole: impl FnMut(&mut Emitter, Slot) -> Value,
+    ) -> Value {
         let values: Vec<Value> = self
             .inputs
             .iter()
-            .map(|&(slot, per_channel)| {
-                if !per_channel {
-                    return whole;
-                }
-                let base = e.buffer(slot);
-                let value = e.load(F32, Emitter::frozen(), base, channel, 0);
-                e.splat(ty, value)
+            .zip(channel)
+            .map(|(&(slot, _), value)| match *value {
+                Some(value) => e.splat(ty, value),
+                None => whole(e, slot),
             })
             .collect();
         emit_steps(e, &self.steps, &values, ty)
     }
 
     /// The one input of x's shape, where there is just one: a packing reads it where it would
-    /// read x.
+    /// read x, and makes x's elements of it by [`Prologue::compute`].
     pub fn only_whole_input(&self) -> Option<Slot> {
         let mut whole = self.inputs.iter().filter(|(_, per_channel)| !per_channel);
         match (whole.next(), whole.next()) {

@@ -778,6 +778,20 @@ pub fn emit(
     emit_product(sink, &g, x, &weights, output, epilogue);
 }
 
+/// What a (non-depthwise) convolution's product reads where it would read x: x, or a
+/// prologue's one tensor of x's shape, from which a pointwise convolution's packing computes
+/// x's elements with the prologue (see [`takes_prologue`]).
+fn packed_source<'p>(g: &Geometry, source: &Source<'p>) -> (Slot, Option<&'p Prologue>) {
+    match *source {
+        Source::Tensor(slot) => (slot, None),
+        Source::Computed(prologue) => {
+            let whole = prologue.only_whole_input().filter(|_| g.is_pointwise());
+            let whole = whole.expect("internal error: a prologue only where `takes_prologue`");
+            (whole, Some(prologue))
+        }
+    }
+}
+
 /// Whether a convolution's kernels (or its weight gradient's) can compute x by a prologue
 /// (elementwise steps over `wholes` tensors of x's shape and per-channel ones) as they read it:
 /// a depthwise convolution's stage rows of x's planes; a pointwise one's packing computes each
@@ -1072,19 +1086,8 @@ fn emit_product(
     epilogue: &Epilogue,
 ) {
     let (depth, taps) = (g.depth(), g.taps());
-    // A prologue is computed where a pointwise convolution packs x (pack_im2col), from the one
-    // tensor of x's shape.
-    let (x, prologue) = match source {
-        Source::Tensor(slot) => (*slot, None),
-        Source::Computed(prologue) => {
-            let whole = prologue.only_whole_input();
-            let whole = whole.filter(|_| g.is_pointwise());
-            (
-                whole.expect("a prologue only where `takes_prologue`"),
-                Some(*prologue),
-            )
-        }
-    };
+    // A prologue is computed where a pointwise convolution packs x (pack_im2col).
+    let (x, prologue) = packed_source(g, source);
     let weights = gemm::pack_a(sink, weights);
     let layout = PaddedLayout::of(g);
     let placed = layout.pays(g);
@@ -1447,7 +1450,8 @@ fn pack_im2col(
                 let transform = computed.map(|(prologue, first)| {
                     move |e: &mut Emitter, value, ty, k| {
                         let channel = e.add(first, k);
-                        prologue.apply(e, ty, channel, value)
+                        let channel = prologue.channel_values(e, channel);
+                        prologue.compute(e, ty, &channel, |_, _| value)
                     }
                 });
                 let transform = transform.as_ref().map(|t| t as &gemm::Transform);
@@ -1806,19 +1810,8 @@ pub fn emit_weight_grad(
         return depthwise::emit_weight_grad(a, sink, (source, x_shape), dy, output);
     }
     let g = Geometry::new(a, x_shape, &output.shape);
-    // A prologue is computed where a pointwise convolution packs x (pack_taps), from the one
-    // tensor of x's shape.
-    let (x, prologue) = match source {
-        Source::Tensor(slot) => (*slot, None),
-        Source::Computed(prologue) => {
-            let whole = prologue.only_whole_input();
-            let whole = whole.filter(|_| g.is_pointwise());
-            (
-                whole.expect("a prologue only where `takes_prologue`"),
-                Some(*prologue),
-            )
-        }
-    };
+    // A prologue is computed where a pointwise convolution packs x (pack_taps).
+    let (x, prologue) = packed_source(&g, source);
     let (depth, positions) = (g.depth(), g.positions);
     // dW_g `[O/g x Kc]` = sum over images of dy_ng · im2col(x_ng)ᵀ: A = dy per image and group,
     // its rows read where they lie; B = the transposed im2col matrix, its columns ordered tap
@@ -2289,7 +2282,8 @@ fn pack_taps(
                 move |e: &mut Emitter, value, ty, j| {
                     let column = e.add(lo, j);
                     let channel = e.add(first, column);
-                    prologue.apply(e, ty, channel, value)
+                    let channel = prologue.channel_values(e, channel);
+                    prologue.compute(e, ty, &channel, |_, _| value)
                 }
             });
             let transform = transform.as_ref().map(|t| t as &gemm::Transform);
