@@ -47,6 +47,9 @@ pub struct Profile {
     pub by_op: Vec<ProfileRow>,
     /// Per layer and primitive, slowest first.
     pub by_layer: Vec<ProfileRow>,
+    /// Every kernel, in launch order: its op and layer (`name`), its median time (`launches`
+    /// is 1), for comparing two programs kernel by kernel (`--json`).
+    pub kernels: Vec<ProfileRow>,
 }
 
 /// Time charged to one group of kernels.
@@ -83,13 +86,24 @@ impl Profile {
             rows.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.name.cmp(&b.name)));
             rows
         };
+        let name = |o: &KernelOrigin| match o.layer.as_str() {
+            "" => o.op.clone(),
+            layer => format!("{layer} ({})", o.op),
+        };
+        let kernels = origins
+            .iter()
+            .zip(medians)
+            .map(|(origin, &time)| ProfileRow {
+                name: name(origin),
+                time,
+                launches: 1,
+            })
+            .collect();
         Profile {
             steps,
             by_op: group(&|o| o.op.clone()),
-            by_layer: group(&|o| match o.layer.as_str() {
-                "" => o.op.clone(),
-                layer => format!("{layer} ({})", o.op),
-            }),
+            by_layer: group(&name),
+            kernels,
         }
     }
 
@@ -132,7 +146,12 @@ impl Profile {
                 .map(|r| json!({"name": r.name, "ms": r.time.as_secs_f64() * 1e3, "kernels": r.launches}))
                 .collect::<Vec<_>>()
         };
-        json!({"steps": self.steps, "by_op": rows(&self.by_op), "by_layer": rows(&self.by_layer)})
+        json!({
+            "steps": self.steps,
+            "by_op": rows(&self.by_op),
+            "by_layer": rows(&self.by_layer),
+            "kernels": rows(&self.kernels),
+        })
     }
 }
 
@@ -317,6 +336,21 @@ mod tests {
                 ("conv2 (conv2d)".to_string(), 8, 1),
                 ("conv1 (fused)".to_string(), 4, 1),
                 ("conv1 (conv2d)".to_string(), 3, 2),
+            ]
+        );
+        let kernels: Vec<_> = rows(&profile.kernels)
+            .into_iter()
+            .map(|(n, t, _)| (n, t))
+            .collect();
+        let named = |name: &str, ms| (name.to_string(), ms);
+        assert_eq!(
+            kernels,
+            [
+                named("conv1 (conv2d)", 1),
+                named("conv1 (conv2d)", 2),
+                named("conv1 (fused)", 4),
+                named("conv2 (conv2d)", 8),
+                named("fused", 16),
             ]
         );
         assert_eq!(profile.total(), ms(31));
