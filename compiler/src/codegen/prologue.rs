@@ -6,7 +6,7 @@
 
 use super::emit::{Emitter, Slot, F32};
 use crate::ir::ops::fused::{emit_steps, Step};
-use cranelift_codegen::ir::{Type, Value};
+use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
 /// Where a convolution's kernel reads its input x.
 pub enum Source<'p> {
@@ -55,6 +55,19 @@ impl Prologue {
             })
             .collect();
         emit_steps(e, &self.steps, &values, ty)
+    }
+
+    /// What a packing makes of the elements it loads from the one input of x's shape (a
+    /// `gemm::Transform`), the source matrix's line `k` being x's channel `first + k`.
+    pub fn by_channel(
+        &self,
+        first: Value,
+    ) -> impl Fn(&mut Emitter, Value, Type, Value) -> Value + '_ {
+        move |e, value, ty, line| {
+            let channel = e.b.ins().iadd(first, line);
+            let channel = self.channel_values(e, channel);
+            self.compute(e, ty, &channel, |_, _| value)
+        }
     }
 
     /// The one input of x's shape, where there is just one: a packing reads it where it would

@@ -750,7 +750,6 @@ const MOST_PANELS: usize = 8;
 const MOST_TILE_FLOATS: usize = 1 << 16;
 const MOST_PRODUCT_PANELS: usize = 32;
 
-/// The convolution, its output written through `epilogue`.
 /// The convolution of x (a tensor, or computed by a prologue: see [`takes_prologue`]) by `w`,
 /// written through `epilogue`.
 pub fn emit(
@@ -797,8 +796,8 @@ fn packed_source<'p>(g: &Geometry, source: &Source<'p>) -> (Slot, Option<&'p Pro
 /// a depthwise convolution's stage rows of x's planes; a pointwise one's packing computes each
 /// element from the one tensor of x's shape.
 pub fn takes_prologue(a: &ConvAttrs, x: &[usize], w: &[usize], wholes: usize) -> bool {
-    let pointwise = w[2..] == [1, 1] && a.stride == [1, 1] && a.pad == [0; 4];
-    depthwise::is_depthwise(a, x, w) || (pointwise && wholes == 1)
+    let pointwise = || Geometry::new(a, x, w).is_pointwise();
+    depthwise::is_depthwise(a, x, w) || (wholes == 1 && pointwise())
 }
 
 /// The most output channels per group, and else the largest padded plane, for which reading
@@ -1447,23 +1446,13 @@ fn pack_im2col(
                 // The im2col matrix is x itself (or what the prologue computes from its one
                 // tensor of x's shape, row `k` channel `first + k`).
                 let from = e.at(planes, lo);
-                let transform = computed.map(|(prologue, first)| {
-                    move |e: &mut Emitter, value, ty, k| {
-                        let channel = e.add(first, k);
-                        let channel = prologue.channel_values(e, channel);
-                        prologue.compute(e, ty, &channel, |_, _| value)
-                    }
-                });
+                let transform = computed.map(|(prologue, first)| prologue.by_channel(first));
                 let transform = transform.as_ref().map(|t| t as &gemm::Transform);
                 let cols = [valid, width];
                 let strides = [g.plane(), 1];
                 gemm::pack_b_panel(e, from, strides, cols, channels, panel, transform);
                 return;
             }
-            debug_assert!(
-                computed.is_none(),
-                "a prologue only for a pointwise convolution"
-            );
             if g.positions <= NR && g.taps_inside() {
                 // The panel holds the whole image.
                 for_each_tap_row(e, g, channels, |e, c, tap, row| {
@@ -2279,12 +2268,8 @@ fn pack_taps(
             let panel_width = e.int(NR as i64);
             let cols = [width, panel_width];
             let transform = computed.map(|(prologue, first)| {
-                move |e: &mut Emitter, value, ty, j| {
-                    let column = e.add(lo, j);
-                    let channel = e.add(first, column);
-                    let channel = prologue.channel_values(e, channel);
-                    prologue.compute(e, ty, &channel, |_, _| value)
-                }
+                let first = e.add(first, lo);
+                prologue.by_channel(first)
             });
             let transform = transform.as_ref().map(|t| t as &gemm::Transform);
             gemm::pack_b_panel(e, from, [1, g.plane()], cols, kc, panel, transform);

@@ -87,7 +87,7 @@ pub fn may_be_step(kind: &OpKind) -> bool {
 }
 
 /// Whether `kind` is a contraction that a prologue may compute the input of: a convolution
-/// or its weight gradient (when depthwise: [`check_prologue`]).
+/// or its weight gradient (those whose kernels can: [`check_prologue`]).
 pub fn follows_prologue(kind: &OpKind) -> bool {
     is_contraction(kind) || matches!(kind, OpKind::Conv2dWeightGrad(..))
 }
@@ -185,6 +185,7 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
     let mut used = vec![false; inputs.len()];
     let mut shapes: Vec<Shape> = Vec::with_capacity(chain.steps.len());
     let last = chain.steps.len() - 1;
+    let contraction = chain.steps.iter().position(|s| follows_prologue(&s.kind));
     for (index, step) in chain.steps.iter().enumerate() {
         let single = chain.results.is_empty();
         if single && matches!(step.kind, OpKind::SumTo(_)) && (index != last || index == 0) {
@@ -198,7 +199,6 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
                 step.kind.name()
             ));
         }
-        let contraction = chain.steps.iter().position(|s| follows_prologue(&s.kind));
         if follows_prologue(&step.kind) && contraction != Some(index) {
             return Err(format!(
                 "step {index} is `{}`, but a chain has at most one contraction",
@@ -289,13 +289,22 @@ fn check_prologue(around: &Around, inputs: &[&Shape], shapes: &[Shape]) -> Resul
         ));
     }
     let x = &shapes[last];
-    let read = prologue.iter().flat_map(|step| &step.args);
-    let mut wholes: Vec<usize> = read
-        .filter_map(|arg| match *arg {
-            Arg::Input(i) if inputs[i] == x => Some(i),
-            _ => None,
-        })
-        .collect();
+    let per_channel = [1, x[1], 1, 1];
+    let mut wholes: Vec<usize> = Vec::new();
+    for (index, step) in prologue.iter().enumerate() {
+        for arg in &step.args {
+            let Arg::Input(i) = *arg else { continue };
+            if inputs[i] == x {
+                wholes.push(i);
+            } else if inputs[i][..] != per_channel[..] {
+                return Err(format!(
+                    "step {index} reads input {i} of {:?}, but a prologue reads tensors of its \
+                     result's shape {x:?} or per channel, {per_channel:?}",
+                    inputs[i]
+                ));
+            }
+        }
+    }
     wholes.sort_unstable();
     wholes.dedup();
     let takes = match &contraction.kind {
@@ -308,20 +317,6 @@ fn check_prologue(around: &Around, inputs: &[&Shape], shapes: &[Shape]) -> Resul
             "step {at} is `{name}`, which takes a prologue only as a depthwise convolution, a \
              pointwise one of one tensor of x's shape, or their weight gradients"
         ));
-    }
-    let per_channel = [1, x[1], 1, 1];
-    for (index, step) in prologue.iter().enumerate() {
-        for arg in &step.args {
-            if let Arg::Input(i) = *arg {
-                if inputs[i] != x && inputs[i][..] != per_channel[..] {
-                    return Err(format!(
-                        "step {index} reads input {i} of {:?}, but a prologue reads tensors of \
-                         its result's shape {x:?} or per channel, {per_channel:?}",
-                        inputs[i]
-                    ));
-                }
-            }
-        }
     }
     let after = &around.epilogue;
     if let Some(index) = after.iter().position(|step| {
@@ -732,37 +727,24 @@ fn emit_contraction(
             })
             .collect(),
     };
-    if let Some(prologue) = prologue(around.prologue, inputs, operand_shapes[0]) {
-        let x_shape = operand_shapes[0];
-        let Arg::Input(second) = contraction.args[1] else {
-            unreachable!("a verified chain's contraction reads an input after its prologue")
-        };
-        let x = Source::Computed(&prologue);
-        return match &contraction.kind {
-            OpKind::Conv2d(a) => {
-                conv::emit(a, sink, (&x, x_shape), &inputs[second], output, &epilogue)
-            }
-            OpKind::Conv2dWeightGrad(a, _) => {
-                conv::emit_weight_grad(a, sink, (&x, x_shape), &inputs[second], output)
-            }
-            kind => unreachable!("`{}` takes no prologue", kind.name()),
-        };
-    }
-    let operands: Vec<Operand> = contraction
-        .args
-        .iter()
-        .map(|arg| match *arg {
-            Arg::Input(i) => inputs[i].clone(),
-            Arg::Step(_) => unreachable!("a contraction without a prologue reads inputs"),
-        })
-        .collect();
+    // x is an input, or the prologue's value (which only a convolution or its weight
+    // gradient reads, as its first operand).
+    let prologue = prologue(around.prologue, inputs, operand_shapes[0]);
+    let operand = |k: usize| match contraction.args[k] {
+        Arg::Input(i) => &inputs[i],
+        Arg::Step(_) => unreachable!("a contraction's operand after the first is an input"),
+    };
+    let x = match &prologue {
+        Some(prologue) => Source::Computed(prologue),
+        None => Source::Tensor(operand(0).slot),
+    };
+    let x = (&x, &operand_shapes[0][..]);
+    let operands = || [operand(0).clone(), operand(1).clone()];
     match &contraction.kind {
-        OpKind::Conv2d(a) => {
-            let x = (&Source::Tensor(operands[0].slot), &operands[0].shape[..]);
-            conv::emit(a, sink, x, &operands[1], output, &epilogue)
-        }
+        OpKind::Conv2d(a) => conv::emit(a, sink, x, operand(1), output, &epilogue),
+        OpKind::Conv2dWeightGrad(a, _) => conv::emit_weight_grad(a, sink, x, operand(1), output),
         OpKind::Conv2dInputGrad(a, _) => {
-            conv::emit_input_grad(a, sink, &operands, output, &epilogue)
+            conv::emit_input_grad(a, sink, &operands(), output, &epilogue)
         }
         OpKind::MatMul {
             transpose_a,
@@ -771,7 +753,7 @@ fn emit_contraction(
             *transpose_a,
             *transpose_b,
             sink,
-            &operands,
+            &operands(),
             output,
             &epilogue,
         ),
