@@ -6,7 +6,8 @@
 //! and, in the larger cases, several full tiles and several K blocks; and matrix products in
 //! every transpose combination, from single elements to several tiles and K blocks; and the
 //! convolution and its input gradient with the epilogues the fusion passes give them; and
-//! pointwise convolutions and their weight gradients with a prologue computing x.
+//! pointwise convolutions and their weight gradients with a prologue computing x (from two
+//! tensors of its shape).
 
 use super::{check_op, config, random_tensor};
 use netc::ir::ops::conv::out_extent;
@@ -122,7 +123,8 @@ pub(super) fn check_epilogues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, se
 }
 
 /// The forward op with batch norm's statistics and the weight gradient, their x computed by a
-/// prologue: `relu((z - mean) * scale + shift)` from z and three per-channel tensors.
+/// prologue: `relu((z - mean) * scale + shift + r)` from z and r (a residual) and three
+/// per-channel tensors.
 pub(super) fn check_prologues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, seed: u64) {
     let y = output_shape(&attrs, &x, &w);
     let kernel = [w[2], w[3]];
@@ -136,7 +138,8 @@ pub(super) fn check_prologues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, se
         step(OpKind::Sub, &[input(0), input(1)]),
         step(OpKind::Mul, &[t(0), input(2)]),
         step(OpKind::Add, &[t(1), input(3)]),
-        step(OpKind::Map(MapFn::Relu), &[t(2)]),
+        step(OpKind::Add, &[t(2), input(4)]),
+        step(OpKind::Map(MapFn::Relu), &[t(3)]),
     ];
     let per_output = vec![1, y[1], 1, 1];
     let with = |rest: Vec<Step>, results: Vec<usize>| Chain {
@@ -145,25 +148,26 @@ pub(super) fn check_prologues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, se
     };
     let forward = with(
         vec![
-            step(OpKind::Conv2d(attrs), &[t(3), input(4)]),
-            step(OpKind::SumTo(per_output.clone()), &[t(4)]),
-            step(OpKind::SumSquaredDeviationsTo(per_output), &[t(4)]),
+            step(OpKind::Conv2d(attrs), &[t(4), input(5)]),
+            step(OpKind::SumTo(per_output.clone()), &[t(5)]),
+            step(OpKind::SumSquaredDeviationsTo(per_output), &[t(5)]),
         ],
-        vec![4, 5, 6],
+        vec![5, 6, 7],
     );
     let weight_grad = with(
         vec![step(
             OpKind::Conv2dWeightGrad(attrs, kernel),
-            &[t(3), input(4)],
+            &[t(4), input(5)],
         )],
         Vec::new(),
     );
-    let z = random_tensor(x, seed, -1.0, 1.0);
+    let z = random_tensor(x.clone(), seed, -1.0, 1.0);
+    let r = random_tensor(x, seed ^ 6, -1.0, 1.0);
     let [mean, scale, shift] =
         [3, 4, 5].map(|k| random_tensor(channel.clone(), seed ^ k, -1.0, 1.0));
     let w = random_tensor(w, seed ^ 1, -1.0, 1.0);
     let dy = random_tensor(y, seed ^ 2, -1.0, 1.0);
-    let prologue_inputs = [z, mean, scale, shift];
+    let prologue_inputs = [z, mean, scale, shift, r];
     let inputs = |last| {
         prologue_inputs
             .iter()

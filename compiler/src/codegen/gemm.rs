@@ -327,10 +327,11 @@ fn pack_a_panel(
     });
 }
 
-/// What a packing computes from the elements it reads (`value`, F32 or F32X4 of `ty`), by the
-/// index of the row (or, transposed, the column) of the source matrix they lie in: a
-/// convolution's prologue, by x's channel.
-pub type Transform<'t> = dyn Fn(&mut Emitter, Value, Type, Value) -> Value + 't;
+/// What a packing computes in place of the elements it would load (F32 or F32X4 of `ty`, at
+/// `[base, index]` and `offset` as [`Emitter::load`] takes them), by the index of the row (or,
+/// transposed, the column) of the source matrix they lie in: a convolution's prologue, by x's
+/// channel.
+pub type Transform<'t> = dyn Fn(&mut Emitter, Type, [Value; 2], i64, Value) -> Value + 't;
 
 /// Packs `cols` (1 to `NR`) columns of a matrix, `kc` rows deep, into the B panel at `dst`
 /// (`dst[k*NR + j]`), zeros past `cols` up to column `width` (`NR`, or less where the columns
@@ -347,12 +348,9 @@ pub fn pack_b_panel(
 ) {
     let [row_stride, col_stride] = strides.map(|s| s as i64);
     let start = e.int(0);
-    let load = |e: &mut Emitter, ty, from, index, offset, line| {
-        let value = e.load(ty, Emitter::frozen(), from, index, offset);
-        match transform {
-            Some(transform) => transform(e, value, ty, line),
-            None => value,
-        }
+    let load = |e: &mut Emitter, ty, from, index, offset, line| match transform {
+        Some(transform) => transform(e, ty, [from, index], offset, line),
+        None => e.load(ty, Emitter::frozen(), from, index, offset),
     };
     if col_stride == 1 {
         // Rows are contiguous: vector copies along them, unrolled for whole panels.

@@ -1,8 +1,8 @@
 //! x as a convolution's kernels read it: a tensor, or computed by a prologue (`fuse_prologue`:
-//! batch norm's apply and ReLU) from tensors of x's shape and per-channel ones as the kernels
-//! need its elements, so that x is never written. The depthwise kernels stage rows of x's
-//! planes in their scratch; a pointwise convolution's packing computes each element of its B
-//! panels from the one tensor of x's shape.
+//! batch norm's apply and ReLU, a residual sum) from tensors of x's shape and per-channel ones
+//! as the kernels need its elements, so that x is never written. The depthwise kernels stage
+//! rows of x's planes in their scratch; a pointwise convolution's packing computes each element
+//! of its B panels where it would load it.
 
 use super::emit::{Emitter, Slot, F32};
 use crate::ir::ops::fused::{emit_steps, Step};
@@ -57,26 +57,37 @@ impl Prologue {
         emit_steps(e, &self.steps, &values, ty)
     }
 
-    /// What a packing makes of the elements it loads from the one input of x's shape (a
-    /// `gemm::Transform`), the source matrix's line `k` being x's channel `first + k`.
+    /// What a packing computes where it would load from the prologue's first input of x's
+    /// shape (its [`Prologue::primary`]) at `[base, index]` and `offset` (a `gemm::Transform`):
+    /// x's elements there, the other inputs of x's shape loaded at the same place in theirs, the
+    /// source matrix's line `k` being x's channel `first + k`.
     pub fn by_channel(
         &self,
         first: Value,
-    ) -> impl Fn(&mut Emitter, Value, Type, Value) -> Value + '_ {
-        move |e, value, ty, line| {
+    ) -> impl Fn(&mut Emitter, Type, [Value; 2], i64, Value) -> Value + '_ {
+        move |e, ty, [base, index], offset, line| {
             let channel = e.b.ins().iadd(first, line);
             let channel = self.channel_values(e, channel);
-            self.compute(e, ty, &channel, |_, _| value)
+            let primary = e.buffer(self.primary());
+            self.compute(e, ty, &channel, |e, slot| {
+                // The same element of another tensor of x's shape: `base` moved by the
+                // distance between the two tensors.
+                let shift = e.buffer(slot);
+                let shift = e.b.ins().isub(shift, primary);
+                let base = e.b.ins().iadd(base, shift);
+                e.load(ty, Emitter::frozen(), base, index, offset)
+            })
         }
     }
 
-    /// The one input of x's shape, where there is just one: a packing reads it where it would
-    /// read x, and makes x's elements of it by [`Prologue::compute`].
-    pub fn only_whole_input(&self) -> Option<Slot> {
+    /// The first input of x's shape (a prologue has one, its result being of x's shape): a
+    /// packing reads its elements where it would read x's, and makes x's of them and of the
+    /// other inputs by [`Prologue::by_channel`].
+    pub fn primary(&self) -> Slot {
         let mut whole = self.inputs.iter().filter(|(_, per_channel)| !per_channel);
-        match (whole.next(), whole.next()) {
-            (Some(&(slot, _)), None) => Some(slot),
-            _ => None,
-        }
+        whole
+            .next()
+            .expect("a prologue reads a tensor of x's shape")
+            .0
     }
 }

@@ -333,7 +333,7 @@ pub fn intact_at_end(graph: &Graph, plan: &MemoryPlan) -> Vec<bool> {
 /// The updates that can be computed into their old value's buffer: `(update, input)` pairs.
 fn in_place_updates(graph: &Graph) -> Vec<(usize, usize)> {
     let mut pairs = Vec::new();
-    let readers = Uses::of(graph).readers;
+    let uses = Uses::of(graph);
     let outputs_of = |value: usize| graph.outputs.iter().filter(move |o| o.value.0 == value);
     for output in graph
         .outputs
@@ -354,7 +354,8 @@ fn in_place_updates(graph: &Graph) -> Vec<(usize, usize)> {
             )
             && op.inputs.contains(&old)
             && graph.shape(old) == graph.shape(output.value)
-            && readers[old.0].iter().all(|&r| r <= producer)
+            // Nothing reads the old value after the update, through a view of it either.
+            && uses.storage_readers(graph, old).iter().all(|&r| r <= producer)
             // The update's value is only this output (not also a gradient the host reads
             // as distinct memory).
             && outputs_of(output.value.0).count() == 1

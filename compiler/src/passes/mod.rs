@@ -272,6 +272,25 @@ impl Uses {
         Uses { readers, is_output }
     }
 
+    /// The ops that read `value`'s storage: its readers, and those of the views of it (a
+    /// reshape, a contiguous slice: `memory::view_of`), views of views included. An update
+    /// computed in place of `value` must follow them all.
+    pub fn storage_readers(&self, graph: &Graph, value: ValueId) -> Vec<usize> {
+        let (mut found, mut values) = (Vec::new(), vec![value]);
+        while let Some(value) = values.pop() {
+            for &reader in &self.readers[value.0] {
+                found.push(reader);
+                let op = &graph.ops[reader];
+                if memory::view_of(graph, op).is_some() {
+                    values.push(op.output);
+                }
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
     /// Whether op `reader` is all that uses `value`, so a rewrite may absorb the value into it.
     pub fn only(&self, value: ValueId, reader: usize) -> bool {
         self.readers[value.0] == [reader] && !self.is_output[value.0]

@@ -3,8 +3,9 @@
 //! computes it to the end of the step, beside the activations still kept for the backward pass.
 //! This pass runs the optimizer's ops (the updates, and what only they read: a bias correction,
 //! a weight-decay term) as soon as their inputs exist, each update of a parameter or state
-//! after every other reader of the old value (so that it is still computed in place): a
-//! gradient's buffer is free again once its update has run. The other ops keep their order.
+//! after every other reader of the old value, through views of it too (so that it is still
+//! computed in place): a gradient's buffer is free again once its update has run. The other
+//! ops keep their order.
 //!
 //! What no order can change is measured: the activations kept for the backward pass are all
 //! live where it starts, and on the zoo they are all but 1-2% of the most ever live at once
@@ -80,8 +81,8 @@ fn order(graph: &Graph) -> Vec<usize> {
         ) else {
             continue;
         };
-        let others = uses.readers[old.0].iter().filter(|&&r| r != update);
-        after[update].extend(others);
+        let others = uses.storage_readers(graph, old);
+        after[update].extend(others.into_iter().filter(|&r| r != update));
     }
     let mut done = vec![false; ops];
     let mut order = Vec::with_capacity(ops);

@@ -778,26 +778,27 @@ pub fn emit(
 }
 
 /// What a (non-depthwise) convolution's product reads where it would read x: x, or a
-/// prologue's one tensor of x's shape, from which a pointwise convolution's packing computes
+/// prologue's first tensor of x's shape, from which a pointwise convolution's packing computes
 /// x's elements with the prologue (see [`takes_prologue`]).
 fn packed_source<'p>(g: &Geometry, source: &Source<'p>) -> (Slot, Option<&'p Prologue>) {
     match *source {
         Source::Tensor(slot) => (slot, None),
         Source::Computed(prologue) => {
-            let whole = prologue.only_whole_input().filter(|_| g.is_pointwise());
-            let whole = whole.expect("internal error: a prologue only where `takes_prologue`");
-            (whole, Some(prologue))
+            assert!(
+                g.is_pointwise(),
+                "internal error: a prologue only where `takes_prologue`"
+            );
+            (prologue.primary(), Some(prologue))
         }
     }
 }
 
 /// Whether a convolution's kernels (or its weight gradient's) can compute x by a prologue
-/// (elementwise steps over `wholes` tensors of x's shape and per-channel ones) as they read it:
-/// a depthwise convolution's stage rows of x's planes; a pointwise one's packing computes each
-/// element from the one tensor of x's shape.
-pub fn takes_prologue(a: &ConvAttrs, x: &[usize], w: &[usize], wholes: usize) -> bool {
-    let pointwise = || Geometry::new(a, x, w).is_pointwise();
-    depthwise::is_depthwise(a, x, w) || (wholes == 1 && pointwise())
+/// (elementwise steps over tensors of x's shape and per-channel ones) as they read it: a
+/// depthwise convolution's stage rows of x's planes; a pointwise one's packing computes each
+/// element where it would load it.
+pub fn takes_prologue(a: &ConvAttrs, x: &[usize], w: &[usize]) -> bool {
+    depthwise::is_depthwise(a, x, w) || Geometry::new(a, x, w).is_pointwise()
 }
 
 /// The most output channels per group, and else the largest padded plane, for which reading

@@ -290,13 +290,10 @@ fn check_prologue(around: &Around, inputs: &[&Shape], shapes: &[Shape]) -> Resul
     }
     let x = &shapes[last];
     let per_channel = [1, x[1], 1, 1];
-    let mut wholes: Vec<usize> = Vec::new();
     for (index, step) in prologue.iter().enumerate() {
         for arg in &step.args {
             let Arg::Input(i) = *arg else { continue };
-            if inputs[i] == x {
-                wholes.push(i);
-            } else if inputs[i][..] != per_channel[..] {
+            if inputs[i] != x && inputs[i][..] != per_channel[..] {
                 return Err(format!(
                     "step {index} reads input {i} of {:?}, but a prologue reads tensors of its \
                      result's shape {x:?} or per channel, {per_channel:?}",
@@ -305,17 +302,15 @@ fn check_prologue(around: &Around, inputs: &[&Shape], shapes: &[Shape]) -> Resul
             }
         }
     }
-    wholes.sort_unstable();
-    wholes.dedup();
     let takes = match &contraction.kind {
-        OpKind::Conv2d(a) => conv::takes_prologue(a, x, operand_shape(second), wholes.len()),
-        OpKind::Conv2dWeightGrad(a, _) => conv::takes_prologue(a, x, &shapes[at], wholes.len()),
+        OpKind::Conv2d(a) => conv::takes_prologue(a, x, operand_shape(second)),
+        OpKind::Conv2dWeightGrad(a, _) => conv::takes_prologue(a, x, &shapes[at]),
         _ => false,
     };
     if !takes {
         return Err(format!(
-            "step {at} is `{name}`, which takes a prologue only as a depthwise convolution, a \
-             pointwise one of one tensor of x's shape, or their weight gradients"
+            "step {at} is `{name}`, which takes a prologue only as a depthwise or pointwise \
+             convolution, or their weight gradients"
         ));
     }
     let after = &around.epilogue;
@@ -1125,8 +1120,8 @@ mod tests {
                     step(matmul.clone(), &[t0, x1]),
                 ]),
                 vec![vec![2, 3], vec![3, 3]],
-                "step 1 is `matmul`, which takes a prologue only as a depthwise convolution, a \
-                 pointwise one of one tensor of x's shape, or their weight gradients",
+                "step 1 is `matmul`, which takes a prologue only as a depthwise or pointwise \
+                 convolution, or their weight gradients",
             ),
             (
                 chain(vec![
@@ -1197,8 +1192,8 @@ mod tests {
             (
                 chain(vec![step(relu, &[x0]), step(conv(1), &[t0, x1])]),
                 vec![vec![1, 2, 3, 3], vec![1, 2, 3, 3]],
-                "step 1 is `conv2d`, which takes a prologue only as a depthwise convolution, a \
-                 pointwise one of one tensor of x's shape, or their weight gradients",
+                "step 1 is `conv2d`, which takes a prologue only as a depthwise or pointwise \
+                 convolution, or their weight gradients",
             ),
         ];
         for (chain, shapes, message) in cases {
