@@ -68,13 +68,18 @@ impl Prologue {
         move |e, ty, [base, index], offset, line| {
             let channel = e.b.ins().iadd(first, line);
             let channel = self.channel_values(e, channel);
-            let primary = e.buffer(self.primary());
+            let primary = self.primary();
             self.compute(e, ty, &channel, |e, slot| {
-                // The same element of another tensor of x's shape: `base` moved by the
-                // distance between the two tensors.
-                let shift = e.buffer(slot);
-                let shift = e.b.ins().isub(shift, primary);
-                let base = e.b.ins().iadd(base, shift);
+                // Another tensor of x's shape: the same element, `base` moved by the distance
+                // between the two tensors.
+                let base = match slot == primary {
+                    true => base,
+                    false => {
+                        let [to, from] = [slot, primary].map(|slot| e.buffer(slot));
+                        let shift = e.b.ins().isub(to, from);
+                        e.b.ins().iadd(base, shift)
+                    }
+                };
                 e.load(ty, Emitter::frozen(), base, index, offset)
             })
         }
