@@ -65,10 +65,10 @@ impl Prologue {
         &self,
         first: Value,
     ) -> impl Fn(&mut Emitter, Type, [Value; 2], i64, Value) -> Value + '_ {
+        let primary = self.primary();
         move |e, ty, [base, index], offset, line| {
             let channel = e.b.ins().iadd(first, line);
             let channel = self.channel_values(e, channel);
-            let primary = self.primary();
             self.compute(e, ty, &channel, |e, slot| {
                 // Another tensor of x's shape: the same element, `base` moved by the distance
                 // between the two tensors.

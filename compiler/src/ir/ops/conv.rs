@@ -1444,8 +1444,8 @@ fn pack_im2col(
         |e, panel, [lo, hi]| {
             let valid = e.sub(hi, lo);
             if g.is_pointwise() {
-                // The im2col matrix is x itself (or what the prologue computes from its one
-                // tensor of x's shape, row `k` channel `first + k`).
+                // The im2col matrix is x itself (or what the prologue computes from its
+                // tensors of x's shape, row `k` channel `first + k`).
                 let from = e.at(planes, lo);
                 let transform = computed.map(|(prologue, first)| prologue.by_channel(first));
                 let transform = transform.as_ref().map(|t| t as &gemm::Transform);

@@ -643,14 +643,18 @@ fn emit_contraction(
 ) {
     let (contraction, steps, at) = (around.contraction, around.epilogue, around.prologue.len());
     let results = &chain.results;
-    let shapes: Vec<&Shape> = inputs.iter().map(|input| &input.shape).collect();
-    let step_shapes = step_shapes(chain, &shapes).expect("a verified chain");
+    // x is an input, or the prologue's value (which only a convolution or its weight
+    // gradient reads, as its first operand).
+    let prologue = prologue(around.prologue, inputs);
     let operand_shapes: Vec<&Shape> = contraction
         .args
         .iter()
-        .map(|arg| match *arg {
-            Arg::Input(i) => &inputs[i].shape,
-            Arg::Step(s) => &step_shapes[s],
+        .map(|arg| match (*arg, &prologue) {
+            (Arg::Input(i), _) => &inputs[i].shape,
+            (Arg::Step(_), Some((_, x))) => *x,
+            (Arg::Step(_), None) => {
+                unreachable!("a contraction reads a step only after a prologue")
+            }
         })
         .collect();
     // The result of the contraction's shape, from the first float of the output, the sums
@@ -722,15 +726,12 @@ fn emit_contraction(
             })
             .collect(),
     };
-    // x is an input, or the prologue's value (which only a convolution or its weight
-    // gradient reads, as its first operand).
-    let prologue = prologue(around.prologue, inputs, operand_shapes[0]);
     let operand = |k: usize| match contraction.args[k] {
         Arg::Input(i) => &inputs[i],
         Arg::Step(_) => unreachable!("a contraction's operand after the first is an input"),
     };
     let x = match &prologue {
-        Some(prologue) => Source::Computed(prologue),
+        Some((prologue, _)) => Source::Computed(prologue),
         None => Source::Tensor(operand(0).slot),
     };
     let x = (&x, &operand_shapes[0][..]);
@@ -756,12 +757,10 @@ fn emit_contraction(
     }
 }
 
-/// A prologue as the depthwise kernels compute it, its steps reading its own inputs in the
-/// order they are first read; `None` for none.
-fn prologue(steps: &[Step], inputs: &[Operand], x: &Shape) -> Option<Prologue> {
-    if steps.is_empty() {
-        return None;
-    }
+/// A prologue as the kernels compute it, its steps reading its own inputs in the order they
+/// are first read, and x's shape: that of its largest input, since it reads tensors of x's
+/// shape and per-channel ones (`check_prologue`); `None` for none.
+fn prologue<'i>(steps: &[Step], inputs: &'i [Operand]) -> Option<(Prologue, &'i Shape)> {
     let mut read: Vec<usize> = Vec::new();
     let steps = steps
         .iter()
@@ -783,11 +782,15 @@ fn prologue(steps: &[Step], inputs: &[Operand], x: &Shape) -> Option<Prologue> {
                 .collect(),
         })
         .collect();
+    let x = read
+        .iter()
+        .map(|&i| &inputs[i].shape)
+        .max_by_key(|shape| shape.iter().product::<usize>())?;
     let inputs = read
         .iter()
         .map(|&i| (inputs[i].slot, inputs[i].shape != *x))
         .collect();
-    Some(Prologue { steps, inputs })
+    Some((Prologue { steps, inputs }, x))
 }
 
 /// The value of elementwise `steps` over the `loaded` elements of a chain's inputs.
