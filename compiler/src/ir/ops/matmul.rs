@@ -2,12 +2,12 @@
 //! are `x · wᵀ`, their backward passes `dy · w` and `dyᵀ · x`.
 
 use super::{arity, OpKind};
-use crate::codegen::emit::Emitter;
+use crate::codegen::emit::{Emitter, F32X4};
 use crate::codegen::gemm::{self, Block, Epilogue, IndexMath, Matrices, ScratchLayout, Tile, KC};
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::{Graph, Op, Shape, ValueId};
-use cranelift_codegen::ir::InstBuilder;
+use cranelift_codegen::ir::{InstBuilder, Value};
 use netc_runtime::microkernel::{MR, NR};
 
 pub fn shape(transpose_a: bool, transpose_b: bool, inputs: &[&Shape]) -> Result<Shape, String> {
@@ -93,8 +93,19 @@ pub fn vjp(
 /// The most rows and columns of C one task keeps in scratch, in panels.
 const MOST_PANELS: [usize; 2] = [16, 8];
 
-/// Both operands packed once, then tasks over tiles of the product, each summing every K block
-/// and writing its tile through `epilogue`.
+/// Floats a product `m x k` by `k x n` packs: its transposed operands (see [`emit`]).
+fn packed_floats([transpose_a, transpose_b]: [bool; 2], [m, n, k]: [usize; 3]) -> usize {
+    usize::from(transpose_a) * m * k + usize::from(transpose_b) * n * k
+}
+
+/// Transposed operands packed once, then tasks over tiles of the product, each summing every K
+/// block and writing its tile through `epilogue`.
+///
+/// Where packing the transposed product `yᵀ = op(b)ᵀ · op(a)ᵀ` instead costs less, counting the
+/// transposition of each tile before its write-out, that is what the tiles compute: a dense
+/// layer's `x · wᵀ` then reads the weight's rows where they lie and packs only x, which is
+/// smaller at the batch sizes training uses (the weight would be packed again at every step, as
+/// the update changes it).
 pub fn emit(
     transpose_a: bool,
     transpose_b: bool,
@@ -103,9 +114,19 @@ pub fn emit(
     output: &Operand,
     epilogue: &Epilogue,
 ) {
-    let (a, b) = (&inputs[0], &inputs[1]);
     let (m, n) = (output.shape[0], output.shape[1]);
-    let k = if transpose_a { a.shape[0] } else { a.shape[1] };
+    let k = if transpose_a {
+        inputs[0].shape[0]
+    } else {
+        inputs[0].shape[1]
+    };
+    let swapped = packed_floats([!transpose_b, !transpose_a], [n, m, k]) + m * n
+        < packed_floats([transpose_a, transpose_b], [m, n, k]);
+    // The product the tiles compute: `m x k` by `k x n`, `a` and `b` as stored.
+    let (transpose_a, transpose_b, a, b, m, n) = match swapped {
+        false => (transpose_a, transpose_b, &inputs[0], &inputs[1], m, n),
+        true => (!transpose_b, !transpose_a, &inputs[1], &inputs[0], n, m),
+    };
     // An operand stored untransposed is read where it lies: A's rows `k` floats apart, B's rows
     // `n` apart (through a table of their offsets). A transposed one is packed: element (i, j)
     // of its `rows x cols` matrix is x[j*rows + i].
@@ -125,8 +146,15 @@ pub fn emit(
     let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
     let k_blocks = gemm::balanced_blocks(k, KC);
     let ldc = nt * NR;
-    // The C tiles, and the offsets of B's rows (i64, two floats each).
-    let scratch = ScratchLayout::new(&[mt * MR * ldc, 2 * k_blocks.1]);
+    // Whole 4x4 blocks of a tile are transposed, rows past the product's included.
+    let tile_rows = if swapped {
+        (mt * MR).next_multiple_of(4)
+    } else {
+        mt * MR
+    };
+    // The C tiles, the offsets of B's rows (i64, two floats each), and a transposed tile.
+    let transposed_floats = if swapped { ldc * tile_rows } else { 0 };
+    let scratch = ScratchLayout::new(&[tile_rows * ldc, 2 * k_blocks.1, transposed_floats]);
     sink.kernel(m_tiles * n_tiles, scratch.floats(), |e| {
         let (a_matrix, b_matrix, y) = (
             e.buffer(packed_a.unwrap_or(a.slot)),
@@ -182,11 +210,41 @@ pub fn emit(
             });
             let first_row = e.mul_imm(tile.first_panel[0], MR as i64);
             let first_col = e.mul_imm(tile.first_panel[1], NR as i64);
-            let row_start = e.at_scaled(y, first_row, n as i64);
-            let to = e.at(row_start, first_col);
-            let inputs = epilogue.block_inputs(e, &[first_row, first_col], 0);
-            let (lds, extent) = ([ldc as i64, n as i64], [rows, cols]);
-            gemm::copy_block(e, [c_tiles, to], lds, extent, epilogue, &inputs, None);
+            // Where the tile goes in y: its first element, y's row stride, and the tile as
+            // y's rows and columns see it, with its row stride.
+            let (first, y_ld, from, from_ld, extent) = match swapped {
+                false => ([first_row, first_col], n, c_tiles, ldc, [rows, cols]),
+                true => {
+                    let to = scratch.region(e, 2);
+                    transpose_tile(e, c_tiles, to, [tile_rows, ldc]);
+                    ([first_col, first_row], m, to, tile_rows, [cols, rows])
+                }
+            };
+            let row_start = e.at_scaled(y, first[0], y_ld as i64);
+            let to = e.at(row_start, first[1]);
+            let inputs = epilogue.block_inputs(e, &first, 0);
+            let lds = [from_ld as i64, y_ld as i64];
+            gemm::copy_block(e, [from, to], lds, extent, epilogue, &inputs, None);
+        });
+    });
+}
+
+/// Writes the transpose of the `rows x cols` floats at `from` (both multiples of 4, row stride
+/// `cols`) to `to` (row stride `rows`), by 4x4 blocks transposed in registers.
+fn transpose_tile(e: &mut Emitter, from: Value, to: Value, [rows, cols]: [usize; 2]) {
+    e.for_range(0, (rows / 4) as i64, |e, block_row| {
+        let first_row = e.mul_imm(block_row, 4);
+        e.for_range(0, (cols / 4) as i64, |e, block_col| {
+            let first_col = e.mul_imm(block_col, 4);
+            let source = e.mul_imm(first_row, cols as i64);
+            let source = e.add(source, first_col);
+            let block = [0, 1, 2, 3]
+                .map(|i| e.load(F32X4, Emitter::mutable(), from, source, i * cols as i64));
+            let target = e.mul_imm(first_col, rows as i64);
+            let target = e.add(target, first_row);
+            for (t, row) in gemm::transpose4(e, block).into_iter().enumerate() {
+                e.store(Emitter::mutable(), row, to, target, (t * rows) as i64);
+            }
         });
     });
 }
