@@ -781,21 +781,79 @@ pub fn epilogue_in_place(
         e,
         [at, at],
         [ld, ld],
-        [rows, cols],
+        ([rows, cols], Runs::Together),
         epilogue,
         &inputs,
         sums.as_ref(),
     );
 }
 
-/// Writes `rows x cols` floats from `src` (row stride `src_ld`; scratch the kernel wrote) to
-/// `dst` (row stride `dst_ld`), through `epilogue`, whose inputs over this block are `inputs`;
-/// each row's sums to `sums`.
+/// Where the columns of a block copied out of scratch lie there, along each of its rows.
+#[derive(Clone, Copy)]
+pub enum Runs {
+    /// Column `j` at column `j`.
+    Together,
+    /// Columns `lo..hi` of a plane of rows `width` columns long (`rows: [width, kept]`), of
+    /// which only the first `kept` of each row are the block's (a convolution's output
+    /// positions, computed over rows of its padded input): column `j` of the block is the
+    /// `j`-th such column from `lo` on.
+    Rows {
+        rows: [usize; 2],
+        columns: [Value; 2],
+    },
+}
+
+/// How many of the columns kept in rows of `[width, kept]` columns (the first `kept` of each
+/// row) lie before column `column`.
+pub fn kept_before(e: &mut Emitter, [width, kept]: [usize; 2], column: Value) -> Value {
+    let row = e.div_imm(column, width as i64);
+    let within = e.rem_imm(column, width as i64);
+    let within = e.min_imm(within, kept as i64);
+    let rows_before = e.mul_imm(row, kept as i64);
+    e.add(rows_before, within)
+}
+
+impl Runs {
+    /// Calls `body([lo, hi], shift)` for each run: the block's columns `lo..hi`, at column
+    /// `j + shift` in scratch.
+    fn for_each(
+        &self,
+        e: &mut Emitter,
+        cols: Value,
+        mut body: impl FnMut(&mut Emitter, [Value; 2], Value),
+    ) {
+        let &Runs::Rows {
+            rows: [width, kept],
+            columns: [lo, hi],
+        } = self
+        else {
+            let zero = e.int(0);
+            return body(e, [zero, cols], zero);
+        };
+        let first = kept_before(e, [width, kept], lo);
+        for_each_span(e, width, [lo, hi], |e, span| {
+            let end = e.min_imm(span.end, kept as i64);
+            let length = e.sub(end, span.start);
+            let length = e.max_imm(length, 0);
+            let before = e.mul_imm(span.block, kept as i64);
+            let at = e.add(before, span.start);
+            let to = e.sub(at, first);
+            let past = e.add(to, length);
+            let from = e.add(span.col, span.start);
+            let shift = e.sub(from, to);
+            body(e, [to, past], shift);
+        });
+    }
+}
+
+/// Writes `rows x cols` floats from `src` (row stride `src_ld`; scratch the kernel wrote, its
+/// columns in `runs`) to `dst` (row stride `dst_ld`), through `epilogue`, whose inputs over
+/// this block are `inputs`; each row's sums to `sums`.
 pub fn copy_block(
     e: &mut Emitter,
     [src, dst]: [Value; 2],
     [src_ld, dst_ld]: [i64; 2],
-    [rows, cols]: [Value; 2],
+    ([rows, cols], runs): ([Value; 2], Runs),
     epilogue: &Epilogue,
     inputs: &[BlockInput],
     sums: Option<&BlockSums>,
@@ -824,24 +882,27 @@ pub fn copy_block(
             .iter()
             .map(|_| Accumulators::new(e, Reduce::Sum))
             .collect();
-        fold_together(&totals, e, zero, cols, |e, i, ty| {
-            let mut loaded = vec![e.load(ty, Emitter::mutable(), from, i, 0)];
-            for &(row, constant) in &input_rows {
-                loaded.push(match constant {
-                    Some([scalar, vector]) => {
-                        if ty == F32 {
-                            scalar
-                        } else {
-                            vector
+        runs.for_each(e, cols, |e, [lo, hi], shift| {
+            let from = e.at(from, shift);
+            fold_together(&totals, e, lo, hi, |e, i, ty| {
+                let mut loaded = vec![e.load(ty, Emitter::mutable(), from, i, 0)];
+                for &(row, constant) in &input_rows {
+                    loaded.push(match constant {
+                        Some([scalar, vector]) => {
+                            if ty == F32 {
+                                scalar
+                            } else {
+                                vector
+                            }
                         }
-                    }
-                    None => e.load(ty, Emitter::frozen(), row, i, 0),
-                });
-            }
-            let values = emit_each_step(e, &epilogue.steps, &loaded, ty);
-            let value = |arg: Arg| arg_value(arg, &loaded, &values);
-            e.store(Emitter::mutable(), value(epilogue.result), to, i, 0);
-            epilogue.sums.iter().map(|&(arg, _)| value(arg)).collect()
+                        None => e.load(ty, Emitter::frozen(), row, i, 0),
+                    });
+                }
+                let values = emit_each_step(e, &epilogue.steps, &loaded, ty);
+                let value = |arg: Arg| arg_value(arg, &loaded, &values);
+                e.store(Emitter::mutable(), value(epilogue.result), to, i, 0);
+                epilogue.sums.iter().map(|&(arg, _)| value(arg)).collect()
+            });
         });
         let Some(sums) = sums else { return };
         let mut s = 0;
@@ -875,6 +936,46 @@ pub fn copy_block(
                 }
             }
         }
+    });
+}
+
+/// The part of one block of `size` consecutive indices inside a range `lo..hi`: indices
+/// `start..end` of block `block`, index `j` being the range's `col + j`. Output positions in
+/// blocks of an output row (im2col columns), or the weight gradient's B columns in blocks of
+/// taps.
+pub struct Span {
+    pub block: Value,
+    pub col: Value,
+    pub start: Value,
+    pub end: Value,
+}
+
+/// Calls `body` once for each block of `size` indices that `lo..hi` (at least one) crosses.
+pub fn for_each_span(
+    e: &mut Emitter,
+    size: usize,
+    [lo, hi]: [Value; 2],
+    body: impl FnOnce(&mut Emitter, &Span),
+) {
+    let size = size as i64;
+    let first_block = e.div_imm(lo, size);
+    let last = e.add_imm(hi, -1);
+    let last_block = e.div_imm(last, size);
+    let block_end = e.add_imm(last_block, 1);
+    e.for_loop(first_block, block_end, 1, |e, block| {
+        let block_start = e.mul_imm(block, size);
+        let before = e.sub(lo, block_start);
+        let start = e.max_imm(before, 0);
+        let after = e.sub(hi, block_start);
+        let end = e.min_imm(after, size);
+        let col = e.sub(block_start, lo);
+        let span = Span {
+            block,
+            col,
+            start,
+            end,
+        };
+        body(e, &span);
     });
 }
 

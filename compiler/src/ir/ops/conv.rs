@@ -4,7 +4,9 @@
 use super::{arity, layout, ConvAttrs, OpKind};
 use crate::codegen::depthwise;
 use crate::codegen::emit::{Emitter, Slot, F32, F32X4, LANES};
-use crate::codegen::gemm::{self, Block, Epilogue, IndexMath, Matrices, ScratchLayout, Tile, KC};
+use crate::codegen::gemm::{
+    self, for_each_span, Block, Epilogue, IndexMath, Matrices, Runs, ScratchLayout, Span, Tile, KC,
+};
 use crate::codegen::prologue::{Prologue, Source};
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
@@ -298,46 +300,6 @@ impl Geometry {
         let index = e.add(images, group);
         e.at_scaled(base, index, (self.group_in * plane) as i64)
     }
-}
-
-/// The part of one block of `size` consecutive indices inside a range `lo..hi`: indices
-/// `start..end` of block `block`, index `j` being the range's `col + j`. Output positions in
-/// blocks of an output row (im2col columns), or the weight gradient's B columns in blocks of
-/// taps.
-struct Span {
-    block: Value,
-    col: Value,
-    start: Value,
-    end: Value,
-}
-
-/// Calls `body` once for each block of `size` indices that `lo..hi` (at least one) crosses.
-fn for_each_span(
-    e: &mut Emitter,
-    size: usize,
-    [lo, hi]: [Value; 2],
-    body: impl FnOnce(&mut Emitter, &Span),
-) {
-    let size = size as i64;
-    let first_block = e.div_imm(lo, size);
-    let last = e.add_imm(hi, -1);
-    let last_block = e.div_imm(last, size);
-    let block_end = e.add_imm(last_block, 1);
-    e.for_loop(first_block, block_end, 1, |e, block| {
-        let block_start = e.mul_imm(block, size);
-        let before = e.sub(lo, block_start);
-        let start = e.max_imm(before, 0);
-        let after = e.sub(hi, block_start);
-        let end = e.min_imm(after, size);
-        let col = e.sub(block_start, lo);
-        let span = Span {
-            block,
-            col,
-            start,
-            end,
-        };
-        body(e, &span);
-    });
 }
 
 /// Calls `body` once for each output row that im2col columns `lo..hi` (at least one) cross.
@@ -1005,60 +967,6 @@ impl PaddedLayout {
         let past = e.add_imm(last_row, 1);
         [first_row, e.min_imm(past, height)]
     }
-
-    /// The position of column `column` of the product, or of the first column past it that has
-    /// one.
-    fn position(&self, e: &mut Emitter, g: &Geometry, column: Value) -> Value {
-        let row = e.div_imm(column, self.hw[1] as i64);
-        let within = e.rem_imm(column, self.hw[1] as i64);
-        let within = e.min_imm(within, g.out_width as i64);
-        let rows = e.mul_imm(row, g.out_width as i64);
-        e.add(rows, within)
-    }
-
-    /// Moves the tile's columns `lo..hi` that have a position to the tile's front, in order, so
-    /// that they are positions `position(lo)..position(hi)`: each row's runs move left, front
-    /// to back, so none is overwritten before it is read.
-    fn close_up(
-        &self,
-        e: &mut Emitter,
-        g: &Geometry,
-        tile: [Value; 2],
-        ldc: i64,
-        [lo, hi]: [Value; 2],
-    ) {
-        let [c_tiles, rows] = tile;
-        let first = self.position(e, g, lo);
-        for_each_span(e, self.hw[1], [lo, hi], |e, span| {
-            let valid_end = e.min_imm(span.end, g.out_width as i64);
-            let from_column = e.add(span.col, span.start);
-            let row_positions = e.mul_imm(span.block, g.out_width as i64);
-            let to_position = e.add(row_positions, span.start);
-            let to_column = e.sub(to_position, first);
-            let moves =
-                e.b.ins()
-                    .icmp(IntCC::SignedLessThan, to_column, from_column);
-            let some = e.b.ins().icmp(IntCC::SignedLessThan, span.start, valid_end);
-            let both = e.b.ins().band(moves, some);
-            let length = e.sub(valid_end, span.start);
-            e.if_else(
-                both,
-                |e| {
-                    let zero = e.int(0);
-                    e.for_loop(zero, rows, 1, |e, r| {
-                        let row = e.at_scaled(c_tiles, r, ldc);
-                        let from = e.at(row, from_column);
-                        let to = e.at(row, to_column);
-                        e.vector_loop(zero, length, 1, |e, i, ty| {
-                            let value = e.load(ty, Emitter::mutable(), from, i, 0);
-                            e.store(Emitter::mutable(), value, to, i, 0);
-                        });
-                    });
-                },
-                |_| {},
-            );
-        });
-    }
 }
 
 /// Where a convolution's product finds its im2col rows.
@@ -1278,42 +1186,48 @@ fn emit_product(
                 };
                 gemm::multiply(e, &block, c_tiles, ldc as i64, first);
             });
-            // y[image, group * O/g + row, position], from the tile's columns at `c`.
+            // y[image, group * O/g + row, position], from the tile's columns at `c`, which lie
+            // there as `runs` says.
             let first_row = e.mul_imm(tile.first_panel[0], MR as i64);
             let group_channels = e.mul_imm(group, g.group_out as i64);
             let channel = e.add(group_channels, first_row);
-            let write_out = |e: &mut Emitter, t: Value, c: Value, first_position, cols| {
+            let write_out = |e: &mut Emitter, t: Value, c: Value, first_position, cols, runs| {
                 let image = e.add(first_image, t);
                 let image_channels = e.mul_imm(image, (g.groups * g.group_out) as i64);
                 let plane = e.add(image_channels, channel);
                 let rows_start = e.at_scaled(y, plane, g.positions as i64);
                 let to = e.at(rows_start, first_position);
                 let inputs = epilogue.block_inputs(e, &[image, channel, first_position], 1);
-                let (lds, extent) = ([ldc as i64, g.positions as i64], [rows, cols]);
+                let (lds, block) = ([ldc as i64, g.positions as i64], ([rows, cols], runs));
                 let sums = partials.as_ref().map(|partials| {
                     let block = e.mul_imm(image, n_tiles as i64);
                     let block = e.add(block, ni);
                     partials.at(e, block, channel)
                 });
-                gemm::copy_block(e, [c, to], lds, extent, epilogue, &inputs, sums.as_ref());
+                gemm::copy_block(e, [c, to], lds, block, epilogue, &inputs, sums.as_ref());
             };
             match im2col {
                 Im2col::InPlace => {
+                    // The columns of each output row, and the dropped ones after it.
                     let past = e.add(first_column, cols);
-                    layout.close_up(e, g, [c_tiles, rows], ldc as i64, [first_column, past]);
-                    let [first, last] = [first_column, past].map(|c| layout.position(e, g, c));
+                    let rows = [layout.hw[1], g.out_width];
+                    let [first, last] = [first_column, past].map(|c| gemm::kept_before(e, rows, c));
                     let cols = e.sub(last, first);
-                    write_out(e, zero, c_tiles, first, cols);
+                    let runs = Runs::Rows {
+                        rows,
+                        columns: [first_column, past],
+                    };
+                    write_out(e, zero, c_tiles, first, cols, runs);
                 }
                 Im2col::LaidOut | Im2col::Gathered => {
-                    write_out(e, zero, c_tiles, first_column, cols)
+                    write_out(e, zero, c_tiles, first_column, cols, Runs::Together)
                 }
                 Im2col::GatheredImages => {
                     let positions = e.int(g.positions as i64);
                     e.for_loop(zero, images, 1, |e, t| {
                         let col = e.mul_imm(t, g.positions as i64);
                         let c = e.at(c_tiles, col);
-                        write_out(e, t, c, zero, positions);
+                        write_out(e, t, c, zero, positions, Runs::Together);
                     });
                 }
             }
@@ -1966,7 +1880,8 @@ pub fn emit_weight_grad(
             let to = e.at(weights, first_col);
             let lds = [ldc as i64, depth as i64];
             let none = &Epilogue::none();
-            gemm::copy_block(e, [c_tiles, to], lds, [rows, cols], none, &[], None);
+            let block = ([rows, cols], Runs::Together);
+            gemm::copy_block(e, [c_tiles, to], lds, block, none, &[], None);
         });
     });
     match block_sums {

@@ -3,7 +3,9 @@
 
 use super::{arity, OpKind};
 use crate::codegen::emit::{Emitter, F32X4};
-use crate::codegen::gemm::{self, Block, Epilogue, IndexMath, Matrices, ScratchLayout, Tile, KC};
+use crate::codegen::gemm::{
+    self, Block, Epilogue, IndexMath, Matrices, Runs, ScratchLayout, Tile, KC,
+};
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::{Graph, Op, Shape, ValueId};
@@ -246,7 +248,8 @@ pub fn emit(
                 let to = e.at(row_start, first[1]);
                 let inputs = epilogue.block_inputs(e, &first, 0);
                 let lds = [from_ld as i64, y_ld as i64];
-                gemm::copy_block(e, [from, to], lds, extent, epilogue, &inputs, None);
+                let block = (extent, Runs::Together);
+                gemm::copy_block(e, [from, to], lds, block, epilogue, &inputs, None);
             };
             if !direct {
                 return through_scratch(e);
