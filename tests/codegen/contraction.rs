@@ -340,3 +340,22 @@ fn residual_network_shapes() {
     check_all_three(plain, vec![2, 16, 14, 14], vec![40, 16, 1, 1], 3);
     check_all_three(strided, vec![1, 32, 15, 15], vec![20, 32, 3, 3], 4);
 }
+
+/// Images of at most `NR` positions whose taps all land inside them, packed whole into a panel
+/// (two to a panel in the first case, mnist_cnn's conv2), one output row after another.
+#[test]
+fn small_image_shapes() {
+    let plain = ConvAttrs {
+        stride: [1, 1],
+        pad: [0; 4],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let rows_strided = ConvAttrs {
+        stride: [2, 1],
+        ..plain
+    };
+    check_all_three(plain, vec![3, 32, 8, 8], vec![64, 32, 5, 5], 5);
+    check_all_three(plain, vec![2, 3, 6, 9], vec![5, 3, 3, 3], 6);
+    check_all_three(rows_strided, vec![3, 4, 9, 7], vec![7, 4, 3, 2], 7);
+}

@@ -266,12 +266,12 @@ impl<'f> Emitter<'f> {
         let rest = self.b.ins().isub(hi, wide_end);
         let vector_count = self.b.ins().band_imm_s(rest, !(LANES - 1));
         let vector_end = self.b.ins().iadd(wide_end, vector_count);
-        self.vector_parts(
-            [lo, wide_end, vector_end, hi],
-            [true, unroll > 1, true],
-            unroll,
-            body,
-        );
+        let parts = [
+            Steps::Some,
+            if unroll > 1 { Steps::Some } else { Steps::No },
+            Steps::Some,
+        ];
+        self.vector_parts([lo, wide_end, vector_end, hi], parts, unroll, body);
     }
 
     /// `vector_loop` over constant bounds, emitting only the parts that run.
@@ -286,34 +286,54 @@ impl<'f> Emitter<'f> {
         let wide = LANES * unroll;
         let wide_end = lo + (hi - lo).max(0) / wide * wide;
         let vector_end = wide_end + (hi - wide_end).max(0) / LANES * LANES;
-        let present = [lo < wide_end, wide_end < vector_end, vector_end < hi];
+        let steps = |from: i64, to: i64, step: i64| match (to - from).max(0) / step {
+            0 => Steps::No,
+            1 => Steps::One,
+            _ => Steps::Some,
+        };
+        let parts = [
+            steps(lo, wide_end, wide),
+            steps(wide_end, vector_end, LANES),
+            steps(vector_end, hi, 1),
+        ];
         let bounds = [lo, wide_end, vector_end, hi].map(|b| self.int(b));
-        self.vector_parts(bounds, present, unroll, body);
+        self.vector_parts(bounds, parts, unroll, body);
     }
 
     /// The three loops of a vector loop between `bounds`: unrolled f32x4, f32x4, f32; each
-    /// only where `present`.
+    /// only where it has steps, and a part of one step without its loop.
     fn vector_parts(
         &mut self,
         bounds: [Value; 4],
-        present: [bool; 3],
+        parts: [Steps; 3],
         unroll: i64,
         mut body: impl FnMut(&mut Self, Value, Type),
     ) {
         let [lo, wide_end, vector_end, hi] = bounds;
-        if present[0] {
-            self.for_loop(lo, wide_end, LANES * unroll, |e, i| {
-                for u in 0..unroll {
-                    let index = e.b.ins().iadd_imm_s(i, u * LANES);
-                    body(e, index, F32X4);
-                }
-            });
-        }
-        if present[1] {
-            self.for_loop(wide_end, vector_end, LANES, |e, i| body(e, i, F32X4));
-        }
-        if present[2] {
-            self.for_loop(vector_end, hi, 1, |e, i| body(e, i, F32));
+        self.vector_part(parts[0], [lo, wide_end], LANES * unroll, |e, i| {
+            for u in 0..unroll {
+                let index = e.b.ins().iadd_imm_s(i, u * LANES);
+                body(e, index, F32X4);
+            }
+        });
+        self.vector_part(parts[1], [wide_end, vector_end], LANES, |e, i| {
+            body(e, i, F32X4)
+        });
+        self.vector_part(parts[2], [vector_end, hi], 1, |e, i| body(e, i, F32));
+    }
+
+    /// One part of a vector loop: `body(index)` for `from..to` by `step`.
+    fn vector_part(
+        &mut self,
+        steps: Steps,
+        [from, to]: [Value; 2],
+        step: i64,
+        body: impl FnOnce(&mut Self, Value),
+    ) {
+        match steps {
+            Steps::No => {}
+            Steps::One => body(self, from),
+            Steps::Some => self.for_loop(from, to, step, body),
         }
     }
 
@@ -437,4 +457,13 @@ pub(crate) fn import_function(
 
 fn byte_offset(elements: i64) -> i32 {
     i32::try_from(elements * 4).expect("internal error: constant offset beyond 2 GiB")
+}
+
+/// How many steps one part of a vector loop takes, where the emitter knows.
+#[derive(Clone, Copy)]
+enum Steps {
+    No,
+    One,
+    /// Any number, or more than one.
+    Some,
 }

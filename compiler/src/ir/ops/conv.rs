@@ -650,7 +650,8 @@ fn image_columns(e: &mut Emitter, g: &Geometry, [t, images]: [Value; 2]) -> [Val
 }
 
 /// Calls `visit(e, x, col, j, ty)` over a whole image's im2col row of kernel position
-/// `[r, q]`, for a convolution whose taps all land inside x (see [`Geometry::taps_inside`]):
+/// `[r, q]`, for a convolution of at most `NR` positions whose taps all land inside x (see
+/// [`Geometry::taps_inside`]):
 /// elements `j` (one, or a vector's) of the run of output row `oy` lie at `x + j` in the plane
 /// at `plane` (input row `oy * stride + r * dilation`, from column `q * dilation`) and at
 /// `col + j` in the row (`oy * out_width`). The loops have constant bounds.
@@ -668,13 +669,16 @@ fn for_each_image_run(
     let first = e.add(top, left);
     let x = e.at(plane, first);
     let out_width = g.out_width as i64;
-    e.for_range(0, (g.positions / g.out_width) as i64, |e, oy| {
-        let input_row = e.mul_imm(oy, a.stride[0] as i64 * width);
+    // One output row after the other, at constant offsets: an image has at most `NR`
+    // positions here, and its runs are short (mnist_cnn's conv2: four of four floats), so
+    // that a loop's counting would cost as much as the copying.
+    for oy in 0..(g.positions / g.out_width) as i64 {
+        let input_row = e.int(oy * a.stride[0] as i64 * width);
         let x = e.at(x, input_row);
-        let output_row = e.mul_imm(oy, out_width);
+        let output_row = e.int(oy * out_width);
         let col = e.at(row, output_row);
         e.vector_range(0, out_width, 2, |e, j, ty| visit(e, x, col, j, ty));
-    });
+    }
 }
 
 /// Runs `body(e, c, [r, q], row)` over the im2col rows `(c, r, q)` of `channels` channels,
