@@ -803,16 +803,6 @@ pub enum Runs {
     },
 }
 
-/// How many of the columns kept in rows of `[width, kept]` columns (the first `kept` of each
-/// row) lie before column `column`.
-pub fn kept_before(e: &mut Emitter, [width, kept]: [usize; 2], column: Value) -> Value {
-    let row = e.div_imm(column, width as i64);
-    let within = e.rem_imm(column, width as i64);
-    let within = e.min_imm(within, kept as i64);
-    let rows_before = e.mul_imm(row, kept as i64);
-    e.add(rows_before, within)
-}
-
 impl Runs {
     /// Calls `body([lo, hi], shift)` for each run: the block's columns `lo..hi`, at column
     /// `j + shift` in scratch.
@@ -844,6 +834,16 @@ impl Runs {
             body(e, [to, past], shift);
         });
     }
+}
+
+/// How many of the columns kept in rows of `[width, kept]` columns (the first `kept` of each
+/// row) lie before column `column`.
+pub fn kept_before(e: &mut Emitter, [width, kept]: [usize; 2], column: Value) -> Value {
+    let row = e.div_imm(column, width as i64);
+    let within = e.rem_imm(column, width as i64);
+    let within = e.min_imm(within, kept as i64);
+    let rows_before = e.mul_imm(row, kept as i64);
+    e.add(rows_before, within)
 }
 
 /// Writes `rows x cols` floats from `src` (row stride `src_ld`; scratch the kernel wrote, its
