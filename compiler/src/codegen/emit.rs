@@ -267,9 +267,9 @@ impl<'f> Emitter<'f> {
         let vector_count = self.b.ins().band_imm_s(rest, !(LANES - 1));
         let vector_end = self.b.ins().iadd(wide_end, vector_count);
         let parts = [
-            Steps::Some,
-            if unroll > 1 { Steps::Some } else { Steps::No },
-            Steps::Some,
+            Steps::Loop,
+            if unroll > 1 { Steps::Loop } else { Steps::Zero },
+            Steps::Loop,
         ];
         self.vector_parts([lo, wide_end, vector_end, hi], parts, unroll, body);
     }
@@ -287,9 +287,9 @@ impl<'f> Emitter<'f> {
         let wide_end = lo + (hi - lo).max(0) / wide * wide;
         let vector_end = wide_end + (hi - wide_end).max(0) / LANES * LANES;
         let steps = |from: i64, to: i64, step: i64| match (to - from).max(0) / step {
-            0 => Steps::No,
+            0 => Steps::Zero,
             1 => Steps::One,
-            _ => Steps::Some,
+            _ => Steps::Loop,
         };
         let parts = [
             steps(lo, wide_end, wide),
@@ -331,9 +331,9 @@ impl<'f> Emitter<'f> {
         body: impl FnOnce(&mut Self, Value),
     ) {
         match steps {
-            Steps::No => {}
+            Steps::Zero => {}
             Steps::One => body(self, from),
-            Steps::Some => self.for_loop(from, to, step, body),
+            Steps::Loop => self.for_loop(from, to, step, body),
         }
     }
 
@@ -462,8 +462,8 @@ fn byte_offset(elements: i64) -> i32 {
 /// How many steps one part of a vector loop takes, where the emitter knows.
 #[derive(Clone, Copy)]
 enum Steps {
-    No,
+    Zero,
     One,
-    /// Any number, or more than one.
-    Some,
+    /// A loop: any number, or more than one.
+    Loop,
 }

@@ -793,13 +793,15 @@ pub fn epilogue_in_place(
 pub enum Runs {
     /// Column `j` at column `j`.
     Together,
-    /// Columns `lo..hi` of a plane of rows `width` columns long (`rows: [width, kept]`), of
+    /// Columns `lo..hi` of a plane of rows `width` columns long (`widths: [width, kept]`), of
     /// which only the first `kept` of each row are the block's (a convolution's output
     /// positions, computed over rows of its padded input): column `j` of the block is the
-    /// `j`-th such column from `lo` on.
+    /// `j`-th such column from `lo` on. `first` is `kept_before(lo)`, which the caller has
+    /// worked out already and the copy's row loop need not again.
     Rows {
-        rows: [usize; 2],
+        widths: [usize; 2],
         columns: [Value; 2],
+        first: Value,
     },
 }
 
@@ -813,14 +815,14 @@ impl Runs {
         mut body: impl FnMut(&mut Emitter, [Value; 2], Value),
     ) {
         let &Runs::Rows {
-            rows: [width, kept],
+            widths: [width, kept],
             columns: [lo, hi],
+            first,
         } = self
         else {
             let zero = e.int(0);
             return body(e, [zero, cols], zero);
         };
-        let first = kept_before(e, [width, kept], lo);
         for_each_span(e, width, [lo, hi], |e, span| {
             let end = e.min_imm(span.end, kept as i64);
             let length = e.sub(end, span.start);

@@ -1214,12 +1214,14 @@ fn emit_product(
                 Im2col::InPlace => {
                     // The columns of each output row, and the dropped ones after it.
                     let past = e.add(first_column, cols);
-                    let rows = [layout.hw[1], g.out_width];
-                    let [first, last] = [first_column, past].map(|c| gemm::kept_before(e, rows, c));
+                    let widths = [layout.hw[1], g.out_width];
+                    let [first, last] =
+                        [first_column, past].map(|c| gemm::kept_before(e, widths, c));
                     let cols = e.sub(last, first);
                     let runs = Runs::Rows {
-                        rows,
+                        widths,
                         columns: [first_column, past],
+                        first,
                     };
                     write_out(e, zero, c_tiles, first, cols, runs);
                 }
