@@ -6,8 +6,8 @@
 //! and, in the larger cases, several full tiles and several K blocks; and matrix products in
 //! every transpose combination, from single elements to several tiles and K blocks; and the
 //! convolution and its input gradient with the epilogues the fusion passes give them; and
-//! pointwise convolutions and their weight gradients with a prologue computing x (from two
-//! tensors of its shape).
+//! convolutions and their weight gradients with a prologue computing x (from two tensors of
+//! its shape).
 
 use super::{check_op, config, random_tensor};
 use netc::ir::ops::conv::out_extent;
@@ -280,6 +280,16 @@ proptest! {
         check_prologues(attrs, x, w, seed);
     }
 
+    /// Convolutions of every kind with x computed by a prologue (batch norm's apply and ReLU
+    /// with a residual), in whichever copy or packing of x their kernels make.
+    #[test]
+    fn convolution_prologues_match_the_interpreter(
+        (attrs, x, w) in conv_case(8, 12),
+        seed in any::<u64>()
+    ) {
+        check_prologues(attrs, x, w, seed);
+    }
+
     /// Without stride, where the input gradient may be the convolution of dy by the flipped
     /// weights (with no more output than input channels, and padding the kernel reaches) or
     /// else the product scattered back: both, with asymmetric paddings and dilations.
@@ -339,10 +349,12 @@ fn residual_network_shapes() {
     };
     check_all_three(plain, vec![2, 16, 14, 14], vec![40, 16, 1, 1], 3);
     check_all_three(strided, vec![1, 32, 15, 15], vec![20, 32, 3, 3], 4);
+    check_prologues(strided, vec![1, 32, 15, 15], vec![20, 32, 3, 3], 4);
 }
 
 /// Images of at most `NR` positions whose taps all land inside them, packed whole into a panel
-/// (two to a panel in the first case, mnist_cnn's conv2), one output row after another.
+/// (two to a panel in the first case, mnist_cnn's conv2), one output row after another; with x
+/// computed by a prologue too.
 #[test]
 fn small_image_shapes() {
     let plain = ConvAttrs {
@@ -358,4 +370,6 @@ fn small_image_shapes() {
     check_all_three(plain, vec![3, 32, 8, 8], vec![64, 32, 5, 5], 5);
     check_all_three(plain, vec![2, 3, 6, 9], vec![5, 3, 3, 3], 6);
     check_all_three(rows_strided, vec![3, 4, 9, 7], vec![7, 4, 3, 2], 7);
+    check_prologues(plain, vec![3, 32, 8, 8], vec![64, 32, 5, 5], 5);
+    check_prologues(rows_strided, vec![3, 4, 9, 7], vec![7, 4, 3, 2], 7);
 }

@@ -333,6 +333,25 @@ fn pack_a_panel(
 /// channel.
 pub type Transform<'t> = dyn Fn(&mut Emitter, Type, [Value; 2], i64, Value) -> Value + 't;
 
+/// What a kernel computes in place of the elements it would load from one line of a source
+/// (F32 or F32X4 of `ty`, at `[base, index]` and `offset` as [`Emitter::load`] takes them): a
+/// convolution's prologue, in one channel of x.
+pub type ElementLoad<'t> = dyn Fn(&mut Emitter, Type, [Value; 2], i64) -> Value + 't;
+
+/// The elements at `[base, index]` and `offset`: loaded, or what `load` makes of them.
+pub fn load_through(
+    e: &mut Emitter,
+    load: Option<&ElementLoad>,
+    ty: Type,
+    [base, index]: [Value; 2],
+    offset: i64,
+) -> Value {
+    match load {
+        Some(load) => load(e, ty, [base, index], offset),
+        None => e.load(ty, Emitter::frozen(), base, index, offset),
+    }
+}
+
 /// Packs `cols` (1 to `NR`) columns of a matrix, `kc` rows deep, into the B panel at `dst`
 /// (`dst[k*NR + j]`), zeros past `cols` up to column `width` (`NR`, or less where the columns
 /// after belong to another matrix); `src` and `strides` as for [`pack_a_panel`]. Where there
@@ -472,10 +491,20 @@ pub fn shuffle_lanes(e: &mut Emitter, [a, b]: [Value; 2], lanes: [u8; 4]) -> Val
 /// go by f32x4, in steps of `COPY_UNROLL` vectors where the run has that many: the last step
 /// ends at `hi`, overlapping the one before it, so there is no tail loop.
 pub fn copy_run(e: &mut Emitter, from: Value, to: Value, lo: Value, hi: Value) {
+    copy_run_through(e, None, [from, to], [lo, hi]);
+}
+
+/// [`copy_run`], each element what `load` makes of `from`'s, if there is a `load`.
+pub fn copy_run_through(
+    e: &mut Emitter,
+    load: Option<&ElementLoad>,
+    [from, to]: [Value; 2],
+    [lo, hi]: [Value; 2],
+) {
     let count = e.sub(hi, lo);
     let copy = |e: &mut Emitter, i: Value, vectors: i64| {
         for v in 0..vectors {
-            let value = e.load(F32X4, Emitter::frozen(), from, i, 4 * v);
+            let value = load_through(e, load, F32X4, [from, i], 4 * v);
             e.store(Emitter::mutable(), value, to, i, 4 * v);
         }
     };
@@ -499,7 +528,7 @@ pub fn copy_run(e: &mut Emitter, from: Value, to: Value, lo: Value, hi: Value) {
                 |e| steps(e, 1),
                 |e| {
                     e.for_loop(lo, hi, 1, |e, i| {
-                        let value = e.load(F32, Emitter::frozen(), from, i, 0);
+                        let value = load_through(e, load, F32, [from, i], 0);
                         e.store(Emitter::mutable(), value, to, i, 0);
                     })
                 },

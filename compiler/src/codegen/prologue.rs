@@ -2,7 +2,9 @@
 //! batch norm's apply and ReLU, a residual sum) from tensors of x's shape and per-channel ones
 //! as the kernels need its elements, so that x is never written. The depthwise kernels stage
 //! rows of x's planes in their scratch; a pointwise convolution's packing computes each element
-//! of its B panels where it would load it.
+//! of its B panels where it would load it; the others compute x where they copy it with its
+//! padding written out (or gather its im2col rows), and their weight gradients where they copy
+//! it channels last.
 
 use super::emit::{Emitter, Slot, F32};
 use crate::ir::ops::fused::{emit_steps, Step};
@@ -59,16 +61,29 @@ impl Prologue {
 
     /// What a packing computes where it would load from the prologue's first input of x's
     /// shape (its [`Prologue::primary`]) at `[base, index]` and `offset` (a `gemm::Transform`):
-    /// x's elements there, the other inputs of x's shape loaded at the same place in theirs, the
-    /// source matrix's line `k` being x's channel `first + k`.
+    /// x's elements there, the source matrix's line `k` being x's channel `first + k`.
     pub fn by_channel(
         &self,
         first: Value,
     ) -> impl Fn(&mut Emitter, Type, [Value; 2], i64, Value) -> Value + '_ {
-        let primary = self.primary();
-        move |e, ty, [base, index], offset, line| {
+        move |e, ty, at, offset, line| {
             let channel = e.b.ins().iadd(first, line);
-            let channel = self.channel_values(e, channel);
+            self.in_channel(e, channel)(e, ty, at, offset)
+        }
+    }
+
+    /// What a kernel computes where it would load elements of x's channel `channel` from the
+    /// prologue's [`Prologue::primary`] at `[base, index]` and `offset` (a
+    /// `gemm::ElementLoad`): x's elements there, the other inputs of x's shape loaded at the
+    /// same place in theirs. The per-channel inputs are read here, once for the channel.
+    pub fn in_channel(
+        &self,
+        e: &mut Emitter,
+        channel: Value,
+    ) -> impl Fn(&mut Emitter, Type, [Value; 2], i64) -> Value + '_ {
+        let primary = self.primary();
+        let channel = self.channel_values(e, channel);
+        move |e, ty, [base, index], offset| {
             self.compute(e, ty, &channel, |e, slot| {
                 // Another tensor of x's shape: the same element, `base` moved by the distance
                 // between the two tensors.

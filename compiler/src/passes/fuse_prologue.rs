@@ -1,11 +1,12 @@
 //! `fuse_prologue`: an elementwise op or chain (after `fuse_elementwise`) whose every reader is
-//! a convolution (with or without an epilogue) or a weight gradient that can compute it as it
-//! reads its input x (`conv::takes_prologue`: a depthwise one stages rows of x in its scratch,
-//! a pointwise one computes x in its packing), becomes each reader's prologue, so x is never
-//! written. Batch norm's apply and ReLU before each of MobileNet's convolutions but the first
-//! cost no pass over memory of their own, and x is not kept for the backward pass, whose weight
-//! gradient computes it again from batch norm's input (which batch norm's own gradient keeps
-//! anyway).
+//! a convolution (with or without an epilogue) or a weight gradient that reads it as its input
+//! x becomes each reader's prologue: the kernels compute x as they read it (a depthwise one as
+//! it stages rows of x in its scratch, a pointwise one in its packing, others as they copy x
+//! with its padding written out, or channels last for the weight gradient), so x is never
+//! written. Batch norm's apply and ReLU before each of MobileNet's convolutions but the first,
+//! and before the second convolution of each of ResNet's blocks, cost no pass over memory of
+//! their own, and x is not kept for the backward pass, whose weight gradient computes it again
+//! from batch norm's input (which batch norm's own gradient keeps anyway).
 //!
 //! The prologue reads tensors of x's shape and per-channel ones only (`fused::check_prologue`).
 

@@ -5,7 +5,8 @@ use super::{arity, layout, ConvAttrs, OpKind};
 use crate::codegen::depthwise;
 use crate::codegen::emit::{Emitter, Slot, F32, F32X4, LANES};
 use crate::codegen::gemm::{
-    self, for_each_span, Block, Epilogue, IndexMath, Matrices, Runs, ScratchLayout, Span, Tile, KC,
+    self, for_each_span, Block, ElementLoad, Epilogue, IndexMath, Matrices, Runs, ScratchLayout,
+    Span, Tile, KC,
 };
 use crate::codegen::prologue::{Prologue, Source};
 use crate::codegen::{KernelSink, Operand};
@@ -412,47 +413,29 @@ fn for_each_run(
     });
 }
 
-/// Writes a run's im2col values to `dst + (col + j) * dst_stride`: the input plane's element,
-/// or zero in the padding.
-fn gather_run(e: &mut Emitter, g: &Geometry, run: &Run, plane: Value, dst: Value, dst_stride: i64) {
+/// Writes a run's im2col values to `dst + col + j`: the input plane's element (or what `load`
+/// makes of it), or zero in the padding.
+fn gather_run(
+    e: &mut Emitter,
+    g: &Geometry,
+    (run, load): (&Run, Option<&ElementLoad>),
+    plane: Value,
+    dst: Value,
+) {
     let stride = g.attrs.stride[1] as i64;
     let from = e.at(plane, run.x);
-    let to = e.at_scaled(dst, run.col, dst_stride);
+    let to = e.at(dst, run.col);
     let zero = e.float(0.0);
-    let store_zero = |e: &mut Emitter, j: Value| {
-        let target = e.mul_imm(j, dst_stride);
-        e.store(Emitter::mutable(), zero, to, target, 0);
-    };
+    let store_zero = |e: &mut Emitter, j: Value| e.store(Emitter::mutable(), zero, to, j, 0);
     // Padding runs are short: a few columns at the borders, or whole rows above and below.
     e.for_loop(run.start, run.inside, 1, store_zero);
-    if stride == 1 && dst_stride == 1 {
-        gemm::copy_run(e, from, to, run.inside, run.outside);
-    } else if stride == 1 {
-        // Contiguous in x, scattered in the panel: load four, store each lane.
-        e.vector_loop(run.inside, run.outside, 1, |e, j, ty| {
-            let value = e.load(ty, Emitter::frozen(), from, j, 0);
-            let target = e.mul_imm(j, dst_stride);
-            for lane in 0..ty.lane_count() {
-                let element = if ty == F32 {
-                    value
-                } else {
-                    e.b.ins().extractlane(value, lane as u8)
-                };
-                e.store(
-                    Emitter::mutable(),
-                    element,
-                    to,
-                    target,
-                    lane as i64 * dst_stride,
-                );
-            }
-        });
+    if stride == 1 {
+        gemm::copy_run_through(e, load, [from, to], [run.inside, run.outside]);
     } else {
         e.for_loop(run.inside, run.outside, 1, |e, j| {
             let source = e.mul_imm(j, stride);
-            let value = e.load(F32, Emitter::frozen(), from, source, 0);
-            let target = e.mul_imm(j, dst_stride);
-            e.store(Emitter::mutable(), value, to, target, 0);
+            let value = gemm::load_through(e, load, F32, [from, source], 0);
+            e.store(Emitter::mutable(), value, to, j, 0);
         });
     }
     e.for_loop(run.outside, run.end, 1, store_zero);
@@ -743,28 +726,18 @@ pub fn emit(
     emit_product(sink, &g, x, &weights, output, epilogue);
 }
 
-/// What a (non-depthwise) convolution's product reads where it would read x: x, or a
-/// prologue's first tensor of x's shape, from which a pointwise convolution's packing computes
-/// x's elements with the prologue (see [`takes_prologue`]).
-fn packed_source<'p>(g: &Geometry, source: &Source<'p>) -> (Slot, Option<&'p Prologue>) {
+/// Where a (non-depthwise) convolution's kernels read x: x, or the first tensor of x's shape
+/// of the prologue that computes x from it.
+type XSource<'p> = (Slot, Option<&'p Prologue>);
+
+/// What a (non-depthwise) convolution's kernels read where they would read x: x, or a
+/// prologue's first tensor of x's shape, from which they compute x's elements with the
+/// prologue as they read them (into a padded copy, a packed panel or a channels-last copy).
+fn packed_source<'p>(source: &Source<'p>) -> XSource<'p> {
     match *source {
         Source::Tensor(slot) => (slot, None),
-        Source::Computed(prologue) => {
-            assert!(
-                g.is_pointwise(),
-                "internal error: a prologue only where `takes_prologue`"
-            );
-            (prologue.primary(), Some(prologue))
-        }
+        Source::Computed(prologue) => (prologue.primary(), Some(prologue)),
     }
-}
-
-/// Whether a convolution's kernels (or its weight gradient's) can compute x by a prologue
-/// (elementwise steps over tensors of x's shape and per-channel ones) as they read it: a
-/// depthwise convolution's stage rows of x's planes; a pointwise one's packing computes each
-/// element where it would load it.
-pub fn takes_prologue(a: &ConvAttrs, x: &[usize], w: &[usize]) -> bool {
-    depthwise::is_depthwise(a, x, w) || Geometry::new(a, x, w).is_pointwise()
 }
 
 /// The most output channels per group, and else the largest padded plane, for which reading
@@ -820,8 +793,9 @@ impl PaddedLayout {
         pays && small
     }
 
-    /// x's layout for a convolution: its padding written out and dealt into phases.
-    fn of(g: &Geometry) -> PaddedLayout {
+    /// x's layout for a convolution: its padding written out and dealt into phases, and
+    /// copied where x is `computed` by a prologue even with neither.
+    fn of(g: &Geometry, computed: bool) -> PaddedLayout {
         let a = &g.attrs;
         let hw = [0, 1].map(|axis| {
             let padded = g.hw[axis] + a.pad[2 * axis] + a.pad[2 * axis + 1];
@@ -830,7 +804,7 @@ impl PaddedLayout {
         PaddedLayout {
             hw,
             phases: a.stride,
-            copy: a.pad != [0; 4] || a.stride != [1, 1],
+            copy: a.pad != [0; 4] || a.stride != [1, 1] || computed,
         }
     }
 
@@ -866,8 +840,9 @@ impl PaddedLayout {
     }
 
     /// x with its padding written out and dealt into phases, in a workspace (or x itself,
-    /// which has neither). One task per channel plane.
-    fn image(&self, sink: &mut KernelSink, g: &Geometry, x: Slot) -> Slot {
+    /// which has neither), computed by `prologue` (if any) from its tensors at `x`. One task
+    /// per channel plane.
+    fn image(&self, sink: &mut KernelSink, g: &Geometry, (x, prologue): XSource) -> Slot {
         if !self.copy {
             return x;
         }
@@ -882,15 +857,25 @@ impl PaddedLayout {
                 let (zero, floats) = (e.int(0), e.int(self.plane() as i64));
                 gemm::zero_run(e, to, 1, zero, floats);
                 let rows = [0, self.hw[0] as i64].map(|row| e.int(row));
-                self.write_rows(e, g, [from, to], rows);
+                let channel = e.rem_imm(plane, (g.groups * g.group_in) as i64);
+                let load = prologue.map(|p| p.in_channel(e, channel));
+                let load = load.as_ref().map(|l| l as &ElementLoad);
+                self.write_rows(e, g, ([from, to], load), rows);
             });
         });
         padded
     }
 
-    /// Writes x's values into rows `first..last` of every phase of one channel's padded copy
-    /// at `to`, from its plane of x at `from`; the padding's zeros must be there already.
-    fn write_rows(&self, e: &mut Emitter, g: &Geometry, [from, to]: [Value; 2], rows: [Value; 2]) {
+    /// Writes x's values (or what `load` makes of them) into rows `first..last` of every phase
+    /// of one channel's padded copy at `to`, from its plane of x at `from`; the padding's zeros
+    /// must be there already.
+    fn write_rows(
+        &self,
+        e: &mut Emitter,
+        g: &Geometry,
+        ([from, to], load): ([Value; 2], Option<&ElementLoad>),
+        rows: [Value; 2],
+    ) {
         let [height, width] = self.hw.map(|extent| extent as i64);
         let [sh, sw] = self.phases.map(|s| s as i64);
         let [top, _, left, _] = g.attrs.pad.map(|p| p as i64);
@@ -929,7 +914,7 @@ impl PaddedLayout {
                 let all = e.int(input_width);
                 if sw == 1 {
                     let to = target(e, zero, 0);
-                    gemm::copy_run(e, from, to, zero, all);
+                    gemm::copy_run_through(e, load, [from, to], [zero, all]);
                     return;
                 }
                 // By eight columns: two f32x4 dealt into the phases of their even and odd
@@ -937,8 +922,8 @@ impl PaddedLayout {
                 let octets = if sw == 2 { input_width / 8 * 8 } else { 0 };
                 let octet_end = e.int(octets);
                 e.for_loop(zero, octet_end, 8, |e, c0| {
-                    let low = e.load(F32X4, Emitter::frozen(), from, c0, 0);
-                    let high = e.load(F32X4, Emitter::frozen(), from, c0, 4);
+                    let low = gemm::load_through(e, load, F32X4, [from, c0], 0);
+                    let high = gemm::load_through(e, load, F32X4, [from, c0], 4);
                     for (parity, lanes) in [[0, 2, 4, 6], [1, 3, 5, 7]].into_iter().enumerate() {
                         let dealt = gemm::shuffle_lanes(e, [low, high], lanes);
                         let to = target(e, c0, parity as i64);
@@ -946,7 +931,7 @@ impl PaddedLayout {
                     }
                 });
                 for c in octets..input_width {
-                    let value = e.load(F32, Emitter::frozen(), from, zero, c);
+                    let value = gemm::load_through(e, load, F32, [from, zero], c);
                     let to = target(e, zero, c);
                     e.store(Emitter::mutable(), value, to, zero, 0);
                 }
@@ -998,10 +983,10 @@ fn emit_product(
     epilogue: &Epilogue,
 ) {
     let (depth, taps) = (g.depth(), g.taps());
-    // A prologue is computed where a pointwise convolution packs x (pack_im2col).
-    let (x, prologue) = packed_source(g, source);
+    // A prologue is computed where x is copied into its padded layout, or packed.
+    let (x, prologue) = packed_source(source);
     let weights = gemm::pack_a(sink, weights);
-    let layout = PaddedLayout::of(g);
+    let layout = PaddedLayout::of(g, prologue.is_some());
     let placed = layout.pays(g);
     let (columns, images_per_panel) = if placed {
         (layout.columns(g), 1)
@@ -1045,7 +1030,7 @@ fn emit_product(
     let (image, image_plane) = if staged {
         (x, layout.plane())
     } else if laid_out {
-        (layout.image(sink, g, x), layout.plane())
+        (layout.image(sink, g, (x, prologue)), layout.plane())
     } else {
         (x, g.plane())
     };
@@ -1122,7 +1107,11 @@ fn emit_product(
                 e.for_range(0, g.group_in as i64, |e, c| {
                     let from = e.at_scaled(x_planes, c, g.plane() as i64);
                     let to = e.at_scaled(stage, c, image_plane as i64);
-                    layout.write_rows(e, g, [from, to], read);
+                    let group_channels = e.mul_imm(group, g.group_in as i64);
+                    let channel = e.add(group_channels, c);
+                    let load = prologue.map(|p| p.in_channel(e, channel));
+                    let load = load.as_ref().map(|l| l as &ElementLoad);
+                    layout.write_rows(e, g, ([from, to], load), read);
                 });
             }
             // The group's planes in image `first_image + t`.
@@ -1374,13 +1363,22 @@ fn pack_im2col(
                 gemm::pack_b_panel(e, from, strides, cols, channels, panel, transform);
                 return;
             }
+            // Channel `c`'s elements, loaded or computed.
+            let channel_load = |e: &mut Emitter, c: Value| {
+                computed.map(|(prologue, first)| {
+                    let channel = e.add(first, c);
+                    prologue.in_channel(e, channel)
+                })
+            };
             if g.positions <= NR && g.taps_inside() {
                 // The panel holds the whole image.
                 for_each_tap_row(e, g, channels, |e, c, tap, row| {
                     let plane = e.at_scaled(planes, c, g.plane() as i64);
                     let to = e.at_scaled(panel, row, NR as i64);
+                    let load = channel_load(e, c);
+                    let load = load.as_ref().map(|l| l as &ElementLoad);
                     for_each_image_run(e, g, tap, [plane, to], |e, from, to, j, ty| {
-                        let value = e.load(ty, Emitter::frozen(), from, j, 0);
+                        let value = gemm::load_through(e, load, ty, [from, j], 0);
                         e.store(Emitter::mutable(), value, to, j, 0);
                     });
                 });
@@ -1389,6 +1387,8 @@ fn pack_im2col(
                     let zero = e.int(0);
                     e.for_loop(zero, channels, 1, |e, c| {
                         let plane = e.at_scaled(planes, c, g.plane() as i64);
+                        let load = channel_load(e, c);
+                        let load = load.as_ref().map(|l| l as &ElementLoad);
                         e.for_range(0, kh as i64, |e, r| {
                             let top = tap_top(e, g, r);
                             let channel_row = e.mul_imm(c, kh as i64);
@@ -1399,7 +1399,7 @@ fn pack_im2col(
                                 let run = Run::new(e, g, span, top, columns);
                                 let offset = e.int((q * NR) as i64);
                                 let to = e.at(rows, offset);
-                                gather_run(e, g, &run, plane, to, 1);
+                                gather_run(e, g, (&run, load), plane, to);
                             }
                         });
                     });
@@ -1720,8 +1720,9 @@ pub fn emit_weight_grad(
         return depthwise::emit_weight_grad(a, sink, (source, x_shape), dy, output);
     }
     let g = Geometry::new(a, x_shape, &output.shape);
-    // A prologue is computed where a pointwise convolution packs x (pack_taps).
-    let (x, prologue) = packed_source(&g, source);
+    // A prologue is computed where x is packed (a pointwise convolution's, pack_taps) or
+    // copied channels last.
+    let (x, prologue) = packed_source(source);
     let (depth, positions) = (g.depth(), g.positions);
     // dW_g `[O/g x Kc]` = sum over images of dy_ng · im2col(x_ng)ᵀ: A = dy per image and group,
     // its rows read where they lie; B = the transposed im2col matrix, its columns ordered tap
@@ -1750,7 +1751,7 @@ pub fn emit_weight_grad(
     } else if staged {
         (x, g.groups * g.group_in * g.plane(), g.group_in)
     } else {
-        let padded = emit_channels_last(sink, &g, x);
+        let padded = emit_channels_last(sink, &g, (x, prologue));
         (padded, padded_image, g.group_in)
     };
     let staged_floats = if staged { padded_image + NR } else { 0 };
@@ -1802,7 +1803,7 @@ pub fn emit_weight_grad(
                 let image_floats = e.mul_imm(image, image_stride as i64);
                 let image_channels = e.at(source, image_floats);
                 let image_channels = if staged {
-                    channels_last_values(e, &g, [image_channels, stage]);
+                    channels_last_values(e, &g, ([image_channels, stage], prologue));
                     stage
                 } else {
                     image_channels
@@ -1981,7 +1982,7 @@ fn padded_row(
 /// `n`'s channel `c` at padded position `(i, j)` is float `((n * ph + i) * pw + j) * C + c`. A
 /// row of the weight gradient's B panels (one position, consecutive channels of one tap) is then
 /// a contiguous run of it, which the packing copies instead of gathering and transposing.
-fn emit_channels_last(sink: &mut KernelSink, g: &Geometry, x: Slot) -> Slot {
+fn emit_channels_last(sink: &mut KernelSink, g: &Geometry, (x, prologue): XSource) -> Slot {
     let [ph, pw] = padded_extent(g);
     let channels = g.groups * g.group_in;
     let row_floats = pw * channels;
@@ -1996,15 +1997,20 @@ fn emit_channels_last(sink: &mut KernelSink, g: &Geometry, x: Slot) -> Slot {
             };
             let to = e.at_scaled(out, task, row_floats as i64);
             let planes = e.at_scaled(xs, image, (channels * g.plane()) as i64);
-            channels_last_row(e, g, [planes, to], i);
+            channels_last_row(e, g, ([planes, to], prologue), i);
         });
     });
     padded
 }
 
 /// Writes padded row `i` of one image's channels-last copy (see [`emit_channels_last`]) at
-/// `to`, from the image's planes of x at `planes`.
-fn channels_last_row(e: &mut Emitter, g: &Geometry, [planes, to]: [Value; 2], i: Value) {
+/// `to`, from the image's planes of x at `planes` (x's tensors, if a `prologue` computes it).
+fn channels_last_row(
+    e: &mut Emitter,
+    g: &Geometry,
+    ([planes, to], prologue): ([Value; 2], Option<&Prologue>),
+    i: Value,
+) {
     let [_, pw] = padded_extent(g);
     let channels = g.groups * g.group_in;
     let [height, width] = g.hw;
@@ -2015,16 +2021,17 @@ fn channels_last_row(e: &mut Emitter, g: &Geometry, [planes, to]: [Value; 2], i:
     let rows = [input_row, e.int(height as i64)];
     let [before, after, row_end] = [left, left + columns, pw].map(|c| e.int((c * channels) as i64));
     padded_row(e, to, rows, [before, after, row_end], |e, input_row| {
-        channels_last_values_of_row(e, g, [planes, to], input_row)
+        channels_last_values_of_row(e, g, ([planes, to], prologue), input_row)
     });
 }
 
 /// Writes input row `input_row`'s values into its padded row of one image's channels-last
-/// copy, which starts at `to`, from the image's planes of x at `planes`.
+/// copy, which starts at `to`, from the image's planes of x at `planes` (x's tensors, if a
+/// `prologue` computes it).
 fn channels_last_values_of_row(
     e: &mut Emitter,
     g: &Geometry,
-    [planes, to]: [Value; 2],
+    ([planes, to], prologue): ([Value; 2], Option<&Prologue>),
     input_row: Value,
 ) {
     let [_, pw] = padded_extent(g);
@@ -2035,12 +2042,19 @@ fn channels_last_values_of_row(
     let from = e.at_scaled(planes, input_row, width as i64);
     let first = e.int((left * channels) as i64);
     let to = e.at(to, first);
-    transpose_row(e, from, to, [channels, columns], (height * width) as i64);
+    transpose_row(
+        e,
+        ([from, to], prologue),
+        [channels, columns],
+        (height * width) as i64,
+    );
 }
 
 /// Writes the values of one image's channels-last copy (see [`emit_channels_last`]) at `to`,
-/// from its planes of x at `planes`, and leaves its padding as it is.
-fn channels_last_values(e: &mut Emitter, g: &Geometry, [planes, to]: [Value; 2]) {
+/// from its planes of x at `planes` (x's tensors, if a `prologue` computes it), and leaves its
+/// padding as it is.
+fn channels_last_values(e: &mut Emitter, g: &Geometry, planes_to: ([Value; 2], Option<&Prologue>)) {
+    let ([planes, to], prologue) = planes_to;
     let [ph, pw] = padded_extent(g);
     let channels = g.groups * g.group_in;
     let top = g.attrs.pad[0];
@@ -2048,16 +2062,16 @@ fn channels_last_values(e: &mut Emitter, g: &Geometry, [planes, to]: [Value; 2])
     e.for_range(0, rows as i64, |e, input_row| {
         let padded_row = e.add_imm(input_row, top as i64);
         let to = e.at_scaled(to, padded_row, (pw * channels) as i64);
-        channels_last_values_of_row(e, g, [planes, to], input_row);
+        channels_last_values_of_row(e, g, ([planes, to], prologue), input_row);
     });
 }
 
-/// `to[w * channels + c] = from[c * plane + w]` for `c < channels` and `w < columns`: 4x4
-/// blocks transposed in registers, the rest one by one.
+/// `to[w * channels + c] = from[c * plane + w]` for `c < channels` and `w < columns` (or what
+/// `prologue` computes there, `c` being x's channel): 4x4 blocks transposed in registers, the
+/// rest one by one.
 fn transpose_row(
     e: &mut Emitter,
-    from: Value,
-    to: Value,
+    ([from, to], prologue): ([Value; 2], Option<&Prologue>),
     [channels, columns]: [usize; 2],
     plane: i64,
 ) {
@@ -2066,13 +2080,18 @@ fn transpose_row(
     let zero = e.int(0);
     let channel_end = e.int(channel_quads as i64);
     e.for_loop(zero, channel_end, 4, |e, c| {
+        let loads = [0, 1, 2, 3].map(|t| {
+            let channel = e.add_imm(c, t);
+            prologue.map(|p| p.in_channel(e, channel))
+        });
         let column_end = e.int(column_quads as i64);
         e.for_loop(zero, column_end, 4, |e, w| {
             let rows = [0, 1, 2, 3].map(|t| {
                 let channel = e.add_imm(c, t);
                 let index = e.mul_imm(channel, plane);
                 let index = e.add(index, w);
-                e.load(F32X4, Emitter::frozen(), from, index, 0)
+                let load = loads[t as usize].as_ref().map(|l| l as &ElementLoad);
+                gemm::load_through(e, load, F32X4, [from, index], 0)
             });
             let target = e.mul_imm(w, stride);
             let target = e.add(target, c);
@@ -2083,10 +2102,12 @@ fn transpose_row(
     });
     let one_by_one = |e: &mut Emitter, [lo, hi]: [usize; 2], first: usize| {
         e.for_range(lo as i64, hi as i64, |e, c| {
+            let load = prologue.map(|p| p.in_channel(e, c));
+            let load = load.as_ref().map(|l| l as &ElementLoad);
             e.for_range(first as i64, columns as i64, |e, w| {
                 let index = e.mul_imm(c, plane);
                 let index = e.add(index, w);
-                let value = e.load(F32, Emitter::frozen(), from, index, 0);
+                let value = gemm::load_through(e, load, F32, [from, index], 0);
                 let target = e.mul_imm(w, stride);
                 let target = e.add(target, c);
                 e.store(Emitter::mutable(), value, to, target, 0);

@@ -10,10 +10,10 @@
 //! besides it are per-element or broadcast along whole rows or columns of the product (a
 //! bias, a residual), which is what the write-out can read in step with the tile.
 //!
-//! Before a depthwise or pointwise convolution, or its weight gradient, a chain may compute
-//! the contraction's input x itself (its prologue): elementwise steps over tensors of x's shape
-//! and per-channel ones (batch norm's apply and ReLU), which the kernels compute as they read x
-//! (`conv::takes_prologue`), so x is never written. A weight gradient is a chain's contraction
+//! Before a convolution, or its weight gradient, a chain may compute the contraction's input x
+//! itself (its prologue): elementwise steps over tensors of x's shape and per-channel ones
+//! (batch norm's apply and ReLU), which the kernels compute as they read x (into a padded
+//! copy, a packed panel, staged rows), so x is never written. A weight gradient is a chain's contraction
 //! only so, and then the chain's last step.
 //!
 //! A chain may end in one reduction, a `sum_to` (batch norm's `sum(x̂ · dy)`, its variance's
@@ -261,8 +261,8 @@ fn step_shapes(chain: &Chain, inputs: &[&Shape]) -> Result<Vec<Shape>, String> {
 /// What a kernel can compute its input with, plane by plane: the prologue's last step is the
 /// contraction's first operand (its other operands are inputs), its steps read inputs of that
 /// operand's shape or per channel (`[1, C, 1, 1]`), and nothing after the contraction reads
-/// them. Only convolutions whose kernels compute it take a prologue (`conv::takes_prologue`),
-/// and a weight gradient only with one.
+/// them. Only convolutions and their weight gradients take a prologue, and a weight gradient
+/// only with one.
 fn check_prologue(around: &Around, inputs: &[&Shape], shapes: &[Shape]) -> Result<(), String> {
     let (prologue, contraction) = (around.prologue, around.contraction);
     let name = contraction.kind.name();
@@ -275,10 +275,6 @@ fn check_prologue(around: &Around, inputs: &[&Shape], shapes: &[Shape]) -> Resul
         };
     };
     let at = prologue.len();
-    let operand_shape = |arg: &Arg| match *arg {
-        Arg::Input(i) => inputs[i],
-        Arg::Step(s) => &shapes[s],
-    };
     let [first, second] = &contraction.args[..] else {
         return Err(format!("step {at} (`{name}`) takes two operands"));
     };
@@ -302,15 +298,13 @@ fn check_prologue(around: &Around, inputs: &[&Shape], shapes: &[Shape]) -> Resul
             }
         }
     }
-    let takes = match &contraction.kind {
-        OpKind::Conv2d(a) => conv::takes_prologue(a, x, operand_shape(second)),
-        OpKind::Conv2dWeightGrad(a, _) => conv::takes_prologue(a, x, &shapes[at]),
-        _ => false,
-    };
-    if !takes {
+    if !matches!(
+        contraction.kind,
+        OpKind::Conv2d(_) | OpKind::Conv2dWeightGrad(..)
+    ) {
         return Err(format!(
-            "step {at} is `{name}`, which takes a prologue only as a depthwise or pointwise \
-             convolution, or their weight gradients"
+            "step {at} is `{name}`, which takes no prologue: only a convolution or its weight \
+             gradient does"
         ));
     }
     let after = &around.epilogue;
