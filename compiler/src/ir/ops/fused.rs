@@ -1077,15 +1077,14 @@ mod tests {
         };
         let exp = OpKind::Map(MapFn::Exp);
         let relu = OpKind::Map(MapFn::Relu);
-        let weight_grad = OpKind::Conv2dWeightGrad(
-            ConvAttrs {
-                stride: [1, 1],
-                pad: [0; 4],
-                dilation: [1, 1],
-                groups: 2,
-            },
-            [1, 1],
-        );
+        let grouped = ConvAttrs {
+            stride: [1, 1],
+            pad: [0; 4],
+            dilation: [1, 1],
+            groups: 2,
+        };
+        let weight_grad = OpKind::Conv2dWeightGrad(grouped, [1, 1]);
+        let input_grad = OpKind::Conv2dInputGrad(grouped, [3, 3]);
         let cases: Vec<(Chain, Vec<Shape>, &str)> = vec![
             (Chain::default(), vec![], "a chain has at least one step"),
             (
@@ -1117,8 +1116,8 @@ mod tests {
                     step(matmul.clone(), &[t0, x1]),
                 ]),
                 vec![vec![2, 3], vec![3, 3]],
-                "step 1 is `matmul`, which takes a prologue only as a depthwise or pointwise \
-                 convolution, or their weight gradients",
+                "step 1 is `matmul`, which takes no prologue: only a convolution or its weight \
+                 gradient does",
             ),
             (
                 chain(vec![
@@ -1187,10 +1186,10 @@ mod tests {
                 "step 2 reads the prologue, which only the contraction reads",
             ),
             (
-                chain(vec![step(relu, &[x0]), step(conv(1), &[t0, x1])]),
-                vec![vec![1, 2, 3, 3], vec![1, 2, 3, 3]],
-                "step 1 is `conv2d`, which takes a prologue only as a depthwise or pointwise \
-                 convolution, or their weight gradients",
+                chain(vec![step(relu, &[x0]), step(input_grad, &[t0, x1])]),
+                vec![vec![1, 2, 3, 3], vec![2, 1, 1, 1]],
+                "step 1 is `conv2d_input_grad`, which takes no prologue: only a convolution or \
+                 its weight gradient does",
             ),
         ];
         for (chain, shapes, message) in cases {
