@@ -699,7 +699,7 @@ const MOST_PANELS: usize = 8;
 const MOST_TILE_FLOATS: usize = 1 << 16;
 const MOST_PRODUCT_PANELS: usize = 32;
 
-/// The convolution of x (a tensor, or computed by a prologue: see [`takes_prologue`]) by `w`,
+/// The convolution of x (a tensor, or computed by a prologue as the kernels read it) by `w`,
 /// written through `epilogue`.
 pub fn emit(
     a: &ConvAttrs,
@@ -730,9 +730,8 @@ pub fn emit(
 /// of the prologue that computes x from it.
 type XSource<'p> = (Slot, Option<&'p Prologue>);
 
-/// What a (non-depthwise) convolution's kernels read where they would read x: x, or a
-/// prologue's first tensor of x's shape, from which they compute x's elements with the
-/// prologue as they read them (into a padded copy, a packed panel or a channels-last copy).
+/// x's [`XSource`]: with a prologue, the kernels compute x's elements as they read them (into
+/// a padded copy, a packed panel or a channels-last copy).
 fn packed_source<'p>(source: &Source<'p>) -> XSource<'p> {
     match *source {
         Source::Tensor(slot) => (slot, None),
@@ -1707,7 +1706,7 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// The weight gradient, of x (a tensor, or computed by a prologue: see [`takes_prologue`]) and
+/// The weight gradient, of x (a tensor, or computed by a prologue as the kernels read it) and
 /// dy.
 pub fn emit_weight_grad(
     a: &ConvAttrs,
