@@ -7,6 +7,7 @@
 //! it channels last.
 
 use super::emit::{Emitter, Slot, F32};
+use super::gemm::ElementLoad;
 use crate::ir::ops::fused::{emit_steps, Step};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
@@ -76,14 +77,10 @@ impl Prologue {
     /// prologue's [`Prologue::primary`] at `[base, index]` and `offset` (a
     /// `gemm::ElementLoad`): x's elements there, the other inputs of x's shape loaded at the
     /// same place in theirs. The per-channel inputs are read here, once for the channel.
-    pub fn in_channel(
-        &self,
-        e: &mut Emitter,
-        channel: Value,
-    ) -> impl Fn(&mut Emitter, Type, [Value; 2], i64) -> Value + '_ {
+    pub fn in_channel(&self, e: &mut Emitter, channel: Value) -> Box<ElementLoad<'_>> {
         let primary = self.primary();
         let channel = self.channel_values(e, channel);
-        move |e, ty, [base, index], offset| {
+        Box::new(move |e, ty, [base, index], offset| {
             self.compute(e, ty, &channel, |e, slot| {
                 // Another tensor of x's shape: the same element, `base` moved by the distance
                 // between the two tensors.
@@ -97,7 +94,7 @@ impl Prologue {
                 };
                 e.load(ty, Emitter::frozen(), base, index, offset)
             })
-        }
+        })
     }
 
     /// The first input of x's shape (a prologue has one, its result being of x's shape): a

@@ -858,8 +858,7 @@ impl PaddedLayout {
                 let rows = [0, self.hw[0] as i64].map(|row| e.int(row));
                 let channel = e.rem_imm(plane, (g.groups * g.group_in) as i64);
                 let load = prologue.map(|p| p.in_channel(e, channel));
-                let load = load.as_ref().map(|l| l as &ElementLoad);
-                self.write_rows(e, g, ([from, to], load), rows);
+                self.write_rows(e, g, ([from, to], load.as_deref()), rows);
             });
         });
         padded
@@ -1103,14 +1102,13 @@ fn emit_product(
                 } else {
                     [0, layout.hw[0] as i64].map(|row| e.int(row))
                 };
+                let group_channels = e.mul_imm(group, g.group_in as i64);
                 e.for_range(0, g.group_in as i64, |e, c| {
                     let from = e.at_scaled(x_planes, c, g.plane() as i64);
                     let to = e.at_scaled(stage, c, image_plane as i64);
-                    let group_channels = e.mul_imm(group, g.group_in as i64);
                     let channel = e.add(group_channels, c);
                     let load = prologue.map(|p| p.in_channel(e, channel));
-                    let load = load.as_ref().map(|l| l as &ElementLoad);
-                    layout.write_rows(e, g, ([from, to], load), read);
+                    layout.write_rows(e, g, ([from, to], load.as_deref()), read);
                 });
             }
             // The group's planes in image `first_image + t`.
@@ -1375,9 +1373,8 @@ fn pack_im2col(
                     let plane = e.at_scaled(planes, c, g.plane() as i64);
                     let to = e.at_scaled(panel, row, NR as i64);
                     let load = channel_load(e, c);
-                    let load = load.as_ref().map(|l| l as &ElementLoad);
                     for_each_image_run(e, g, tap, [plane, to], |e, from, to, j, ty| {
-                        let value = gemm::load_through(e, load, ty, [from, j], 0);
+                        let value = gemm::load_through(e, load.as_deref(), ty, [from, j], 0);
                         e.store(Emitter::mutable(), value, to, j, 0);
                     });
                 });
@@ -1387,7 +1384,7 @@ fn pack_im2col(
                     e.for_loop(zero, channels, 1, |e, c| {
                         let plane = e.at_scaled(planes, c, g.plane() as i64);
                         let load = channel_load(e, c);
-                        let load = load.as_ref().map(|l| l as &ElementLoad);
+                        let load = load.as_deref();
                         e.for_range(0, kh as i64, |e, r| {
                             let top = tap_top(e, g, r);
                             let channel_row = e.mul_imm(c, kh as i64);
@@ -2089,7 +2086,7 @@ fn transpose_row(
                 let channel = e.add_imm(c, t);
                 let index = e.mul_imm(channel, plane);
                 let index = e.add(index, w);
-                let load = loads[t as usize].as_ref().map(|l| l as &ElementLoad);
+                let load = loads[t as usize].as_deref();
                 gemm::load_through(e, load, F32X4, [from, index], 0)
             });
             let target = e.mul_imm(w, stride);
@@ -2102,7 +2099,7 @@ fn transpose_row(
     let one_by_one = |e: &mut Emitter, [lo, hi]: [usize; 2], first: usize| {
         e.for_range(lo as i64, hi as i64, |e, c| {
             let load = prologue.map(|p| p.in_channel(e, c));
-            let load = load.as_ref().map(|l| l as &ElementLoad);
+            let load = load.as_deref();
             e.for_range(first as i64, columns as i64, |e, w| {
                 let index = e.mul_imm(c, plane);
                 let index = e.add(index, w);
