@@ -352,6 +352,59 @@ pub fn load_through(
     }
 }
 
+/// What a packing computes in place of loading the elements of one row of its source, given
+/// the row's index: a convolution's prologue, in the channel of x that the row is.
+pub type RowLoad<'t> = dyn Fn(&mut Emitter, Value) -> Box<ElementLoad<'t>> + 't;
+
+/// Packs the first `cols` columns of a matrix whose rows are contiguous (row `k` at `src + k *
+/// row_stride`), `kc` rows deep, into `panels` B panels at `dst`, one after the other (`kc * NR`
+/// floats apart; `cols` more than `(panels - 1) * NR` and at most `panels * NR`), zeros past
+/// `cols` up to column `width` of the last. Row by row: each row is read in one run however
+/// many panels it spans (rows lie a plane apart in a convolution's x or dy, so panel by panel
+/// each row would be a short read from far away), and what `row_load` makes of a row's
+/// elements, if anything, is set up once per row.
+pub fn pack_b_rows(
+    e: &mut Emitter,
+    (src, row_stride): (Value, usize),
+    [cols, width, panels]: [Value; 3],
+    kc: Value,
+    dst: Value,
+    row_load: Option<&RowLoad>,
+) {
+    let whole = e.div_imm(cols, NR as i64);
+    let tail_start = e.mul_imm(whole, NR as i64);
+    let tail_cols = e.sub(cols, tail_start);
+    let has_tail = e.b.ins().icmp(IntCC::SignedLessThan, whole, panels);
+    let panel_floats = e.mul_imm(kc, NR as i64);
+    let zero = e.int(0);
+    e.for_loop(zero, kc, 1, |e, k| {
+        let from = e.at_scaled(src, k, row_stride as i64);
+        let to = e.at_scaled(dst, k, NR as i64);
+        let load = row_load.map(|row_load| row_load(e, k));
+        let load = load.as_deref();
+        e.for_loop(zero, whole, 1, |e, j| {
+            let column = e.mul_imm(j, NR as i64);
+            let panel = e.mul(j, panel_floats);
+            let to = e.at(to, panel);
+            for offset in (0..NR as i64).step_by(4) {
+                let value = load_through(e, load, F32X4, [from, column], offset);
+                e.store(Emitter::mutable(), value, to, zero, offset);
+            }
+        });
+        e.if_else(
+            has_tail,
+            |e| {
+                let panel = e.mul(whole, panel_floats);
+                let to = e.at(to, panel);
+                let from = e.at(from, tail_start);
+                copy_run_through(e, load, [from, to], [zero, tail_cols]);
+                zero_run(e, to, 1, tail_cols, width);
+            },
+            |_| {},
+        );
+    });
+}
+
 /// Packs `cols` (1 to `NR`) columns of a matrix, `kc` rows deep, into the B panel at `dst`
 /// (`dst[k*NR + j]`), zeros past `cols` up to column `width` (`NR`, or less where the columns
 /// after belong to another matrix); `src` and `strides` as for [`pack_a_panel`]. Where there
@@ -372,37 +425,14 @@ pub fn pack_b_panel(
         None => e.load(ty, Emitter::frozen(), from, index, offset),
     };
     if col_stride == 1 {
-        // Rows are contiguous: vector copies along them, unrolled for whole panels.
-        let whole = e.b.ins().icmp_imm_s(IntCC::Equal, cols, NR as i64);
-        e.if_else(
-            whole,
-            |e| {
-                e.for_loop(start, kc, 1, |e, k| {
-                    let from = e.at_scaled(src, k, row_stride);
-                    let to = e.at_scaled(dst, k, NR as i64);
-                    for offset in (0..NR as i64).step_by(4) {
-                        let zero = e.int(0);
-                        let value = load(e, F32X4, from, zero, offset, k);
-                        e.store(Emitter::mutable(), value, to, zero, offset);
-                    }
-                });
-            },
-            |e| {
-                e.for_loop(start, kc, 1, |e, k| {
-                    let from = e.at_scaled(src, k, row_stride);
-                    let to = e.at_scaled(dst, k, NR as i64);
-                    let zero = e.int(0);
-                    match transform {
-                        Some(_) => e.vector_loop(zero, cols, 1, |e, j, ty| {
-                            let value = load(e, ty, from, j, 0, k);
-                            e.store(Emitter::mutable(), value, to, j, 0);
-                        }),
-                        None => copy_run(e, from, to, zero, cols),
-                    }
-                    zero_run(e, to, 1, cols, width);
-                });
-            },
-        );
+        let row_load = transform.map(|transform| {
+            move |_: &mut Emitter, k: Value| -> Box<ElementLoad> {
+                Box::new(move |e, ty, at, offset| transform(e, ty, at, offset, k))
+            }
+        });
+        let row_load = row_load.as_ref().map(|r| r as &RowLoad);
+        let one = e.int(1);
+        pack_b_rows(e, (src, strides[0]), [cols, width, one], kc, dst, row_load);
         return;
     }
     // Columns are (more nearly) contiguous: four columns at a time, 4x4 blocks transposed in

@@ -1334,6 +1334,26 @@ fn pack_im2col(
     kc: Value,
     [dst, width]: [Value; 2],
 ) {
+    if g.is_pointwise() {
+        // The im2col matrix is x itself (or what the prologue computes from its tensors of x's
+        // shape, row `k` channel `first + k`), packed row by row.
+        let positions = e.int(g.positions as i64);
+        let span = e.mul_imm(panels, NR as i64);
+        let end = e.add(first, span);
+        let end = e.min(end, positions);
+        let cols = e.sub(end, first);
+        let from = e.at(planes, first);
+        let row_load = computed.map(|(prologue, first)| {
+            move |e: &mut Emitter, k: Value| {
+                let channel = e.add(first, k);
+                prologue.in_channel(e, channel)
+            }
+        });
+        let row_load = row_load.as_ref().map(|r| r as &gemm::RowLoad);
+        let cols = [cols, width, panels];
+        gemm::pack_b_rows(e, (from, g.plane()), cols, channels, dst, row_load);
+        return;
+    }
     let [kh, kw] = g.kernel;
     let columns: Vec<TapColumns> = (0..kw as i64)
         .map(|q| {
@@ -1348,18 +1368,6 @@ fn pack_im2col(
         kc,
         [dst, width],
         |e, panel, [lo, hi]| {
-            let valid = e.sub(hi, lo);
-            if g.is_pointwise() {
-                // The im2col matrix is x itself (or what the prologue computes from its
-                // tensors of x's shape, row `k` channel `first + k`).
-                let from = e.at(planes, lo);
-                let transform = computed.map(|(prologue, first)| prologue.by_channel(first));
-                let transform = transform.as_ref().map(|t| t as &gemm::Transform);
-                let cols = [valid, width];
-                let strides = [g.plane(), 1];
-                gemm::pack_b_panel(e, from, strides, cols, channels, panel, transform);
-                return;
-            }
             // Channel `c`'s elements, loaded or computed.
             let channel_load = |e: &mut Emitter, c: Value| {
                 computed.map(|(prologue, first)| {
@@ -1562,18 +1570,12 @@ pub fn emit_input_grad(
                     let lo = e.mul_imm(tile.first_panel[1], NR as i64);
                     let next = e.add_imm(lo, ldc as i64);
                     let hi = e.min_imm(next, positions as i64);
-                    e.for_loop(zero, tile.panels[1], 1, |e, j| {
-                        let offset = e.mul_imm(j, NR as i64);
-                        let first = e.add(lo, offset);
-                        let from = e.at(dy_rows, first);
-                        let left = e.sub(hi, first);
-                        let cols = e.min_imm(left, NR as i64);
-                        let depth = e.int(g.group_out as i64);
-                        let to = e.at_scaled(b_panels, j, b_panel_floats as i64);
-                        let panel_width = e.int(NR as i64);
-                        let cols = [cols, panel_width];
-                        gemm::pack_b_panel(e, from, [positions, 1], cols, depth, to, None);
-                    });
+                    let from = e.at(dy_rows, lo);
+                    let cols = e.sub(hi, lo);
+                    let panel_width = e.int(NR as i64);
+                    let depth = e.int(g.group_out as i64);
+                    let cols = [cols, panel_width, tile.panels[1]];
+                    gemm::pack_b_rows(e, (from, positions), cols, depth, b_panels, None);
                     multiply(e, tile.panels[1]);
                     col2im(e, planes, zero, [lo, hi]);
                 });
