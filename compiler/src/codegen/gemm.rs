@@ -327,12 +327,6 @@ fn pack_a_panel(
     });
 }
 
-/// What a packing computes in place of the elements it would load (F32 or F32X4 of `ty`, at
-/// `[base, index]` and `offset` as [`Emitter::load`] takes them), by the index of the row (or,
-/// transposed, the column) of the source matrix they lie in: a convolution's prologue, by x's
-/// channel.
-pub type Transform<'t> = dyn Fn(&mut Emitter, Type, [Value; 2], i64, Value) -> Value + 't;
-
 /// What a kernel computes in place of the elements it would load from one line of a source
 /// (F32 or F32X4 of `ty`, at `[base, index]` and `offset` as [`Emitter::load`] takes them): a
 /// convolution's prologue, in one channel of x.
@@ -352,8 +346,9 @@ pub fn load_through(
     }
 }
 
-/// What a packing computes in place of loading the elements of one row of its source, given
-/// the row's index: a convolution's prologue, in the channel of x that the row is.
+/// What a packing computes in place of loading the elements of one line (a row, or transposed a
+/// column) of its source, given the line's index: a convolution's prologue, in the channel of x
+/// that the line is. Called once per line, outside the loop over its elements.
 pub type RowLoad<'t> = dyn Fn(&mut Emitter, Value) -> Box<ElementLoad<'t>> + 't;
 
 /// Packs the first `cols` columns of a matrix whose rows are contiguous (row `k` at `src + k *
@@ -408,7 +403,7 @@ pub fn pack_b_rows(
 /// Packs `cols` (1 to `NR`) columns of a matrix, `kc` rows deep, into the B panel at `dst`
 /// (`dst[k*NR + j]`), zeros past `cols` up to column `width` (`NR`, or less where the columns
 /// after belong to another matrix); `src` and `strides` as for [`pack_a_panel`]. Where there
-/// is a `transform`, each element packed is what it makes of the matrix's.
+/// is a `line_load`, each element packed is what it makes of the matrix's.
 pub fn pack_b_panel(
     e: &mut Emitter,
     src: Value,
@@ -416,25 +411,17 @@ pub fn pack_b_panel(
     [cols, width]: [Value; 2],
     kc: Value,
     dst: Value,
-    transform: Option<&Transform>,
+    line_load: Option<&RowLoad>,
 ) {
     let [row_stride, col_stride] = strides.map(|s| s as i64);
     let start = e.int(0);
-    let load = |e: &mut Emitter, ty, from, index, offset, line| match transform {
-        Some(transform) => transform(e, ty, [from, index], offset, line),
-        None => e.load(ty, Emitter::frozen(), from, index, offset),
-    };
     if col_stride == 1 {
-        let row_load = transform.map(|transform| {
-            move |_: &mut Emitter, k: Value| -> Box<ElementLoad> {
-                Box::new(move |e, ty, at, offset| transform(e, ty, at, offset, k))
-            }
-        });
-        let row_load = row_load.as_ref().map(|r| r as &RowLoad);
         let one = e.int(1);
-        pack_b_rows(e, (src, strides[0]), [cols, width, one], kc, dst, row_load);
+        pack_b_rows(e, (src, strides[0]), [cols, width, one], kc, dst, line_load);
         return;
     }
+    // What column `line` is loaded through, set up once per column.
+    let column_load = |e: &mut Emitter, line: Value| line_load.map(|load| load(e, line));
     // Columns are (more nearly) contiguous: four columns at a time, 4x4 blocks transposed in
     // registers when the columns are contiguous, then the columns left one by one.
     let quads = e.b.ins().band_imm_s(cols, !3);
@@ -449,9 +436,15 @@ pub fn pack_b_panel(
             let to = e.at(dst, j);
             let rows = e.b.ins().band_imm_s(kc, !3);
             let zero = e.int(0);
-            let lines: Vec<Value> = (0..4).map(|t| e.add_imm(j, t)).collect();
+            let loads: Vec<_> = (0..4)
+                .map(|t| {
+                    let line = e.add_imm(j, t);
+                    column_load(e, line)
+                })
+                .collect();
             e.for_loop(zero, rows, 4, |e, k| {
-                let columns = [0, 1, 2, 3].map(|t| load(e, F32X4, from[t], k, 0, lines[t]));
+                let columns = [0, 1, 2, 3]
+                    .map(|t| load_through(e, loads[t].as_deref(), F32X4, [from[t], k], 0));
                 let target = e.mul_imm(k, NR as i64);
                 for (t, row) in transpose4(e, columns).into_iter().enumerate() {
                     e.store(Emitter::mutable(), row, to, target, (t * NR) as i64);
@@ -460,7 +453,7 @@ pub fn pack_b_panel(
             e.for_loop(rows, kc, 1, |e, k| {
                 let target = e.mul_imm(k, NR as i64);
                 for (t, &column) in from.iter().enumerate() {
-                    let value = load(e, F32, column, k, 0, lines[t]);
+                    let value = load_through(e, loads[t].as_deref(), F32, [column, k], 0);
                     e.store(Emitter::mutable(), value, to, target, t as i64);
                 }
             });
@@ -471,9 +464,10 @@ pub fn pack_b_panel(
         let from = e.at_scaled(src, j, col_stride);
         let to = e.at(dst, j);
         let zero = e.int(0);
+        let load = column_load(e, j);
         e.for_loop(zero, kc, 1, |e, k| {
             let source = e.mul_imm(k, row_stride);
-            let value = load(e, F32, from, source, 0, j);
+            let value = load_through(e, load.as_deref(), F32, [from, source], 0);
             let target = e.mul_imm(k, NR as i64);
             e.store(Emitter::mutable(), value, to, target, 0);
         });

@@ -60,16 +60,15 @@ impl Prologue {
         emit_steps(e, &self.steps, &values, ty)
     }
 
-    /// What a packing computes where it would load from the prologue's first input of x's
-    /// shape (its [`Prologue::primary`]) at `[base, index]` and `offset` (a `gemm::Transform`):
-    /// x's elements there, the source matrix's line `k` being x's channel `first + k`.
-    pub fn by_channel(
-        &self,
+    /// What a packing computes where it would load a line of its source matrix from the
+    /// prologue's [`Prologue::primary`] (a `gemm::RowLoad`): line `k` is x's channel `first + k`.
+    pub fn by_channel<'p>(
+        &'p self,
         first: Value,
-    ) -> impl Fn(&mut Emitter, Type, [Value; 2], i64, Value) -> Value + '_ {
-        move |e, ty, at, offset, line| {
+    ) -> impl Fn(&mut Emitter, Value) -> Box<ElementLoad<'p>> + 'p {
+        move |e, line| {
             let channel = e.b.ins().iadd(first, line);
-            self.in_channel(e, channel)(e, ty, at, offset)
+            self.in_channel(e, channel)
         }
     }
 

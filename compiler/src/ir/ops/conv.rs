@@ -1343,12 +1343,7 @@ fn pack_im2col(
         let end = e.min(end, positions);
         let cols = e.sub(end, first);
         let from = e.at(planes, first);
-        let row_load = computed.map(|(prologue, first)| {
-            move |e: &mut Emitter, k: Value| {
-                let channel = e.add(first, k);
-                prologue.in_channel(e, channel)
-            }
-        });
+        let row_load = computed.map(|(prologue, first)| prologue.by_channel(first));
         let row_load = row_load.as_ref().map(|r| r as &gemm::RowLoad);
         let cols = [cols, width, panels];
         gemm::pack_b_rows(e, (from, g.plane()), cols, channels, dst, row_load);
@@ -2208,12 +2203,12 @@ fn pack_taps(
             let from = e.at(planes, p0);
             let panel_width = e.int(NR as i64);
             let cols = [width, panel_width];
-            let transform = computed.map(|(prologue, first)| {
+            let column_load = computed.map(|(prologue, first)| {
                 let first = e.add(first, lo);
                 prologue.by_channel(first)
             });
-            let transform = transform.as_ref().map(|t| t as &gemm::Transform);
-            gemm::pack_b_panel(e, from, [1, g.plane()], cols, kc, panel, transform);
+            let column_load = column_load.as_ref().map(|l| l as &gemm::RowLoad);
+            gemm::pack_b_panel(e, from, [1, g.plane()], cols, kc, panel, column_load);
             return;
         }
         let end = e.add(lo, width);
