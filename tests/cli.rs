@@ -182,7 +182,7 @@ fn bench_compares_the_fused_step_with_the_unfused_one_round_by_round() {
     assert_eq!(report["network"], "mnist_cnn");
     assert_eq!(report["steps_per_round"], 2);
     let rounds = report["rounds"].as_array().expect("rounds");
-    assert_eq!(rounds.len(), netc::bench::COMPARISON_ROUNDS);
+    assert_eq!(rounds.len(), netc::bench::DEFAULT_COMPARISON_ROUNDS);
     let ms = |v: &serde_json::Value| v.as_f64().filter(|&ms| ms > 0.0).expect("a time");
     let mut ratios: Vec<f64> = rounds
         .iter()
@@ -205,4 +205,22 @@ fn bench_compares_the_fused_step_with_the_unfused_one_round_by_round() {
         assert_eq!(status, 1, "{stderr}");
         assert!(stderr.contains("cannot be used with"), "{stderr}");
     }
+}
+
+#[test]
+fn bench_compares_as_many_rounds_as_asked() {
+    let args = ["bench", "../models/mlp.net", "--batch", "2", "--steps", "1"];
+    let (status, stdout, stderr) =
+        netc(&[&args[..], &["--compare-unfused", "--rounds", "3", "--json"]].concat());
+    assert_eq!(status, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report["rounds"].as_array().expect("rounds").len(), 3);
+
+    let (status, _, stderr) = netc(&[&args[..], &["--compare-unfused", "--rounds", "0"]].concat());
+    assert_eq!(status, 1, "{stderr}");
+    assert!(stderr.contains("--rounds must be at least 1"), "{stderr}");
+
+    let (status, _, stderr) = netc(&[&args[..], &["--rounds", "3"]].concat());
+    assert_eq!(status, 1, "{stderr}");
+    assert!(stderr.contains("--compare-unfused"), "{stderr}");
 }

@@ -53,8 +53,9 @@ pub fn bench(network: &Network, options: &BenchOptions) -> Result<BenchReport, S
     })
 }
 
-/// Rounds of `--compare-unfused`: each times `steps` steps of one program, then of the other.
-pub const COMPARISON_ROUNDS: usize = 5;
+/// Rounds of `--compare-unfused` unless told: each times `steps` steps of one program, then of
+/// the other.
+pub const DEFAULT_COMPARISON_ROUNDS: usize = 5;
 
 /// The fused training step against the unfused one, measured in alternation.
 #[derive(Clone, Debug)]
@@ -70,9 +71,16 @@ pub struct Comparison {
 }
 
 /// Compiles `network`'s training step twice, with `options`' passes and with every fusion pass
-/// off, and times them in turn: [`COMPARISON_ROUNDS`] rounds of `options.steps` steps of each,
-/// the one that goes first changing every round.
-pub fn compare_unfused(network: &Network, options: &BenchOptions) -> Result<Comparison, String> {
+/// off, and times them in turn: `rounds` rounds of `options.steps` steps of each, the one that
+/// goes first changing every round.
+pub fn compare_unfused(
+    network: &Network,
+    options: &BenchOptions,
+    rounds: usize,
+) -> Result<Comparison, String> {
+    if rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
     let training = training_step(network, options)?;
     let unfused = CodegenOptions {
         passes: PassOptions::unfused(),
@@ -87,16 +95,16 @@ pub fn compare_unfused(network: &Network, options: &BenchOptions) -> Result<Comp
         }
         programs.push(program);
     }
-    let mut next_step = options.warmup;
-    let mut rounds = Vec::with_capacity(COMPARISON_ROUNDS);
-    for round in 0..COMPARISON_ROUNDS {
-        let mut medians = [Duration::ZERO; 2];
-        for side in [round % 2, 1 - round % 2] {
-            medians[side] = median_step(&mut programs[side], next_step, options.steps);
-        }
-        next_step += options.steps;
-        rounds.push(medians);
-    }
+    let rounds = (0..rounds)
+        .map(|round| {
+            let first = options.warmup + round * options.steps;
+            let mut medians = [Duration::ZERO; 2];
+            for side in [round % 2, 1 - round % 2] {
+                medians[side] = median_step(&mut programs[side], first, options.steps);
+            }
+            medians
+        })
+        .collect();
     Ok(Comparison {
         network: network.name.clone(),
         batch: options.batch,

@@ -110,10 +110,14 @@ enum Command {
         /// primitive and by layer.
         #[arg(long)]
         profile: bool,
-        /// Compile the step with the fusion passes and without, and time the two in turn (5
-        /// rounds of `--steps` steps each): each one's step and the ratio, as medians.
+        /// Compile the step with the fusion passes and without, and time the two in turn
+        /// (`--rounds` rounds of `--steps` steps each): each one's step and the ratio, as
+        /// medians.
         #[arg(long, conflicts_with_all = ["profile", "unfused"])]
         compare_unfused: bool,
+        /// Rounds of `--compare-unfused`: more give steadier medians on a busy machine.
+        #[arg(long, default_value_t = bench::DEFAULT_COMPARISON_ROUNDS, requires = "compare_unfused")]
+        rounds: usize,
         #[command(flatten)]
         machine: Machine,
         #[command(flatten)]
@@ -441,6 +445,7 @@ fn execute(
             json,
             profile,
             compare_unfused,
+            rounds,
             machine,
             settings,
         } => {
@@ -455,7 +460,7 @@ fn execute(
                 codegen: machine.options(),
             };
             let (text, json_value) = if compare_unfused {
-                let comparison = bench::compare_unfused(&network, &options)
+                let comparison = bench::compare_unfused(&network, &options, rounds)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 (comparison.text(), comparison.json())
             } else {
