@@ -44,17 +44,30 @@ def torch_images_per_s(args):
     return float(found.group(1))
 
 
+def positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=20, help="netc's timed steps per run")
-    parser.add_argument("--torch-steps", type=int, default=20, help="PyTorch's timed steps per run")
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--batch", type=positive, default=32)
+    parser.add_argument("--pairs", type=positive, default=3)
+    parser.add_argument("--steps", type=positive, default=20, help="netc's timed steps per run")
+    parser.add_argument("--torch-steps", type=positive, default=20,
+                        help="PyTorch's timed steps per run")
+    parser.add_argument("--threads", type=positive, default=os.cpu_count())
     parser.add_argument("--compile", action="store_true", help="torch.compile PyTorch's model")
     parser.add_argument("--netc", default=os.path.join(ROOT, "target", "release", "netc"))
     args = parser.parse_args()
+    if not os.access(args.netc, os.X_OK):
+        parser.error(f"no netc binary at {args.netc}: build it with `cargo build --release`, "
+                     "or name one with --netc")
+    if not os.path.exists(os.path.join(ROOT, "models", f"{args.model}.net")):
+        parser.error(f"no model `{args.model}`: the names are those of models/*.net")
     side = "torch.compile" if args.compile else "PyTorch eager"
     netc, torch, ratios = [], [], []
     for pair in range(1, args.pairs + 1):
