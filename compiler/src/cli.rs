@@ -113,10 +113,16 @@ enum Command {
         /// Compile the step with the fusion passes and without, and time the two in turn
         /// (`--rounds` rounds of `--steps` steps each): each one's step and the ratio, as
         /// medians.
-        #[arg(long, conflicts_with_all = ["profile", "unfused"])]
+        #[arg(long, group = "comparison", conflicts_with_all = ["profile", "unfused"])]
         compare_unfused: bool,
-        /// Rounds of `--compare-unfused`: more give steadier medians on a busy machine.
-        #[arg(long, default_value_t = bench::DEFAULT_COMPARISON_ROUNDS, requires = "compare_unfused")]
+        /// Compile the step as the other flags say, and again with this pass off too
+        /// (repeatable), and time the two in turn as `--compare-unfused` does: what the pass
+        /// buys.
+        #[arg(long, value_name = "PASS", value_parser = Pass::parse, group = "comparison", conflicts_with = "profile")]
+        compare_without: Vec<Pass>,
+        /// Rounds of `--compare-unfused` or `--compare-without`: more give steadier medians on
+        /// a busy machine.
+        #[arg(long, default_value_t = bench::DEFAULT_COMPARISON_ROUNDS, requires = "comparison")]
         rounds: usize,
         #[command(flatten)]
         machine: Machine,
@@ -205,8 +211,8 @@ struct PassFlags {
     unfused: bool,
     /// Switch a pass off by name; repeatable. The passes: factor_sums, merge_duplicates,
     /// pool_weight_grads, fold_batch_norm, fuse_elementwise, fuse_epilogue, fuse_sums,
-    /// fuse_prologue, schedule_updates, reuse_buffers, update_in_place, group_launches (a wrong
-    /// name lists them with what each does).
+    /// fuse_prologue, store_prologue, schedule_updates, reuse_buffers, update_in_place,
+    /// group_launches (a wrong name lists them with what each does).
     #[arg(long, value_name = "PASS", value_parser = Pass::parse)]
     disable_pass: Vec<Pass>,
 }
@@ -445,6 +451,7 @@ fn execute(
             json,
             profile,
             compare_unfused,
+            compare_without,
             rounds,
             machine,
             settings,
@@ -459,9 +466,20 @@ fn execute(
                 profile,
                 codegen: machine.options(),
             };
-            let (text, json_value) = if compare_unfused {
-                let comparison = bench::compare_unfused(&network, &options, rounds)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let comparison = if compare_unfused {
+                Some(bench::compare_unfused(&network, &options, rounds))
+            } else if !compare_without.is_empty() {
+                Some(bench::compare_without(
+                    &network,
+                    &options,
+                    &compare_without,
+                    rounds,
+                ))
+            } else {
+                None
+            };
+            let (text, json_value) = if let Some(comparison) = comparison {
+                let comparison = comparison.map_err(|e| anyhow::anyhow!("{e}"))?;
                 (comparison.text(), comparison.json())
             } else {
                 let report =

@@ -10,6 +10,7 @@
 //! its shape).
 
 use super::{check_op, config, random_tensor};
+use netc::interp::Tensor;
 use netc::ir::ops::conv::out_extent;
 use netc::ir::ops::fused::{Arg, Chain, Step};
 use netc::ir::ops::{ConvAttrs, MapFn};
@@ -124,8 +125,10 @@ pub(super) fn check_epilogues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, se
 
 /// The forward op with batch norm's statistics and the weight gradient, their x computed by a
 /// prologue: `relu((z - mean) * scale + shift + r)` from z and r (a residual) and three
-/// per-channel tensors.
-pub(super) fn check_prologues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, seed: u64) {
+/// per-channel tensors. Where the kernels compute each element of x once, also the forward op
+/// storing x as its last result (`store_prologue`), and the input gradient with its operand dy
+/// so computed, stored and not. Returns how many of those three it checked.
+pub(super) fn check_prologues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, seed: u64) -> usize {
     let y = output_shape(&attrs, &x, &w);
     let kernel = [w[2], w[3]];
     let channel = vec![1, x[1], 1, 1];
@@ -146,14 +149,28 @@ pub(super) fn check_prologues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, se
         steps: prologue.iter().cloned().chain(rest).collect(),
         results,
     };
-    let forward = with(
-        vec![
-            step(OpKind::Conv2d(attrs), &[t(4), input(5)]),
-            step(OpKind::SumTo(per_output.clone()), &[t(5)]),
-            step(OpKind::SumSquaredDeviationsTo(per_output), &[t(5)]),
-        ],
-        vec![5, 6, 7],
-    );
+    let forward = |results| {
+        with(
+            vec![
+                step(OpKind::Conv2d(attrs), &[t(4), input(5)]),
+                step(OpKind::SumTo(per_output.clone()), &[t(5)]),
+                step(OpKind::SumSquaredDeviationsTo(per_output.clone()), &[t(5)]),
+            ],
+            results,
+        )
+    };
+    let input_grad = |results| {
+        with(
+            vec![
+                step(
+                    OpKind::Conv2dInputGrad(attrs, [x[2], x[3]]),
+                    &[t(4), input(5)],
+                ),
+                step(OpKind::SumTo(channel.clone()), &[t(5)]),
+            ],
+            results,
+        )
+    };
     let weight_grad = with(
         vec![step(
             OpKind::Conv2dWeightGrad(attrs, kernel),
@@ -161,22 +178,45 @@ pub(super) fn check_prologues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, se
         )],
         Vec::new(),
     );
-    let z = random_tensor(x.clone(), seed, -1.0, 1.0);
-    let r = random_tensor(x, seed ^ 6, -1.0, 1.0);
-    let [mean, scale, shift] =
-        [3, 4, 5].map(|k| random_tensor(channel.clone(), seed ^ k, -1.0, 1.0));
-    let w = random_tensor(w, seed ^ 1, -1.0, 1.0);
-    let dy = random_tensor(y, seed ^ 2, -1.0, 1.0);
-    let prologue_inputs = [z, mean, scale, shift, r];
-    let inputs = |last| {
-        prologue_inputs
-            .iter()
-            .cloned()
-            .chain([last])
-            .collect::<Vec<_>>()
+    // The prologue's inputs for an operand of `shape`, `salt` apart from others.
+    let prologue_inputs = |shape: &[usize], salt: u64| {
+        let per_channel = vec![1, shape[1], 1, 1];
+        let whole = |k: u64| random_tensor(shape.to_vec(), seed ^ salt ^ k, -1.0, 1.0);
+        let channel = |k: u64| random_tensor(per_channel.clone(), seed ^ salt ^ k, -1.0, 1.0);
+        vec![whole(0), channel(3), channel(4), channel(5), whole(6)]
     };
-    check_op(OpKind::Fused(forward), &inputs(w), 1e-5);
-    check_op(OpKind::Fused(weight_grad), &inputs(dy), 1e-5);
+    let with_last = |mut inputs: Vec<Tensor>, last: &Tensor| {
+        inputs.push(last.clone());
+        inputs
+    };
+    let w = random_tensor(w, seed ^ 1, -1.0, 1.0);
+    let dy = random_tensor(y.clone(), seed ^ 2, -1.0, 1.0);
+    let of_x = prologue_inputs(&x, 0);
+    check_op(
+        OpKind::Fused(forward(vec![5, 6, 7])),
+        &with_last(of_x.clone(), &w),
+        1e-5,
+    );
+    check_op(
+        OpKind::Fused(weight_grad),
+        &with_last(of_x.clone(), &dy),
+        1e-5,
+    );
+    let of_dy = prologue_inputs(&y, 7 << 8);
+    let optional = [
+        (forward(vec![5, 6, 7, 4]), with_last(of_x, &w)),
+        (input_grad(vec![5, 6]), with_last(of_dy.clone(), &w)),
+        (input_grad(vec![5, 6, 4]), with_last(of_dy, &w)),
+    ];
+    let mut checked = 0;
+    for (chain, inputs) in optional {
+        let shapes: Vec<&Vec<usize>> = inputs.iter().map(|t| &t.shape).collect();
+        if OpKind::Fused(chain.clone()).shape(&shapes).is_ok() {
+            check_op(OpKind::Fused(chain), &inputs, 1e-5);
+            checked += 1;
+        }
+    }
+    checked
 }
 
 /// A 1x1 convolution without stride or padding, of up to 40 channels per group on planes of up
@@ -372,4 +412,35 @@ fn small_image_shapes() {
     check_all_three(rows_strided, vec![3, 4, 9, 7], vec![7, 4, 3, 2], 7);
     check_prologues(plain, vec![3, 32, 8, 8], vec![64, 32, 5, 5], 5);
     check_prologues(rows_strided, vec![3, 4, 9, 7], vec![7, 4, 3, 2], 7);
+}
+
+/// A convolution that computes its x by a prologue and stores it (`store_prologue`), x copied
+/// with its padding by a kernel of its own (few images: the product's tiles split each one),
+/// staged whole by one task per image (enough images), and dealt into the phases of a stride
+/// of 2 (the forward op only: that input gradient packs dy); and the input gradient computing
+/// dy so, where it is the flipped weights' convolution of dy.
+#[test]
+fn stored_prologues_match_the_interpreter() {
+    let same = ConvAttrs {
+        stride: [1, 1],
+        pad: [1; 4],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let strided = ConvAttrs {
+        stride: [2, 2],
+        ..same
+    };
+    assert_eq!(
+        check_prologues(same, vec![2, 8, 6, 6], vec![8, 8, 3, 3], 11),
+        3
+    );
+    assert_eq!(
+        check_prologues(same, vec![16, 8, 12, 12], vec![8, 8, 3, 3], 12),
+        3
+    );
+    assert_eq!(
+        check_prologues(strided, vec![2, 8, 9, 9], vec![8, 8, 3, 3], 13),
+        1
+    );
 }

@@ -127,7 +127,7 @@ pub fn check_ops(graph: &Graph, generated: &[Vec<f32>], tolerance: f64, label: &
         let got = &generated[op.output.0];
         // Each result of a chain with several is checked at its own scale.
         let mut scales = Vec::with_capacity(reference.len());
-        for len in result_lengths(&op.kind, reference.len()) {
+        for len in result_lengths(&op.kind, reference.len(), &arguments) {
             let segment = &reference[scales.len()..scales.len() + len];
             let scale = segment.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             scales.extend(std::iter::repeat_n(scale, len));
@@ -153,10 +153,19 @@ pub fn check_ops(graph: &Graph, generated: &[Vec<f32>], tolerance: f64, label: &
 
 /// The lengths of a fused chain's results, one after the other in its output; the whole
 /// output for any other op.
-fn result_lengths(kind: &OpKind, total: usize) -> Vec<usize> {
+fn result_lengths(kind: &OpKind, total: usize, arguments: &[&Tensor]) -> Vec<usize> {
     let OpKind::Fused(chain) = kind else {
         return vec![total];
     };
+    // A stored prologue's value has the shape of the largest tensor its steps read.
+    let stored_x = chain.stored_prologue().map(|x| {
+        let args = chain.steps[..=x].iter().flat_map(|step| &step.args);
+        let read = args.filter_map(|arg| match *arg {
+            Arg::Input(i) => Some(arguments[i].data.len()),
+            Arg::Step(_) => None,
+        });
+        (x, read.max().expect("a prologue reads an input"))
+    });
     let sum_len = |r: usize| match &chain.steps[r].kind {
         OpKind::SumTo(target) | OpKind::SumSquaredDeviationsTo(target) => {
             Some(target.iter().product::<usize>())
@@ -164,17 +173,22 @@ fn result_lengths(kind: &OpKind, total: usize) -> Vec<usize> {
         _ => None,
     };
     let summed: usize = chain.results.iter().filter_map(|&r| sum_len(r)).sum();
+    let (x, x_len) = stored_x.map_or((None, 0), |(x, len)| (Some(x), len));
     let stored = chain
         .results
         .iter()
-        .filter(|&&r| sum_len(r).is_none())
+        .filter(|&&r| sum_len(r).is_none() && Some(r) != x)
         .count();
+    let each = (total - summed - x_len) / stored.max(1);
     match chain.results.is_empty() {
         true => vec![total],
         false => chain
             .results
             .iter()
-            .map(|&r| sum_len(r).unwrap_or((total - summed) / stored.max(1)))
+            .map(|&r| match Some(r) == x {
+                true => x_len,
+                false => sum_len(r).unwrap_or(each),
+            })
             .collect(),
     }
 }
@@ -251,8 +265,12 @@ fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -
                     step.kind,
                     OpKind::SumTo(_) | OpKind::SumSquaredDeviationsTo(_)
                 ) {
+                    // A stored prologue's value comes before the contraction: none carried.
                     let none = vec![0.0; value(Arg::Step(r)).data.len()];
-                    magnitudes.extend(contraction.clone().unwrap_or(none));
+                    let carried = contraction
+                        .clone()
+                        .filter(|_| chain.stored_prologue() != Some(r));
+                    magnitudes.extend(carried.unwrap_or(none));
                     continue;
                 }
                 let terms = value(step.args[0]);

@@ -21,6 +21,10 @@ pub enum Source<'p> {
 pub struct Prologue {
     pub steps: Vec<Step>,
     pub inputs: Vec<(Slot, bool)>,
+    /// Where x is stored as it is computed, if other ops read it too: a buffer and x's offset
+    /// in it, in floats. Only a kernel that computes each element of x once
+    /// (`conv::copies_computed_x_once`) computes a prologue that stores.
+    pub stored: Option<(Slot, usize)>,
 }
 
 impl Prologue {
@@ -79,20 +83,31 @@ impl Prologue {
     pub fn in_channel(&self, e: &mut Emitter, channel: Value) -> Box<ElementLoad<'_>> {
         let primary = self.primary();
         let channel = self.channel_values(e, channel);
+        // Another tensor of x's shape: the same element, `base` moved by the distance between
+        // the two tensors.
+        let moved = move |e: &mut Emitter, base: Value, to: Value| {
+            let from = e.buffer(primary);
+            let shift = e.b.ins().isub(to, from);
+            e.b.ins().iadd(base, shift)
+        };
         Box::new(move |e, ty, [base, index], offset| {
-            self.compute(e, ty, &channel, |e, slot| {
-                // Another tensor of x's shape: the same element, `base` moved by the distance
-                // between the two tensors.
+            let x = self.compute(e, ty, &channel, |e, slot| {
                 let base = match slot == primary {
                     true => base,
                     false => {
-                        let [to, from] = [slot, primary].map(|slot| e.buffer(slot));
-                        let shift = e.b.ins().isub(to, from);
-                        e.b.ins().iadd(base, shift)
+                        let to = e.buffer(slot);
+                        moved(e, base, to)
                     }
                 };
                 e.load(ty, Emitter::frozen(), base, index, offset)
-            })
+            });
+            if let Some((slot, floats)) = self.stored {
+                let buffer = e.buffer(slot);
+                let start = e.b.ins().iadd_imm_s(buffer, 4 * floats as i64);
+                let to = moved(e, base, start);
+                e.store(Emitter::mutable(), x, to, index, offset);
+            }
+            x
         })
     }
 

@@ -70,7 +70,11 @@ fn fits(graph: &Graph, producer: usize, reader: usize) -> bool {
 
 /// The chain of op `reader` with op `producer`'s steps before it, and its inputs: the
 /// producer's, then the reader's others.
-fn prologue_chain(graph: &Graph, producer: usize, reader: usize) -> (Vec<ValueId>, Chain) {
+pub(super) fn prologue_chain(
+    graph: &Graph,
+    producer: usize,
+    reader: usize,
+) -> (Vec<ValueId>, Chain) {
     let (before, op) = (&graph.ops[producer], &graph.ops[reader]);
     let mut inputs: Vec<ValueId> = Vec::new();
     let mut arg_of = |value: ValueId| {

@@ -146,7 +146,7 @@ pub fn run(graph: &Graph) -> Graph {
 }
 
 /// Whether the host reads each value after the step: an output, or what an output is a view of.
-fn read_after_the_step(graph: &Graph) -> Vec<bool> {
+pub(super) fn read_after_the_step(graph: &Graph) -> Vec<bool> {
     let mut read = vec![false; graph.values.len()];
     for output in &graph.outputs {
         let mut value = output.value;

@@ -16,6 +16,7 @@ pub mod memory;
 pub mod merge_duplicates;
 pub mod pool_weight_grads;
 pub mod schedule;
+pub mod store_prologue;
 
 use crate::ir::{Graph, Op, ValueId};
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ pub enum Pass {
     FuseEpilogue,
     FuseSums,
     FusePrologue,
+    StorePrologue,
     ScheduleUpdates,
     ReuseBuffers,
     UpdateInPlace,
@@ -40,7 +42,7 @@ pub enum Pass {
 
 impl Pass {
     /// Every pass, in the order `run` applies them.
-    pub const ALL: [Pass; 12] = [
+    pub const ALL: [Pass; 13] = [
         Pass::FactorSums,
         Pass::MergeDuplicates,
         Pass::PoolWeightGrads,
@@ -49,6 +51,7 @@ impl Pass {
         Pass::FuseEpilogue,
         Pass::FuseSums,
         Pass::FusePrologue,
+        Pass::StorePrologue,
         Pass::ScheduleUpdates,
         Pass::ReuseBuffers,
         Pass::UpdateInPlace,
@@ -65,6 +68,7 @@ impl Pass {
             Pass::FuseEpilogue => "fuse_epilogue",
             Pass::FuseSums => "fuse_sums",
             Pass::FusePrologue => "fuse_prologue",
+            Pass::StorePrologue => "store_prologue",
             Pass::ScheduleUpdates => "schedule_updates",
             Pass::ReuseBuffers => "reuse_buffers",
             Pass::UpdateInPlace => "update_in_place",
@@ -99,6 +103,7 @@ impl Pass {
             | Pass::FuseEpilogue
             | Pass::FuseSums
             | Pass::FusePrologue
+            | Pass::StorePrologue
             | Pass::GroupLaunches => true,
             Pass::FactorSums
             | Pass::MergeDuplicates
@@ -119,6 +124,7 @@ impl Pass {
             | Pass::FuseEpilogue
             | Pass::FuseSums
             | Pass::FusePrologue
+            | Pass::StorePrologue
             | Pass::ScheduleUpdates => true,
             Pass::ReuseBuffers | Pass::UpdateInPlace | Pass::GroupLaunches => false,
         }
@@ -153,6 +159,10 @@ impl Pass {
             Pass::FusePrologue => {
                 "an elementwise op that only depthwise or pointwise convolutions and their weight \
                  gradients read computed by them as they read it, instead of written to memory"
+            }
+            Pass::StorePrologue => {
+                "an elementwise op that other ops read too computed by the first convolution \
+                 that reads it (or the input gradient of one), which stores it as it goes"
             }
             Pass::ScheduleUpdates => {
                 "each optimizer update (with the gradient it reads) as early as its inputs allow, \
@@ -244,6 +254,7 @@ pub fn apply(pass: Pass, graph: &Graph) -> Graph {
         Pass::FuseEpilogue => fuse_epilogue::run(graph),
         Pass::FuseSums => fuse_sums::run(graph),
         Pass::FusePrologue => fuse_prologue::run(graph),
+        Pass::StorePrologue => store_prologue::run(graph),
         Pass::ScheduleUpdates => schedule::run(graph),
         Pass::ReuseBuffers | Pass::UpdateInPlace | Pass::GroupLaunches => graph.clone(),
     }

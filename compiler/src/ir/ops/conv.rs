@@ -969,6 +969,99 @@ enum Im2col {
     GatheredImages,
 }
 
+/// How a convolution's product is laid out: x's padded layout, where the im2col rows come
+/// from, the product's columns (several images' positions where they share a panel), and its
+/// tiles (`[O/g x columns]` per block of images and group).
+struct ProductPlan {
+    layout: PaddedLayout,
+    im2col: Im2col,
+    columns: usize,
+    images_per_panel: usize,
+    image_blocks: usize,
+    /// Panels of rows and columns; panels per tile; tiles along each.
+    panels: [usize; 2],
+    tile: [usize; 2],
+    tiles: [usize; 2],
+    /// Whether each task writes the rows of x its tile reads to its scratch.
+    staged: bool,
+}
+
+impl ProductPlan {
+    /// The plan for `g`, x `computed` by a prologue or not, and `stored` by it: then an
+    /// image's columns are one tile where that tile is no larger than others may be, so that one
+    /// task stages (and stores) all of x's rows, which the image's other tasks would otherwise
+    /// compute again.
+    fn new(g: &Geometry, computed: bool, stored: bool) -> ProductPlan {
+        let layout = PaddedLayout::of(g, computed);
+        let placed = layout.pays(g);
+        let (columns, images_per_panel) = if placed {
+            (layout.columns(g), 1)
+        } else {
+            (g.positions, g.images_per_panel())
+        };
+        let image_blocks = g.batch.div_ceil(images_per_panel);
+        let columns = columns * images_per_panel;
+        // K blocks: whole channels.
+        let (m_panels, n_panels) = (gemm::row_panels(g.group_out), gemm::col_panels(columns));
+        let most_rows = m_panels.min(gemm::row_panels(MOST_ROWS));
+        let most_cols = MOST_TILE_FLOATS / (most_rows * MR * NR);
+        let most_cols = match stored && most_rows * n_panels <= most_cols {
+            true => n_panels,
+            false => most_cols.clamp(MOST_PANELS, MOST_PRODUCT_PANELS),
+        };
+        let (mt, nt) = gemm::tiles(
+            image_blocks * g.groups,
+            m_panels,
+            n_panels,
+            [most_rows, most_cols],
+        );
+        let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
+        // Packed im2col rows of one image per panel are copied from x as `layout` lays it out
+        // (a tap's positions along an output row are then a run of it) where that layout is x
+        // itself or can be staged.
+        let fits = m_tiles == 1 && g.group_in * layout.plane() <= MOST_STAGED_FLOATS;
+        let packs_laid_out =
+            !placed && images_per_panel == 1 && g.taps() > 1 && (fits || !layout.copy);
+        // Where x needs its padding written out (or dealt into phases), each task writes the
+        // rows its tile reads to its scratch, where the product reads them in cache, unless
+        // several tasks would write the same rows; else the product reads them from a copy of
+        // all of x.
+        let im2col = if placed {
+            Im2col::InPlace
+        } else if packs_laid_out {
+            Im2col::LaidOut
+        } else if images_per_panel == 1 {
+            Im2col::Gathered
+        } else {
+            Im2col::GatheredImages
+        };
+        let staged = layout.copy && fits && matches!(im2col, Im2col::InPlace | Im2col::LaidOut);
+        ProductPlan {
+            layout,
+            im2col,
+            columns,
+            images_per_panel,
+            image_blocks,
+            panels: [m_panels, n_panels],
+            tile: [mt, nt],
+            tiles: [m_tiles, n_tiles],
+            staged,
+        }
+    }
+
+    /// Whether the im2col rows are read from x's padded layout (in place, or copied run by run).
+    fn laid_out(&self) -> bool {
+        matches!(self.im2col, Im2col::InPlace | Im2col::LaidOut)
+    }
+
+    /// Whether x's padded copy is written whole once per image and group: by the copy's own
+    /// kernel, or staged by the one task of each image and group (tasks stage x only where the
+    /// product has one tile of rows), so that a prologue computing x can store it there.
+    fn copies_x_once(&self) -> bool {
+        self.laid_out() && self.layout.copy && (!self.staged || self.tiles[1] == 1)
+    }
+}
+
 /// The product of each group's weights (`weights`: `[O/g x Kc]` per group, packed once) by the
 /// im2col matrix of `x`, written to `output` through `epilogue`. The im2col rows are packed
 /// block by block, or read where they lie (see [`PaddedLayout`]).
@@ -984,47 +1077,24 @@ fn emit_product(
     // A prologue is computed where x is copied into its padded layout, or packed.
     let (x, prologue) = packed_source(source);
     let weights = gemm::pack_a(sink, weights);
-    let layout = PaddedLayout::of(g, prologue.is_some());
-    let placed = layout.pays(g);
-    let (columns, images_per_panel) = if placed {
-        (layout.columns(g), 1)
-    } else {
-        (g.positions, g.images_per_panel())
-    };
-    let image_blocks = g.batch.div_ceil(images_per_panel);
-    let columns = columns * images_per_panel;
-    // Tasks: tiles of `[O/g x columns]` per block of images and group; K blocks: whole
-    // channels.
-    let (m_panels, n_panels) = (gemm::row_panels(g.group_out), gemm::col_panels(columns));
-    let most_rows = m_panels.min(gemm::row_panels(MOST_ROWS));
-    let most_cols = MOST_TILE_FLOATS / (most_rows * MR * NR);
-    let most_cols = most_cols.clamp(MOST_PANELS, MOST_PRODUCT_PANELS);
-    let (mt, nt) = gemm::tiles(
-        image_blocks * g.groups,
-        m_panels,
-        n_panels,
-        [most_rows, most_cols],
+    let stores = prologue.is_some_and(|p| p.stored.is_some());
+    let plan = ProductPlan::new(g, prologue.is_some(), stores);
+    assert!(
+        !stores || plan.copies_x_once(),
+        "internal error: a convolution stores a prologue it computes more than once"
     );
-    let (m_tiles, n_tiles) = (m_panels.div_ceil(mt), n_panels.div_ceil(nt));
-    // Packed im2col rows of one image per panel are copied from x as `layout` lays it out (a
-    // tap's positions along an output row are then a run of it) where that layout is x itself
-    // or can be staged.
-    let fits = m_tiles == 1 && g.group_in * layout.plane() <= MOST_STAGED_FLOATS;
-    let packs_laid_out = !placed && images_per_panel == 1 && g.taps() > 1 && (fits || !layout.copy);
-    // Where x needs its padding written out (or dealt into phases), each task writes the rows
-    // its tile reads to its scratch, where the product reads them in cache, unless several
-    // tasks would write the same rows; else the product reads them from a copy of all of x.
-    let im2col = if placed {
-        Im2col::InPlace
-    } else if packs_laid_out {
-        Im2col::LaidOut
-    } else if images_per_panel == 1 {
-        Im2col::Gathered
-    } else {
-        Im2col::GatheredImages
-    };
-    let laid_out = matches!(im2col, Im2col::InPlace | Im2col::LaidOut);
-    let staged = layout.copy && fits && laid_out;
+    let (laid_out, staged) = (plan.laid_out(), plan.staged);
+    let [m_panels, n_panels] = plan.panels;
+    let [mt, nt] = plan.tile;
+    let [m_tiles, n_tiles] = plan.tiles;
+    let ProductPlan {
+        layout,
+        im2col,
+        columns,
+        images_per_panel,
+        image_blocks,
+        ..
+    } = plan;
     let (image, image_plane) = if staged {
         (x, layout.plane())
     } else if laid_out {
@@ -1097,7 +1167,8 @@ fn emit_product(
             let zero = e.int(0);
             if staged {
                 let x_planes = g.group_planes(e, [xs, first_image, group], g.plane());
-                let read = if im2col == Im2col::InPlace {
+                // A prologue that stores x computes all of it.
+                let read = if im2col == Im2col::InPlace && !stores {
                     layout.rows_read(e, g, [first_column, cols])
                 } else {
                     [0, layout.hw[0] as i64].map(|row| e.int(row))
@@ -1410,24 +1481,32 @@ fn pack_im2col(
 
 /// The input gradient, written through `epilogue`: each task applies it to the planes it owns
 /// once they are complete, while they are in cache.
+/// dx, from dy (`source`, of `dy_shape`: a tensor, or computed by a prologue where
+/// [`copies_computed_x_once`] allows one) and w.
 pub fn emit_input_grad(
     a: &ConvAttrs,
     sink: &mut KernelSink,
-    inputs: &[Operand],
+    (source, dy_shape): (&Source, &[usize]),
+    w: &Operand,
     output: &Operand,
     epilogue: &Epilogue,
 ) {
-    let (dy, w) = (&inputs[0], &inputs[1]);
-    if depthwise::is_depthwise(a, &output.shape, &w.shape) {
-        return depthwise::emit_input_grad(a, sink, inputs, output, epilogue);
-    }
+    let depthwise = depthwise::is_depthwise(a, &output.shape, &w.shape);
     let g = Geometry::new(a, &output.shape, &w.shape);
-    if let Some(adjoint) = adjoint_attrs(&g) {
-        let flipped_shape = [g.groups * g.group_in, g.group_out, g.kernel[0], g.kernel[1]];
-        let adjoint_geometry = Geometry::new(&adjoint, &dy.shape, &flipped_shape);
+    if let Some(adjoint) = adjoint_geometry(&g, dy_shape).filter(|_| !depthwise) {
         let weights = flipped_weights(sink, &g, w.slot);
-        let dy = Source::Tensor(dy.slot);
-        return emit_product(sink, &adjoint_geometry, &dy, &weights, output, epilogue);
+        return emit_product(sink, &adjoint, source, &weights, output, epilogue);
+    }
+    let Source::Tensor(slot) = *source else {
+        unreachable!("internal error: a prologue computes dy for an input gradient that packs it")
+    };
+    let dy = &Operand {
+        slot,
+        shape: dy_shape.to_vec(),
+    };
+    if depthwise {
+        let inputs = [dy.clone(), w.clone()];
+        return depthwise::emit_input_grad(a, sink, &inputs, output, epilogue);
     }
     let (depth, taps, positions) = (g.depth(), g.taps(), g.positions);
     // dcol `[Kc x P]` = W_gᵀ · dy_ng, scattered into dx: A = each group's transposed weights,
@@ -1635,6 +1714,32 @@ fn adjoint_attrs(g: &Geometry) -> Option<ConvAttrs> {
         pad: [pad(0)?, pad(1)?, pad(2)?, pad(3)?],
         ..*a
     })
+}
+
+/// The geometry of the adjoint convolution over dy (`dy_shape`) that computes the input
+/// gradient of the convolution of geometry `g`, where [`adjoint_attrs`] takes that route.
+fn adjoint_geometry(g: &Geometry, dy_shape: &[usize]) -> Option<Geometry> {
+    let adjoint = adjoint_attrs(g)?;
+    let flipped_shape = [g.groups * g.group_in, g.group_out, g.kernel[0], g.kernel[1]];
+    Some(Geometry::new(&adjoint, dy_shape, &flipped_shape))
+}
+
+/// Whether a convolution (`Conv2d`, or its input gradient `Conv2dInputGrad`) whose operand x
+/// (dy for the input gradient) a prologue computes writes x's padded copy once, computing each
+/// element of x once, given x's shape and w's: then it can store x as it goes (a chain's
+/// stored prologue, `fused::check_results`). Depthwise kernels and packings compute some
+/// elements several times.
+pub fn copies_computed_x_once(kind: &OpKind, x: &[usize], w: &[usize]) -> bool {
+    let geometry = match kind {
+        OpKind::Conv2d(a) if !depthwise::is_depthwise(a, x, w) => Some(Geometry::new(a, x, w)),
+        OpKind::Conv2dInputGrad(a, hw) => {
+            let dx = [x[0], a.groups * w[1], hw[0], hw[1]];
+            let depthwise = depthwise::is_depthwise(a, &dx, w);
+            adjoint_geometry(&Geometry::new(a, &dx, w), x).filter(|_| !depthwise)
+        }
+        _ => None,
+    };
+    geometry.is_some_and(|g| ProductPlan::new(&g, true, true).copies_x_once())
 }
 
 /// Each group's weights for the adjoint convolution (see [`adjoint_attrs`]), `[C/g x O/g*taps]`:

@@ -152,6 +152,13 @@ impl Chain {
         })
     }
 
+    /// The prologue's value (its last step), where the chain stores it as its last result
+    /// because other ops read x too: the one result out of step order.
+    pub fn stored_prologue(&self) -> Option<usize> {
+        let x = self.contraction()?.prologue.len().checked_sub(1)?;
+        (self.results.last() == Some(&x)).then_some(x)
+    }
+
     /// Whether every step is elementwise: each output element from the inputs' elements at
     /// its position alone.
     pub fn is_elementwise(&self) -> bool {
@@ -298,13 +305,19 @@ fn check_prologue(around: &Around, inputs: &[&Shape], shapes: &[Shape]) -> Resul
             }
         }
     }
-    if !matches!(
-        contraction.kind,
-        OpKind::Conv2d(_) | OpKind::Conv2dWeightGrad(..)
-    ) {
+    let w = match *second {
+        Arg::Input(i) => inputs[i],
+        Arg::Step(_) => unreachable!("checked above"),
+    };
+    let takes_prologue = match contraction.kind {
+        OpKind::Conv2d(_) | OpKind::Conv2dWeightGrad(..) => true,
+        OpKind::Conv2dInputGrad(..) => conv::copies_computed_x_once(&contraction.kind, x, w),
+        _ => false,
+    };
+    if !takes_prologue {
         return Err(format!(
-            "step {at} is `{name}`, which takes no prologue: only a convolution or its weight \
-             gradient does"
+            "step {at} is `{name}`, which takes no prologue here: only a convolution, its weight \
+             gradient, and its input gradient where it copies dy once (stride 1) do"
         ));
     }
     let after = &around.epilogue;
@@ -382,9 +395,17 @@ pub struct Results<'c> {
 /// shape. Or a convolution (or its input gradient) with its epilogue, then sums per channel
 /// of the epilogue's values, with the epilogue's result first, which its write-out computes.
 fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(), String> {
-    let results = &chain.results;
+    let stored_x = chain.stored_prologue();
+    if let Some(x) = stored_x {
+        check_stored_prologue(chain, inputs, &shapes[x])?;
+    }
+    let results = &chain.results[..chain.results.len() - usize::from(stored_x.is_some())];
     if results.len() < 2 || results.windows(2).any(|w| w[0] >= w[1]) {
-        return Err("a chain lists two or more results, in step order".to_string());
+        return Err(
+            "a chain lists two or more results, in step order (and last, its prologue's value \
+             if it stores it)"
+                .to_string(),
+        );
     }
     if let Some(&r) = results.iter().find(|&&r| r >= chain.steps.len()) {
         return Err(format!("result t{r} is not a step"));
@@ -494,6 +515,27 @@ fn check_results(chain: &Chain, inputs: &[&Shape], shapes: &[Shape]) -> Result<(
         ));
     }
     Ok(())
+}
+
+/// That a contraction whose prologue's value `x` (of that shape) a chain stores computes each
+/// element of x once, so that it can store x as it goes.
+fn check_stored_prologue(chain: &Chain, inputs: &[&Shape], x: &Shape) -> Result<(), String> {
+    let around = chain
+        .contraction()
+        .expect("a chain that stores its prologue's value");
+    let w = match around.contraction.args.get(1) {
+        Some(&Arg::Input(i)) => inputs[i],
+        _ => return Err("a contraction's second operand is an input".to_string()),
+    };
+    if conv::copies_computed_x_once(&around.contraction.kind, x, w) {
+        return Ok(());
+    }
+    Err(format!(
+        "result t{} is the prologue's value, which only a convolution (or its input gradient) \
+         that computes each element of it once can store, not `{}` over {x:?}",
+        around.prologue.len() - 1,
+        around.contraction.kind.name()
+    ))
 }
 
 /// That a chain summing `summed` to `target` reads tensors of those shapes only, so that each
@@ -637,9 +679,14 @@ fn emit_contraction(
 ) {
     let (contraction, steps, at) = (around.contraction, around.epilogue, around.prologue.len());
     let results = &chain.results;
-    // x is an input, or the prologue's value (which only a convolution or its weight
-    // gradient reads, as its first operand).
-    let prologue = prologue(around.prologue, inputs);
+    // x is an input, or the prologue's value (which only a convolution or its gradients
+    // read, as their first operand), stored last in the output where the chain stores it.
+    let stored = chain.stored_prologue().map(|_| output.slot);
+    let mut prologue = prologue(around.prologue, inputs);
+    if let (Some(slot), Some((prologue, x))) = (stored, &mut prologue) {
+        let floats: usize = x.iter().product();
+        prologue.stored = Some((slot, output.len() - floats));
+    }
     let operand_shapes: Vec<&Shape> = contraction
         .args
         .iter()
@@ -734,7 +781,7 @@ fn emit_contraction(
         OpKind::Conv2d(a) => conv::emit(a, sink, x, operand(1), output, &epilogue),
         OpKind::Conv2dWeightGrad(a, _) => conv::emit_weight_grad(a, sink, x, operand(1), output),
         OpKind::Conv2dInputGrad(a, _) => {
-            conv::emit_input_grad(a, sink, &operands(), output, &epilogue)
+            conv::emit_input_grad(a, sink, x, operand(1), output, &epilogue)
         }
         OpKind::MatMul {
             transpose_a,
@@ -784,7 +831,12 @@ fn prologue<'i>(steps: &[Step], inputs: &'i [Operand]) -> Option<(Prologue, &'i 
         .iter()
         .map(|&i| (inputs[i].slot, inputs[i].shape != *x))
         .collect();
-    Some((Prologue { steps, inputs }, x))
+    let prologue = Prologue {
+        steps,
+        inputs,
+        stored: None,
+    };
+    Some((prologue, x))
 }
 
 /// The value of elementwise `steps` over the `loaded` elements of a chain's inputs.

@@ -331,7 +331,8 @@ impl OpKind {
                 conv::emit(a, sink, x, &inputs[1], output, &Epilogue::none())
             }
             OpKind::Conv2dInputGrad(a, _) => {
-                conv::emit_input_grad(a, sink, inputs, output, &Epilogue::none())
+                let dy = (&Source::Tensor(inputs[0].slot), &inputs[0].shape[..]);
+                conv::emit_input_grad(a, sink, dy, &inputs[1], output, &Epilogue::none())
             }
             OpKind::Conv2dWeightGrad(a, _) => {
                 let x = (&Source::Tensor(inputs[0].slot), &inputs[0].shape[..]);
