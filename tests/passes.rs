@@ -461,6 +461,54 @@ fn prologues_change_no_bit_of_the_step() {
 }
 
 #[test]
+fn convolutions_store_what_they_compute_for_other_readers() {
+    // In resnet_small (16x16 images, a block per stage) at batch 16, where one task stages
+    // each image's x whole, the first convolution of stage 1's block computes the stem's
+    // output (batch norm's apply and ReLU) and that of stage 2's the block output before it (the
+    // residual sum too) and store them for the residual sums and the backward pass; and the
+    // input gradients of stride-1 convolutions compute batch norm's gradient (their dy) and
+    // store it for the weight gradient. Each means what the ops it replaces did, to the bit.
+    let net = network("../models/resnet_small.net", &[("size", 16), ("n", 1)]);
+    let momentum = OptimizerKind::Momentum { momentum: 0.9 };
+    let training = pipeline::training(&net, &options(16, momentum)).expect("lowers");
+    let without = PassOptions::new(false, &[Pass::StorePrologue]);
+    let graph = passes::run(&training.graph, &PassOptions::default());
+    let mut stored: HashMap<&str, usize> = HashMap::new();
+    for op in &graph.ops {
+        if let OpKind::Fused(chain) = &op.kind {
+            if chain.stored_prologue().is_some() {
+                let around = chain.contraction().expect("a contraction");
+                *stored.entry(around.contraction.kind.name()).or_default() += 1;
+            }
+        }
+    }
+    let counts = HashMap::from([("conv2d", 2), ("conv2d_input_grad", 3)]);
+    assert_eq!(stored, counts);
+    let inputs = feed(&training, 5, 1e-3);
+    let before = passes::run(&training.graph, &without);
+    for ((name, want), (_, got)) in outputs(&before, &inputs)
+        .iter()
+        .zip(outputs(&graph, &inputs))
+    {
+        let scale = want.data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let worst = want
+            .data
+            .iter()
+            .zip(&got.data)
+            .map(|(w, g)| (w - g).abs())
+            .fold(0.0, f64::max);
+        assert!(worst <= 1e-9 * (scale + 1.0), "{name}: off by {worst}");
+    }
+    let with = step_outputs(&training, PassOptions::default(), &inputs);
+    let without = step_outputs(&training, without, &inputs);
+    for ((name, with), (_, without)) in with.iter().zip(&without) {
+        let differ = with.iter().zip(without);
+        let differ = differ.filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differ, 0, "{differ} elements of `{name}` differ");
+    }
+}
+
+#[test]
 fn an_update_in_place_waits_for_the_readers_of_views_of_the_old_value() {
     // A parameter's gradient is ready at once, and a reshape of the parameter is read last:
     // the update, computed in the parameter's buffer, must wait for that reader as for the
