@@ -47,40 +47,26 @@ pub fn run(graph: &Graph) -> Graph {
             continue;
         };
         let before = reader.min(first_other);
-        // The reader's other inputs exist before the op it moves up to.
-        let ready = graph.ops[reader]
-            .inputs
+        if [producer, reader, before]
             .iter()
-            .all(|&value| value == op.output || graph.producer(value).is_none_or(|p| p < before));
-        let taken = [producer, reader, before]
-            .iter()
-            .any(|index| involved.contains(index));
-        if ready && !taken {
+            .any(|index| involved.contains(index))
+        {
+            continue;
+        }
+        stored.push(Stored {
+            producer,
+            reader,
+            before,
+        });
+        // Kept where every op still comes after the ops whose results it reads: the reader's
+        // other inputs exist by then, and no other reader that moves up reads the producer.
+        if runs_in_order(graph, &order(graph, &stored)) {
             involved.extend([producer, reader, before]);
-            stored.push(Stored {
-                producer,
-                reader,
-                before,
-            });
+        } else {
+            stored.pop();
         }
     }
-    let moved: HashMap<usize, &Stored> = stored.iter().map(|s| (s.before, s)).collect();
-    let skipped: HashSet<usize> = stored.iter().flat_map(|s| [s.producer, s.reader]).collect();
-    let order = (0..graph.ops.len()).flat_map(|index| {
-        let before: &[usize] = match moved.get(&index) {
-            Some(s) if s.before == s.reader => &[s.producer, s.reader],
-            Some(s) => &[s.producer, s.reader, s.before],
-            None => &[],
-        };
-        match before.is_empty() {
-            true => (!skipped.contains(&index))
-                .then_some(index)
-                .into_iter()
-                .collect(),
-            false => before.to_vec(),
-        }
-    });
-    let order: Vec<usize> = order.collect();
+    let order = order(graph, &stored);
     let reader_of: HashMap<usize, usize> = stored.iter().map(|s| (s.producer, s.reader)).collect();
     let mut computed: HashMap<usize, ValueId> = HashMap::new();
     rewrite_in_order(graph, order, |new, index, renumber| {
@@ -145,4 +131,33 @@ fn stored_chain(graph: &Graph, producer: usize, reader: usize) -> (Vec<ValueId>,
         - 1;
     chain.results.push(x);
     (inputs, chain)
+}
+
+/// The ops in order, each stored op's producer and reader just before the op it runs before.
+fn order(graph: &Graph, stored: &[Stored]) -> Vec<usize> {
+    let moved: HashMap<usize, &Stored> = stored.iter().map(|s| (s.before, s)).collect();
+    let skipped: HashSet<usize> = stored.iter().flat_map(|s| [s.producer, s.reader]).collect();
+    let mut order = Vec::with_capacity(graph.ops.len());
+    for index in 0..graph.ops.len() {
+        match moved.get(&index) {
+            Some(s) if s.before == s.reader => order.extend([s.producer, s.reader]),
+            Some(s) => order.extend([s.producer, s.reader, s.before]),
+            None if !skipped.contains(&index) => order.push(index),
+            None => {}
+        }
+    }
+    order
+}
+
+/// Whether every op in `order` comes after the ops whose results it reads.
+fn runs_in_order(graph: &Graph, order: &[usize]) -> bool {
+    let mut done = vec![false; graph.ops.len()];
+    order.iter().all(|&index| {
+        let ready = graph.ops[index]
+            .inputs
+            .iter()
+            .all(|&value| graph.producer(value).is_none_or(|p| done[p]));
+        done[index] = true;
+        ready
+    })
 }
