@@ -255,10 +255,14 @@ pub fn memory(
     let scratch_bytes = bytes(layout.scratch_floats) * program.threads() as u64;
     let total_bytes =
         by_purpose.iter().map(|(_, b)| b).sum::<u64>() + workspace_bytes + scratch_bytes;
-    let unplanned_bytes = one_per_value(graph)
+    // Views that lie inside another buffer take no memory of their own.
+    let unplanned = one_per_value(graph);
+    let unplanned_bytes = unplanned
         .buffer_floats
         .iter()
-        .map(|&f| bytes(f))
+        .zip(&unplanned.inside)
+        .filter(|(_, inside)| inside.is_none())
+        .map(|(&f, _)| bytes(f))
         .sum();
     Ok(MemoryReport {
         by_purpose,

@@ -1,15 +1,18 @@
 //! The thread pool generated code runs its kernels on: created once, with one scratch buffer per
 //! thread, and entered through `netc_parallel_for` with a kernel pointer and its table.
 //!
-//! A launch cuts the tasks into a few chunks per thread, and every thread, the caller
-//! included, claims chunks until none are left. Kernels are written so that each output element
-//! belongs to exactly one task and every reduction runs in a fixed order inside it, so results
-//! do not depend on which thread ran a chunk, nor on how many threads there are. Claiming (rather
-//! than a fixed share per thread) keeps a busy machine from stalling a step: a worker the
-//! operating system has not scheduled yet finds its work already done. Each thread first claims
-//! the chunks of its own share (the same part of the tasks at every launch), then the others':
-//! kernels number their tasks along memory, so a thread mostly reads what it wrote in the
-//! launches before, still in its own cache.
+//! Every thread of a launch, the caller included, claims chunks of its tasks until none are
+//! left. Kernels are written so that each output element belongs to exactly one task and every
+//! reduction runs in a fixed order inside it, so results do not depend on which thread ran a
+//! chunk, nor on how many threads there are. Claiming (rather than a fixed share per thread)
+//! keeps a busy machine from stalling a step: a worker the operating system has not scheduled
+//! yet finds its work already done. Each thread first claims the chunks of its own share (the
+//! same part of the tasks at every launch), then the others': kernels number their tasks along
+//! memory, so a thread mostly reads what it wrote in the launches before, still in its own
+//! cache. Each claim takes half of what is left of a share (guided scheduling), so chunks shrink
+//! towards the end: the thread that runs out of work first waits for a short last chunk of the
+//! other's, not a quarter of its share (resnet_small's step ran ~3% faster than with four equal
+//! chunks per thread).
 //!
 //! Workers spin briefly on the job counter before sleeping: a training step launches hundreds
 //! of kernels, many of them microseconds long, and a condition variable's wake-up costs about
@@ -24,65 +27,74 @@ use std::time::{Duration, Instant};
 
 /// Spins before a worker sleeps; a few tens of microseconds on this machine.
 const SPINS: usize = 20_000;
-/// Chunks per thread in a launch: enough to even out uneven progress, few enough to keep
-/// claiming cheap.
-const CHUNKS_PER_THREAD: i64 = 4;
+/// The smallest chunk, as a share of a thread's tasks: small enough that the last chunks of a
+/// launch, which one thread may finish while the other has nothing left, are short; large
+/// enough that a kernel's fixed cost per chunk (zeroing its scratch) stays small.
+const FINEST_CHUNKS_PER_THREAD: i64 = 16;
 
-/// One launch: its kernel and the chunks left to claim.
+/// One launch: its kernel and the tasks left to claim.
 struct Job {
     kernel: Kernel,
     table: *const *mut f32,
     tasks: i64,
-    chunks: i64,
-    /// For each thread, the next chunk of its share to claim; at or past the share's end, none
+    /// The fewest tasks a claim takes (but the last of a share).
+    least: i64,
+    /// For each thread, the next task of its share to claim; at or past the share's end, none
     /// of it is left.
     next: Vec<AtomicI64>,
-    /// Chunks finished.
+    /// Tasks finished.
     done: AtomicI64,
 }
 
-// The table is only dereferenced while the job has unclaimed chunks, and `run` does not return
-// before every claimed chunk is finished.
+// The table is only dereferenced while the job has unclaimed tasks, and `run` does not return
+// before every claimed task is finished.
 unsafe impl Send for Job {}
 unsafe impl Sync for Job {}
 
 impl Job {
-    /// A job of `chunks` chunks shared among `threads` threads, none claimed yet.
-    fn new(kernel: Kernel, table: *const *mut f32, tasks: i64, chunks: i64, threads: usize) -> Job {
+    /// A job of `tasks` tasks shared among `threads` threads, none claimed yet.
+    fn new(kernel: Kernel, table: *const *mut f32, tasks: i64, threads: usize) -> Job {
         Job {
             kernel,
             table,
             tasks,
-            chunks,
+            least: (tasks / (threads as i64 * FINEST_CHUNKS_PER_THREAD)).max(1),
             next: (0..threads)
-                .map(|thread| AtomicI64::new(Job::share_begin(chunks, threads, thread)))
+                .map(|thread| AtomicI64::new(Job::share_begin(tasks, threads, thread)))
                 .collect(),
             done: AtomicI64::new(0),
         }
     }
 
-    /// The first chunk of `thread`'s share (and the end of the share of the thread before).
-    fn share_begin(chunks: i64, threads: usize, thread: usize) -> i64 {
-        chunks * thread as i64 / threads as i64
+    /// The first task of `thread`'s share (and the end of the share of the thread before).
+    fn share_begin(tasks: i64, threads: usize, thread: usize) -> i64 {
+        tasks * thread as i64 / threads as i64
     }
 
-    /// Claims and runs the chunks of thread `index`'s share, then of the others', until none
-    /// are left.
+    /// Claims and runs chunks of thread `index`'s share, then of the others', until none are
+    /// left. A claim takes half of what is left of the share (but no less than `least`), so
+    /// chunks shrink towards the end: whichever thread finishes first then waits at most for a
+    /// short chunk of the other's.
     fn work(&self, index: usize, scratch: *mut f32) {
         let threads = self.next.len();
         for owner in (index..threads).chain(0..index) {
-            let share_end = Job::share_begin(self.chunks, threads, owner + 1);
-            loop {
-                let chunk = self.next[owner].fetch_add(1, Ordering::AcqRel);
-                if chunk >= share_end {
-                    break;
+            let share_end = Job::share_begin(self.tasks, threads, owner + 1);
+            let next = &self.next[owner];
+            let mut begin = next.load(Ordering::Acquire);
+            while begin < share_end {
+                let half = (share_end - begin) / 2;
+                let end = (begin + half.max(self.least)).min(share_end);
+                if let Err(now) =
+                    next.compare_exchange_weak(begin, end, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    begin = now;
+                    continue;
                 }
-                let begin = self.tasks * chunk / self.chunks;
-                let end = self.tasks * (chunk + 1) / self.chunks;
                 // SAFETY: `run`'s contract: the kernel accepts any disjoint split of its tasks,
-                // and the table lives until every claimed chunk is done.
+                // and the table lives until every claimed task is done.
                 unsafe { (self.kernel)(self.table, begin, end, scratch) };
-                self.done.fetch_add(1, Ordering::AcqRel);
+                self.done.fetch_add(end - begin, Ordering::AcqRel);
+                begin = next.load(Ordering::Acquire);
             }
         }
     }
@@ -207,8 +219,7 @@ impl Pool {
             kernel(table, 0, tasks, shared.scratch[0].pointer());
             return;
         }
-        let chunks = tasks.min(shared.threads as i64 * CHUNKS_PER_THREAD);
-        let job = Arc::new(Job::new(kernel, table, tasks, chunks, shared.threads));
+        let job = Arc::new(Job::new(kernel, table, tasks, shared.threads));
         {
             let mut current = shared.job.lock().unwrap_or_else(|e| e.into_inner());
             *current = Some(Arc::clone(&job));
@@ -217,7 +228,7 @@ impl Pool {
         }
         job.work(0, shared.scratch[0].pointer());
         // Only chunks other threads claimed and are still running remain.
-        while job.done.load(Ordering::Acquire) != chunks {
+        while job.done.load(Ordering::Acquire) != tasks {
             std::hint::spin_loop();
         }
     }
