@@ -1005,7 +1005,7 @@ impl ProductPlan {
         let (m_panels, n_panels) = (gemm::row_panels(g.group_out), gemm::col_panels(columns));
         let most_rows = m_panels.min(gemm::row_panels(MOST_ROWS));
         let most_cols = MOST_TILE_FLOATS / (most_rows * MR * NR);
-        let most_cols = match stored && most_rows * n_panels <= most_cols {
+        let most_cols = match stored && n_panels <= most_cols {
             true => n_panels,
             false => most_cols.clamp(MOST_PANELS, MOST_PRODUCT_PANELS),
         };
