@@ -7,6 +7,7 @@
 
 pub mod factor_sums;
 pub mod fold_batch_norm;
+pub mod fold_channel_factors;
 pub mod fuse_elementwise;
 pub mod fuse_epilogue;
 pub mod fuse_prologue;
@@ -34,6 +35,7 @@ pub enum Pass {
     FuseSums,
     FusePrologue,
     StorePrologue,
+    FoldChannelFactors,
     ScheduleUpdates,
     ReuseBuffers,
     UpdateInPlace,
@@ -42,7 +44,7 @@ pub enum Pass {
 
 impl Pass {
     /// Every pass, in the order `run` applies them.
-    pub const ALL: [Pass; 13] = [
+    pub const ALL: [Pass; 14] = [
         Pass::FactorSums,
         Pass::MergeDuplicates,
         Pass::PoolWeightGrads,
@@ -52,6 +54,7 @@ impl Pass {
         Pass::FuseSums,
         Pass::FusePrologue,
         Pass::StorePrologue,
+        Pass::FoldChannelFactors,
         Pass::ScheduleUpdates,
         Pass::ReuseBuffers,
         Pass::UpdateInPlace,
@@ -69,6 +72,7 @@ impl Pass {
             Pass::FuseSums => "fuse_sums",
             Pass::FusePrologue => "fuse_prologue",
             Pass::StorePrologue => "store_prologue",
+            Pass::FoldChannelFactors => "fold_channel_factors",
             Pass::ScheduleUpdates => "schedule_updates",
             Pass::ReuseBuffers => "reuse_buffers",
             Pass::UpdateInPlace => "update_in_place",
@@ -104,6 +108,7 @@ impl Pass {
             | Pass::FuseSums
             | Pass::FusePrologue
             | Pass::StorePrologue
+            | Pass::FoldChannelFactors
             | Pass::GroupLaunches => true,
             Pass::FactorSums
             | Pass::MergeDuplicates
@@ -125,6 +130,7 @@ impl Pass {
             | Pass::FuseSums
             | Pass::FusePrologue
             | Pass::StorePrologue
+            | Pass::FoldChannelFactors
             | Pass::ScheduleUpdates => true,
             Pass::ReuseBuffers | Pass::UpdateInPlace | Pass::GroupLaunches => false,
         }
@@ -163,6 +169,10 @@ impl Pass {
             Pass::StorePrologue => {
                 "an elementwise op that other ops read too computed by the first convolution \
                  that reads it (or the input gradient of one), which stores it as it goes"
+            }
+            Pass::FoldChannelFactors => {
+                "in fused elementwise steps, factors and terms constant per channel gathered \
+                 (batch norm's apply as x * a + b), so each element pays fewer operations"
             }
             Pass::ScheduleUpdates => {
                 "each optimizer update (with the gradient it reads) as early as its inputs allow, \
@@ -255,6 +265,7 @@ pub fn apply(pass: Pass, graph: &Graph) -> Graph {
         Pass::FuseSums => fuse_sums::run(graph),
         Pass::FusePrologue => fuse_prologue::run(graph),
         Pass::StorePrologue => store_prologue::run(graph),
+        Pass::FoldChannelFactors => fold_channel_factors::run(graph),
         Pass::ScheduleUpdates => schedule::run(graph),
         Pass::ReuseBuffers | Pass::UpdateInPlace | Pass::GroupLaunches => graph.clone(),
     }
