@@ -156,18 +156,20 @@ fn fused_code_agrees_with_the_interpreter_and_with_unfused_code() {
         // interpreter.
         check_graph(&fused, &inputs, OP_TOLERANCE);
         // The whole step with every pass against none, output by output. `fuse_sums` adds
-        // sums in another order (tile by tile as a convolution writes them out) and
+        // sums in another order (tile by tile as a convolution writes them out),
         // `factor_sums` multiplies in another order (batch norm's `γ`'s gradient is
-        // `σ⁻¹ · Σ g · (x − μ)`, not `Σ g · x̂`), and batch norm over the few values of these
-        // small sizes makes some gradients mostly rounding (over two values, `x̂ = ±1` and `dx`
-        // is nearly all cancellation), so they are left out here: their ops are checked above,
-        // `factor_sums`'s meaning in `every_pass_keeps_the_meaning_of_every_model`, and
-        // `fuse_sums`'s whole step on a model without that below.
+        // `σ⁻¹ · Σ g · (x − μ)`, not `Σ g · x̂`) and `fold_channel_factors` too (batch norm's
+        // apply is `x · a + b`), and batch norm over the few values of these small sizes makes
+        // some gradients mostly rounding (over two values, `x̂ = ±1` and `dx` is nearly all
+        // cancellation), so they are left out here: their ops are checked above, the meaning
+        // of `factor_sums` and `fold_channel_factors` in
+        // `every_pass_keeps_the_meaning_of_every_model`, and `fuse_sums`'s whole step on a
+        // model without that below.
         let unfused = step_outputs(&training, PassOptions::none(), &inputs);
-        let all = PassOptions::new(false, &[Pass::FuseSums, Pass::FactorSums]);
-        let fused = step_outputs(&training, all, &inputs);
+        let rounding = [Pass::FuseSums, Pass::FactorSums, Pass::FoldChannelFactors];
+        let fused = step_outputs(&training, PassOptions::new(false, &rounding), &inputs);
         assert_agree(
-            &format!("{stem} with every pass but fuse_sums and factor_sums"),
+            &format!("{stem} with every pass but fuse_sums, factor_sums and fold_channel_factors"),
             &unfused,
             &fused,
         );

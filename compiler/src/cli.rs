@@ -211,8 +211,8 @@ struct PassFlags {
     unfused: bool,
     /// Switch a pass off by name; repeatable. The passes: factor_sums, merge_duplicates,
     /// pool_weight_grads, fold_batch_norm, fuse_elementwise, fuse_epilogue, fuse_sums,
-    /// fuse_prologue, store_prologue, schedule_updates, reuse_buffers, update_in_place,
-    /// group_launches (a wrong name lists them with what each does).
+    /// fuse_prologue, store_prologue, fold_channel_factors, schedule_updates, reuse_buffers,
+    /// update_in_place, group_launches (a wrong name lists them with what each does).
     #[arg(long, value_name = "PASS", value_parser = Pass::parse)]
     disable_pass: Vec<Pass>,
 }
