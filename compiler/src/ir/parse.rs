@@ -599,7 +599,7 @@ mod tests {
             (graph("  %1 = matmul(%0, %0) transpose_a=false transpose_b= : [2,2]"), "3:54: expected steps like `{mul(x0, x1); relu(t0)}`, a shape like `[2,3]`, `true` or `false`, a number, or a whole number"),
             (graph("  %1 = maxpool(%0) kernel=2 x 2 : [2,2]"), "3:29: expected an attribute like `axis=1`"),
             (graph("  %1 = fused(%0) chain={neg(x0); sum_to(x0) shape=[1,3] -> t0, x0} : [8]"), "3:64: a chain's results are steps, like `t1`"),
-            (graph("  %1 = fused(%0) chain={neg(x0); sum_to(t0) shape=[1,3] -> t1} : [3]"), "3:8: `fused` on [2,3]: a chain lists two or more results, in step order"),
+            (graph("  %1 = fused(%0) chain={neg(x0); sum_to(t0) shape=[1,3] -> t1} : [3]"), "3:8: `fused` on [2,3]: a chain lists two or more results, in step order (and last, its prologue's value if it stores it)"),
             (graph("  output los loss = %0"), "3:10: unknown output role `los`; did you mean `loss`?"),
             (graph("  output loss loss = %1"), "3:22: %1 is not defined before this line"),
             (graph("  output loss loss = %0"), "3:15: output loss loss: a loss is a scalar, not [2,3]"),

@@ -940,7 +940,8 @@ mod tests {
             (
                 chain(vec![step(target.clone(), &[x0])], &[0]),
                 vec![vec![2, 2]],
-                "a chain lists two or more results, in step order",
+                "a chain lists two or more results, in step order (and last, its prologue's \
+                 value if it stores it)",
             ),
             (
                 chain(
@@ -974,7 +975,8 @@ mod tests {
                     &[0],
                 ),
                 vec![vec![2, 2]],
-                "a chain lists two or more results, in step order",
+                "a chain lists two or more results, in step order (and last, its prologue's \
+                 value if it stores it)",
             ),
             (
                 chain(
@@ -1168,8 +1170,8 @@ mod tests {
                     step(matmul.clone(), &[t0, x1]),
                 ]),
                 vec![vec![2, 3], vec![3, 3]],
-                "step 1 is `matmul`, which takes no prologue: only a convolution or its weight \
-                 gradient does",
+                "step 1 is `matmul`, which takes no prologue here: only a convolution, its \
+                 weight gradient, and its input gradient where it copies dy once (stride 1) do",
             ),
             (
                 chain(vec![
@@ -1240,8 +1242,9 @@ mod tests {
             (
                 chain(vec![step(relu, &[x0]), step(input_grad, &[t0, x1])]),
                 vec![vec![1, 2, 3, 3], vec![2, 1, 1, 1]],
-                "step 1 is `conv2d_input_grad`, which takes no prologue: only a convolution or \
-                 its weight gradient does",
+                "step 1 is `conv2d_input_grad`, which takes no prologue here: only a \
+                 convolution, its weight gradient, and its input gradient where it copies dy \
+                 once (stride 1) do",
             ),
         ];
         for (chain, shapes, message) in cases {
