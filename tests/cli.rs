@@ -224,3 +224,41 @@ fn bench_compares_as_many_rounds_as_asked() {
     assert_eq!(status, 1, "{stderr}");
     assert!(stderr.contains("--compare-unfused"), "{stderr}");
 }
+
+#[test]
+fn bench_compares_the_step_with_and_without_a_pass() {
+    let args = ["bench", "../models/mlp.net", "--batch", "2", "--steps", "1"];
+    let without = ["--compare-without", "fuse_elementwise", "--rounds", "2"];
+    let (status, stdout, stderr) = netc(&[&args[..], &without[..]].concat());
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        stdout.contains("with and without fuse_elementwise in turn"),
+        "{stdout}"
+    );
+    for line in ["with ", "without ", "without/with "] {
+        assert!(stdout.lines().any(|l| l.starts_with(line)), "{stdout}");
+    }
+    let (status, stdout, stderr) = netc(&[&args[..], &without[..], &["--json"]].concat());
+    assert_eq!(status, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report["without"], "fuse_elementwise");
+    assert_eq!(report["rounds"].as_array().expect("rounds").len(), 2);
+    for key in ["with_step_ms", "without_step_ms", "ratio"] {
+        assert!(
+            report[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {report}"
+        );
+    }
+
+    let (status, _, stderr) =
+        netc(&[&args[..], &["--compare-without", "fuse_elementwize"]].concat());
+    assert_eq!(status, 1, "{stderr}");
+    assert!(
+        stderr.contains("did you mean `fuse_elementwise`"),
+        "{stderr}"
+    );
+    let both = ["--compare-without", "fuse_sums", "--compare-unfused"];
+    let (status, _, stderr) = netc(&[&args[..], &both[..]].concat());
+    assert_eq!(status, 1, "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
