@@ -13,8 +13,11 @@
 //! Before a convolution, or its weight gradient, a chain may compute the contraction's input x
 //! itself (its prologue): elementwise steps over tensors of x's shape and per-channel ones
 //! (batch norm's apply and ReLU), which the kernels compute as they read x (into a padded
-//! copy, a packed panel, staged rows), so x is never written. A weight gradient is a chain's contraction
-//! only so, and then the chain's last step.
+//! copy, a packed panel, staged rows), so x is never written. A weight gradient is a chain's
+//! contraction only so, and then the chain's last step. Where the kernels compute each element
+//! of x once (`conv::copies_computed_x_once`: a convolution, or the input gradient of a stride-1
+//! one, computing dy), the chain may also list x as its last result, which they store as they
+//! compute it (`store_prologue`: other ops read x too).
 //!
 //! A chain may end in one reduction, a `sum_to` (batch norm's `sum(x̂ · dy)`, its variance's
 //! sum of squares): the elements are then summed as they are computed, and the summed tensor
