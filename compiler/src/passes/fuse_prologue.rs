@@ -51,14 +51,9 @@ fn fits(graph: &Graph, producer: usize, reader: usize) -> bool {
     let (x, op) = (graph.ops[producer].output, &graph.ops[reader]);
     let reads_x_as_operand = match &op.kind {
         OpKind::Conv2d(_) | OpKind::Conv2dWeightGrad(..) => op.inputs[0] == x,
-        OpKind::Fused(chain) => chain.contraction().is_some_and(|around| {
-            let reads_x = |arg: &Arg| matches!(*arg, Arg::Input(i) if op.inputs[i] == x);
-            around.prologue.is_empty()
-                && matches!(around.contraction.kind, OpKind::Conv2d(_))
-                && reads_x(&around.contraction.args[0])
-                && chain.steps[1..].iter().all(|s| !s.args.iter().any(reads_x))
-                && !around.contraction.args[1..].iter().any(reads_x)
-        }),
+        OpKind::Fused(chain) => {
+            chain_reads_first(chain, op, x, |kind| matches!(kind, OpKind::Conv2d(_)))
+        }
         _ => false,
     };
     reads_x_as_operand && op.inputs.iter().filter(|&&v| v == x).count() == 1 && {
@@ -66,6 +61,24 @@ fn fits(graph: &Graph, producer: usize, reader: usize) -> bool {
         let shapes: Vec<&Vec<usize>> = inputs.iter().map(|&v| graph.shape(v)).collect();
         OpKind::Fused(chain).shape(&shapes).as_ref() == Ok(graph.shape(op.output))
     }
+}
+
+/// Whether `chain` (op `op`'s) begins with a contraction of a kind `takes` accepts, without a
+/// prologue, that reads `x` as its first operand and nothing else of the chain reads `x`.
+pub(super) fn chain_reads_first(
+    chain: &Chain,
+    op: &Op,
+    x: ValueId,
+    takes: impl Fn(&OpKind) -> bool,
+) -> bool {
+    let reads_x = |arg: &Arg| matches!(*arg, Arg::Input(i) if op.inputs[i] == x);
+    chain.contraction().is_some_and(|around| {
+        around.prologue.is_empty()
+            && takes(&around.contraction.kind)
+            && reads_x(&around.contraction.args[0])
+            && chain.steps[1..].iter().all(|s| !s.args.iter().any(reads_x))
+            && !around.contraction.args[1..].iter().any(reads_x)
+    })
 }
 
 /// The chain of op `reader` with op `producer`'s steps before it, and its inputs: the

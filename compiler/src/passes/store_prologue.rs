@@ -12,10 +12,10 @@
 //! first (a weight gradient reads dy before the input gradient does), if its other inputs exist
 //! by then. The chain lists x last among its results, after the convolution's and its sums.
 
-use super::fuse_prologue::prologue_chain;
+use super::fuse_prologue::{chain_reads_first, prologue_chain};
 use super::fuse_sums::read_after_the_step;
 use super::{rewrite_in_order, Rewrite, Uses};
-use crate::ir::ops::fused::{is_pointwise, Arg, Chain};
+use crate::ir::ops::fused::{is_pointwise, Chain};
 use crate::ir::{Graph, OpKind, ValueId};
 use std::collections::{HashMap, HashSet};
 
@@ -101,18 +101,8 @@ fn stores(graph: &Graph, producer: usize, reader: usize) -> bool {
     let OpKind::Fused(chain) = &op.kind else {
         return false;
     };
-    let reads_x = |arg: &Arg| matches!(*arg, Arg::Input(i) if op.inputs[i] == x);
-    let reads_x_as_operand = chain.contraction().is_some_and(|around| {
-        around.prologue.is_empty()
-            && matches!(
-                around.contraction.kind,
-                OpKind::Conv2d(_) | OpKind::Conv2dInputGrad(..)
-            )
-            && reads_x(&around.contraction.args[0])
-            && chain.steps[1..].iter().all(|s| !s.args.iter().any(reads_x))
-            && !around.contraction.args[1..].iter().any(reads_x)
-    });
-    reads_x_as_operand && !chain.results.is_empty() && {
+    let takes = |kind: &OpKind| matches!(kind, OpKind::Conv2d(_) | OpKind::Conv2dInputGrad(..));
+    chain_reads_first(chain, op, x, takes) && !chain.results.is_empty() && {
         let (inputs, chain) = stored_chain(graph, producer, reader);
         let shapes: Vec<&Vec<usize>> = inputs.iter().map(|&v| graph.shape(v)).collect();
         let floats = |value: ValueId| graph.shape(value).iter().product::<usize>();
