@@ -561,6 +561,53 @@ pub fn copy_run_through(
     );
 }
 
+/// Calls `body` with a copy of `count` floats from one address to another (`copy(e, from,
+/// to)`), for runs that are all `count` long. Where that is most often `usual` floats, a
+/// constant of at most [`STRAIGHT_FLOATS`], `body` is emitted twice: with a copy of exactly
+/// that many, without a loop, when `count` is `usual`, and with [`copy_run`] otherwise.
+pub fn copy_runs_of(
+    e: &mut Emitter,
+    count: Value,
+    usual: usize,
+    body: impl Fn(&mut Emitter, &dyn Fn(&mut Emitter, Value, Value)),
+) {
+    let general = |e: &mut Emitter| {
+        body(e, &|e: &mut Emitter, from, to| {
+            let zero = e.int(0);
+            copy_run(e, from, to, zero, count)
+        })
+    };
+    if usual > STRAIGHT_FLOATS {
+        return general(e);
+    }
+    let is_usual = e.b.ins().icmp_imm_s(IntCC::Equal, count, usual as i64);
+    e.if_else(
+        is_usual,
+        |e| {
+            body(e, &|e: &mut Emitter, from, to| {
+                // Vectors, the last ending at the run's end; or single floats.
+                let starts: Vec<(Type, i64)> = if usual >= 4 {
+                    let vectors = usual.div_ceil(4) as i64;
+                    (0..vectors)
+                        .map(|v| (F32X4, (4 * v).min(usual as i64 - 4)))
+                        .collect()
+                } else {
+                    (0..usual as i64).map(|i| (F32, i)).collect()
+                };
+                let zero = e.int(0);
+                for (ty, offset) in starts {
+                    let value = e.load(ty, Emitter::frozen(), from, zero, offset);
+                    e.store(Emitter::mutable(), value, to, zero, offset);
+                }
+            })
+        },
+        general,
+    );
+}
+
+/// The longest run [`copy_runs_of`] copies without a loop.
+const STRAIGHT_FLOATS: usize = 16;
+
 /// Vectors per step of [`copy_run`]: a panel row of `NR` floats in two steps.
 const COPY_UNROLL: i64 = 4;
 

@@ -1897,6 +1897,17 @@ pub fn emit_weight_grad(
             let images_left = e.sub(images_left, first_image);
             let images = e.min_imm(images_left, block_images as i64);
             let last_image = e.add(first_image, images);
+            if !rows_in_place && !g.is_pointwise() {
+                // Zeros past the tile's columns in its last B panel, which every packing
+                // leaves as they are.
+                let last = e.add_imm(tile.panels[1], -1);
+                let first_past = e.mul_imm(last, NR as i64);
+                let width = e.sub(cols, first_past);
+                let panel = e.mul_imm(last, (p_blocks.1 * NR) as i64);
+                let panel = e.at(b_panels, panel);
+                let [rows, all] = [p_blocks.1, NR].map(|n| e.int(n as i64));
+                zero_columns_past(e, panel, rows, [width, all]);
+            }
             e.for_loop(first_image, last_image, 1, |e, image| {
                 let image_floats = e.mul_imm(image, image_stride as i64);
                 let image_channels = e.at(source, image_floats);
@@ -1925,7 +1936,8 @@ pub fn emit_weight_grad(
                         m_panels: tile.panels[0],
                         m_rows: rows,
                         b,
-                        b_stride: e.mul_imm(kc, NR as i64),
+                        // Packed panels lie a whole K block apart, the last perhaps shorter.
+                        b_stride: e.int((p_blocks.1 * NR) as i64),
                         b_rows,
                         n_panels,
                     };
@@ -1933,7 +1945,8 @@ pub fn emit_weight_grad(
                         let columns = [first_col, cols, tile.panels[1]];
                         let computed = prologue.map(|p| (p, e.mul_imm(group, g.group_in as i64)));
                         let image = (image_channels, computed);
-                        pack_taps(e, &g, image, columns, [p0, kc], b_panels);
+                        let panels = (b_panels, p_blocks.1);
+                        pack_taps(e, &g, image, columns, [p0, kc], panels);
                         let zero = e.int(0);
                         let block = block(e, b_panels, zero, tile.panels[1]);
                         gemm::multiply(e, &block, c_tiles, ldc as i64, first);
@@ -1961,7 +1974,10 @@ pub fn emit_weight_grad(
                             |e| {
                                 let columns = [lo, width, one];
                                 let image = (image_channels, None);
-                                pack_taps(e, &g, image, columns, [p0, kc], b_panels);
+                                pack_taps(e, &g, image, columns, [p0, kc], (b_panels, 0));
+                                // Other panels packed there before: zeros past this one.
+                                let all = e.int(NR as i64);
+                                zero_columns_past(e, b_panels, kc, [width, all]);
                             },
                         );
                         let channels = (g.groups * g.group_in) as i64;
@@ -2274,25 +2290,30 @@ fn unit_row_offsets(e: &mut Emitter, g: &Geometry, [p0, kc]: [Value; 2], table: 
 }
 
 /// Packs positions `p0 .. p0 + kc` of B columns `first ..` (`cols` of them; the columns are
-/// ordered tap by tap, the group's channels within a tap) as `panels` B panels at `dst` (`dst[p*NR + j]`, panel after panel),
-/// zeros in the columns past `cols`. `image` is one image's group channels: of x itself for a
-/// pointwise convolution, whose B matrix is x transposed; else of x's padded, channels-last
-/// copy, in which a tap's channels are a contiguous run, and so are a kernel row's taps when
-/// the group is all the channels and the kernel is not dilated along rows.
+/// ordered tap by tap, the group's channels within a tap) as `panels` B panels at `dst`
+/// (`dst[p*NR + j]`), each `panel_rows` rows after the one before (`kc` if 0). A pointwise
+/// convolution's panels get zeros in the columns past `cols`; the others' are left as they
+/// are. `image` is one image's group channels: of x itself for a pointwise convolution, whose
+/// B matrix is x transposed; else of x's padded, channels-last copy, in which a tap's channels
+/// are a contiguous run, and so are a kernel row's taps when the group is all the channels and
+/// the kernel is not dilated along rows.
 fn pack_taps(
     e: &mut Emitter,
     g: &Geometry,
     (image, computed): (Value, Option<(&Prologue, Value)>),
     [first, cols, panels]: [Value; 3],
     [p0, kc]: [Value; 2],
-    dst: Value,
+    (dst, panel_rows): (Value, usize),
 ) {
     let a = &g.attrs;
     let [_, pw] = padded_extent(g);
     let channels = (g.groups * g.group_in) as i64;
     let unit_taps = unit_taps(g);
     let hi = e.add(p0, kc);
-    let panel_floats = e.mul_imm(kc, NR as i64);
+    let panel_floats = match panel_rows {
+        0 => e.mul_imm(kc, NR as i64),
+        rows => e.int((rows * NR) as i64),
+    };
     let start = e.int(0);
     e.for_loop(start, panels, 1, |e, j| {
         let offset = e.mul_imm(j, NR as i64);
@@ -2331,21 +2352,19 @@ fn pack_taps(
             let column = e.add(unit.col, unit.start);
             let to = e.at(panel, column);
             let count = e.sub(unit.end, unit.start);
-            for_each_row_span(e, g, [p0, hi], |e, span| {
-                let row = e.mul_imm(span.block, (a.stride[0] * pw) as i64);
-                let row = e.at_scaled(from, row, channels);
-                let zero = e.int(0);
-                e.for_loop(span.start, span.end, 1, |e, w| {
-                    let source = e.at_scaled(row, w, a.stride[1] as i64 * channels);
-                    let position = e.add(span.col, w);
-                    let target = e.at_scaled(to, position, NR as i64);
-                    gemm::copy_run(e, source, target, zero, count);
+            gemm::copy_runs_of(e, count, unit_columns, |e, copy| {
+                for_each_row_span(e, g, [p0, hi], |e, span| {
+                    let row = e.mul_imm(span.block, (a.stride[0] * pw) as i64);
+                    let row = e.at_scaled(from, row, channels);
+                    e.for_loop(span.start, span.end, 1, |e, w| {
+                        let source = e.at_scaled(row, w, a.stride[1] as i64 * channels);
+                        let position = e.add(span.col, w);
+                        let target = e.at_scaled(to, position, NR as i64);
+                        copy(e, source, target);
+                    });
                 });
             });
         });
-        // Columns past the last, in the last panel: zeros.
-        let all = e.int(NR as i64);
-        zero_columns_past(e, panel, kc, [width, all]);
     });
 }
 
