@@ -979,8 +979,15 @@ pub fn copy_block(
             })
             .collect();
         let zero = e.int(0);
-        let totals: Vec<Accumulators> = epilogue
-            .sums
+        // One running total per value summed: batch norm's statistics sum one value plainly
+        // and, for its squared deviations, again for its mean.
+        let mut summed: Vec<Arg> = Vec::new();
+        for &(arg, _) in &epilogue.sums {
+            if !summed.contains(&arg) {
+                summed.push(arg);
+            }
+        }
+        let totals: Vec<Accumulators> = summed
             .iter()
             .map(|_| Accumulators::new(e, Reduce::Sum))
             .collect();
@@ -1003,13 +1010,17 @@ pub fn copy_block(
                 let values = emit_each_step(e, &epilogue.steps, &loaded, ty);
                 let value = |arg: Arg| arg_value(arg, &loaded, &values);
                 e.store(Emitter::mutable(), value(epilogue.result), to, i, 0);
-                epilogue.sums.iter().map(|&(arg, _)| value(arg)).collect()
+                summed.iter().map(|&arg| value(arg)).collect()
             });
         });
         let Some(sums) = sums else { return };
+        let totals: Vec<Value> = totals.iter().map(|total| total.total(e)).collect();
         let mut s = 0;
-        for (&(_, sum), total) in epilogue.sums.iter().zip(&totals) {
-            let total = total.total(e);
+        for &(arg, sum) in &epilogue.sums {
+            let total = totals[summed
+                .iter()
+                .position(|&a| a == arg)
+                .expect("a summed value")];
             let mut store = |e: &mut Emitter, value: Value| {
                 e.store(
                     Emitter::mutable(),
