@@ -86,8 +86,9 @@ fn check_all_three(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, seed: u64) {
 
 /// The forward op and the input gradient each as the first step of a chain, as the fusion
 /// passes make them for batch norm: the forward op's result with its per-channel sum and
-/// squared deviations; the input gradient's masked by a ReLU's gradient, times another tensor,
-/// with the sums of both.
+/// squared deviations; the input gradient's plus a residual's gradient, masked by a ReLU's
+/// gradient, times another tensor, with the sums of both (an epilogue that applied twice to an
+/// element, as a write-out in place could, would add the residual's gradient twice).
 pub(super) fn check_epilogues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, seed: u64) {
     let y = output_shape(&attrs, &x, &w);
     let hw = [x[2], x[3]];
@@ -108,19 +109,21 @@ pub(super) fn check_epilogues(attrs: ConvAttrs, x: Vec<usize>, w: Vec<usize>, se
     let backward = Chain {
         steps: vec![
             step(OpKind::Conv2dInputGrad(attrs, hw), &[input(0), input(1)]),
+            step(OpKind::Add, &[t(0), input(3)]),
             step(OpKind::Map(MapFn::Step), &[input(2)]),
-            step(OpKind::Mul, &[t(0), t(1)]),
-            step(OpKind::Mul, &[t(2), input(2)]),
-            step(OpKind::SumTo(per_channel(&x)), &[t(2)]),
+            step(OpKind::Mul, &[t(1), t(2)]),
+            step(OpKind::Mul, &[t(3), input(2)]),
             step(OpKind::SumTo(per_channel(&x)), &[t(3)]),
+            step(OpKind::SumTo(per_channel(&x)), &[t(4)]),
         ],
-        results: vec![2, 4, 5],
+        results: vec![3, 5, 6],
     };
+    let residual = random_tensor(x.clone(), seed ^ 3, -1.0, 1.0);
     let xs = random_tensor(x, seed, -1.0, 1.0);
     let w = random_tensor(w, seed ^ 1, -1.0, 1.0);
     let dy = random_tensor(y, seed ^ 2, -1.0, 1.0);
     check_op(OpKind::Fused(forward), &[xs.clone(), w.clone()], 1e-5);
-    check_op(OpKind::Fused(backward), &[dy, w, xs], 1e-5);
+    check_op(OpKind::Fused(backward), &[dy, w, xs, residual], 1e-5);
 }
 
 /// The forward op with batch norm's statistics and the weight gradient, their x computed by a
@@ -417,8 +420,8 @@ fn small_image_shapes() {
 /// A convolution that computes its x by a prologue and stores it (`store_prologue`), x copied
 /// with its padding by a kernel of its own (few images: the product's tiles split each one),
 /// staged whole by one task per image (enough images), and dealt into the phases of a stride
-/// of 2 (the forward op only: that input gradient packs dy); and the input gradient computing
-/// dy so, where it is the flipped weights' convolution of dy.
+/// of 2 (the forward op only: that input gradient packs dy), rows of 9 and 14 columns; and the
+/// input gradient computing dy so, where it is the flipped weights' convolution of dy.
 #[test]
 fn stored_prologues_match_the_interpreter() {
     let same = ConvAttrs {
@@ -441,6 +444,11 @@ fn stored_prologues_match_the_interpreter() {
     );
     assert_eq!(
         check_prologues(strided, vec![2, 8, 9, 9], vec![8, 8, 3, 3], 13),
+        1
+    );
+    // Rows of 14 are dealt eight, four and two columns at a time.
+    assert_eq!(
+        check_prologues(strided, vec![2, 8, 14, 14], vec![8, 8, 3, 3], 14),
         1
     );
 }
