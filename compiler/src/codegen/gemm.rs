@@ -585,24 +585,31 @@ pub fn copy_runs_of(
         is_usual,
         |e| {
             body(e, &|e: &mut Emitter, from, to| {
-                // Vectors, the last ending at the run's end; or single floats.
-                let starts: Vec<(Type, i64)> = if usual >= 4 {
-                    let vectors = usual.div_ceil(4) as i64;
-                    (0..vectors)
-                        .map(|v| (F32X4, (4 * v).min(usual as i64 - 4)))
-                        .collect()
-                } else {
-                    (0..usual as i64).map(|i| (F32, i)).collect()
-                };
-                let zero = e.int(0);
-                for (ty, offset) in starts {
-                    let value = e.load(ty, Emitter::frozen(), from, zero, offset);
-                    e.store(Emitter::mutable(), value, to, zero, offset);
-                }
+                copy_floats(e, from, to, usual)
             })
         },
         general,
     );
+}
+
+/// Copies `count` floats, a number known when generating code, from `from` to `to` without a
+/// loop: f32x4 vectors, the last ending at the run's end (overlapping the one before where
+/// `count` is not a multiple of four), or single floats where there are fewer than four.
+/// `from` is not written meanwhile.
+pub fn copy_floats(e: &mut Emitter, from: Value, to: Value, count: usize) {
+    let starts: Vec<(Type, i64)> = if count >= 4 {
+        let vectors = count.div_ceil(4) as i64;
+        (0..vectors)
+            .map(|v| (F32X4, (4 * v).min(count as i64 - 4)))
+            .collect()
+    } else {
+        (0..count as i64).map(|i| (F32, i)).collect()
+    };
+    let zero = e.int(0);
+    for (ty, offset) in starts {
+        let value = e.load(ty, Emitter::frozen(), from, zero, offset);
+        e.store(Emitter::mutable(), value, to, zero, offset);
+    }
 }
 
 /// The longest run [`copy_runs_of`] copies without a loop.

@@ -591,7 +591,7 @@ fn phase_extent(g: &Geometry) -> [usize; 2] {
 fn deal_back(e: &mut Emitter, phases: &[Value], row: Value, width: usize) {
     let stride = phases.len();
     if stride == 1 {
-        // Not `copy_floats` or `gemm::copy_run`: their loads may move, and the phase is
+        // Not `gemm::copy_floats` or `gemm::copy_run`: their loads may move, and the phase is
         // written again for the next channel.
         return e.vector_range(0, width as i64, 2, |e, n, ty| {
             let value = e.load(ty, Emitter::mutable(), phases[0], n, 0);
@@ -1339,7 +1339,7 @@ fn pack_laid_out(
                         let row = e.int((t * NR) as i64);
                         let to = e.at(to, row);
                         if whole_rows {
-                            copy_floats(e, from, to, g.out_width);
+                            gemm::copy_floats(e, from, to, g.out_width);
                         } else {
                             gemm::copy_run(e, from, to, span.start, span.end);
                         }
@@ -1375,19 +1375,6 @@ fn for_each_position_panel(
         let valid = e.sub(hi, lo);
         zero_columns_past(e, panel, kc, [valid, width]);
     });
-}
-
-/// Copies `count` floats from `from` to `to`, a number known when generating code.
-fn copy_floats(e: &mut Emitter, from: Value, to: Value, count: usize) {
-    let zero = e.int(0);
-    for i in (0..count / 4 * 4).step_by(4) {
-        let value = e.load(F32X4, Emitter::frozen(), from, zero, i as i64);
-        e.store(Emitter::mutable(), value, to, zero, i as i64);
-    }
-    for i in count / 4 * 4..count {
-        let value = e.load(F32, Emitter::frozen(), from, zero, i as i64);
-        e.store(Emitter::mutable(), value, to, zero, i as i64);
-    }
 }
 
 /// Packs the im2col rows of `channels` channels (from the plane at `planes`) into `panels` B
