@@ -29,8 +29,10 @@ use std::time::{Duration, Instant};
 const SPINS: usize = 20_000;
 /// The smallest chunk, as a share of a thread's tasks: small enough that the last chunks of a
 /// launch, which one thread may finish while the other has nothing left, are short; large
-/// enough that a kernel's fixed cost per chunk (zeroing its scratch) stays small.
-const FINEST_CHUNKS_PER_THREAD: i64 = 16;
+/// enough that a kernel's fixed cost per chunk (zeroing its scratch) stays small. A
+/// convolution of 64 images has 64 tasks: one image per chunk at the end, where 16 gave two
+/// (resnet_small's step ran ~2% faster).
+const FINEST_CHUNKS_PER_THREAD: i64 = 64;
 
 /// One launch: its kernel and the tasks left to claim.
 struct Job {

@@ -13,7 +13,7 @@
 //! Tasks split C only, never the reduction, so every sum runs in the same order whatever the
 //! number of threads.
 
-use super::emit::{Emitter, Slot, F32, F32X4};
+use super::emit::{Emitter, Slot, F32, F32X4, LANES};
 use super::{KernelSink, Operand};
 use crate::ir::ops::fused::{arg_value, emit_each_step, Arg, Step};
 use crate::ir::ops::layout::{fold_together, reduce_range, Accumulators, Reduce};
@@ -796,25 +796,33 @@ impl Partials {
     }
 
     /// The kernel that adds the blocks' sums into the output after `result` (the contraction's
-    /// result, in the same buffer), sum after sum. Tasks: rows.
+    /// result, in the same buffer), sum after sum. A block's partials of consecutive rows lie
+    /// side by side, so each task takes `LANES` rows as one vector: a quarter of the loads and
+    /// divisions, and chains of additions that do not wait on each other. Tasks: groups of
+    /// `LANES` rows.
     pub fn add_up(&self, sink: &mut KernelSink, result: &Operand) {
         let (count, rows) = (self.count, self.rows);
-        sink.kernel(rows, 0, |e| {
+        let lanes = LANES as usize;
+        sink.kernel(rows.div_ceil(lanes), 0, |e| {
             let (partials, out) = (e.buffer(self.slot), e.buffer(result.slot));
             let sums = e.int(result.len() as i64);
             let sums = e.at(out, sums);
             let (begin, end) = (e.begin(), e.end());
-            e.for_loop(begin, end, 1, |e, row| {
+            let first_row = e.mul_imm(begin, LANES);
+            let end_row = e.mul_imm(end, LANES);
+            let rows_end = e.int(rows as i64);
+            let end_row = e.b.ins().smin(end_row, rows_end);
+            e.vector_loop(first_row, end_row, 1, |e, row, ty| {
                 let first = e.at(partials, row);
                 // Partial `s` of block `b`: float `(s * count + b) * rows` from `first`.
                 let partial = |e: &mut Emitter, s: usize, block: Value| {
                     let index = e.add_imm(block, (s * count) as i64);
                     let index = e.mul_imm(index, rows as i64);
-                    e.load(F32, Emitter::frozen(), first, index, 0)
+                    e.load(ty, Emitter::frozen(), first, index, 0)
                 };
                 let total = |e: &mut Emitter, s: usize| {
-                    let zero = e.float(0.0);
-                    let total = e.variable(F32, zero);
+                    let zero = e.constant(ty, 0.0);
+                    let total = e.variable(ty, zero);
                     e.for_range(0, count as i64, |e, block| {
                         let value = partial(e, s, block);
                         let sum = e.get(total);
@@ -831,8 +839,8 @@ impl Partials {
                             let [n, sum] = [s, s + 1].map(|s| total(e, s));
                             let mean = e.b.ins().fdiv(sum, n);
                             // Σ_b M2_b + n_b (mean_b - mean)²
-                            let zero = e.float(0.0);
-                            let squares = e.variable(F32, zero);
+                            let zero = e.constant(ty, 0.0);
+                            let squares = e.variable(ty, zero);
                             e.for_range(0, count as i64, |e, block| {
                                 let [n, sum, own] = [s, s + 1, s + 2].map(|s| partial(e, s, block));
                                 let block_mean = e.b.ins().fdiv(sum, n);

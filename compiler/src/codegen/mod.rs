@@ -589,9 +589,13 @@ fn operands(graph: &Graph, slots: &[Slot], op: &Op) -> (Vec<Operand>, Operand) {
     (inputs.collect(), operand(graph, slots, op.output))
 }
 
+/// The most floats a launch group's ops may write for it to run as one task.
+const SERIAL_GROUP_FLOATS: usize = 4096;
+
 /// Builds the kernels of a launch group's ops, then one kernel that runs them all: its tasks
-/// are the segments' tasks one after the other, and a call for some of a segment's tasks runs
-/// those tasks of each of its ops in turn.
+/// are the segments' tasks one after the other (or, where the ops write little, one task that
+/// runs them all), and a call for some of a segment's tasks runs those tasks of each of its ops
+/// in turn.
 fn emit_group(sink: &mut KernelSink, graph: &Graph, slots: &[Slot], group: &[Vec<usize>]) {
     let mut segments: Vec<(Vec<FuncId>, i64)> = Vec::new();
     for segment in group {
@@ -620,9 +624,27 @@ fn emit_group(sink: &mut KernelSink, graph: &Graph, slots: &[Slot], group: &[Vec
     let ops = format!("{} ops", group.iter().map(Vec::len).sum::<usize>());
     sink.begin_op("group", Some(&ops));
     let total: i64 = segments.iter().map(|(_, tasks)| tasks).sum();
-    sink.kernel(total as usize, 0, |e| {
+    let written: usize = group
+        .iter()
+        .flatten()
+        .map(|&index| {
+            graph
+                .shape(graph.ops[index].output)
+                .iter()
+                .product::<usize>()
+        })
+        .sum();
+    // A group of small ops (batch norm's per-channel arithmetic) runs as one task, on the
+    // calling thread: waking the pool for it costs more than the work.
+    let serial = written <= SERIAL_GROUP_FLOATS;
+    sink.kernel(if serial { 1 } else { total as usize }, 0, |e| {
         let signature = e.b.func.signature.clone();
-        let (table, begin, end, scratch) = (e.table(), e.begin(), e.end(), e.scratch());
+        let (table, scratch) = (e.table(), e.scratch());
+        let (begin, end) = if serial {
+            (e.int(0), e.int(total))
+        } else {
+            (e.begin(), e.end())
+        };
         let mut first = 0;
         for (kernels, tasks) in &segments {
             let (from, to) = (e.int(first), e.int(first + tasks));

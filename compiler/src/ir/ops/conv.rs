@@ -698,6 +698,10 @@ const MOST_PANELS: usize = 8;
 /// channels) made its step 6% faster than tiles of at most 8 (and 4) panels, googlenet's 1.5%.
 const MOST_TILE_FLOATS: usize = 1 << 16;
 const MOST_PRODUCT_PANELS: usize = 32;
+/// The floats of partial sums (one dW per block of images) up to which a weight gradient
+/// splits its images into more blocks than it needs tasks: short last tasks, where the
+/// thread that runs out of work first waits for the other's.
+const MOST_BLOCK_SUM_FLOATS: usize = 1 << 18;
 
 /// The convolution of x (a tensor, or computed by a prologue as the kernels read it) by `w`,
 /// written through `epilogue`.
@@ -1840,7 +1844,10 @@ pub fn emit_weight_grad(
         (padded, padded_image, g.group_in)
     };
     let staged_floats = if staged { padded_image + NR } else { 0 };
-    let image_blocks = gemm::TASKS.div_ceil(tiles).clamp(1, g.batch);
+    let image_blocks = gemm::TASKS
+        .div_ceil(tiles)
+        .max(MOST_BLOCK_SUM_FLOATS / output.len())
+        .clamp(1, g.batch);
     let block_images = g.batch.div_ceil(image_blocks);
     let image_blocks = g.batch.div_ceil(block_images);
     // Each block's dW, columns in the tile's order, when it is not dW itself.
@@ -2014,8 +2021,9 @@ pub fn emit_weight_grad(
 
 /// Adds up `blocks` weight gradients whose columns are ordered tap by tap (the B matrix's
 /// order, see [`pack_taps`]) into dW, whose columns are ordered channel by channel:
-/// block after block, so the sum does not depend on how tasks were dealt out. Tasks: rows of
-/// dW, each read and written whole, in cache.
+/// block after block, so the sum does not depend on how tasks were dealt out. A tap's channels
+/// lie side by side in the blocks, so they are added `LANES` at a time and stored lane by lane.
+/// Tasks: rows of dW, each read and written whole, in cache.
 fn emit_tap_order_sum(sink: &mut KernelSink, g: &Geometry, [staged, dw]: [Slot; 2], blocks: usize) {
     let (depth, taps, channels) = (g.depth(), g.taps(), g.group_in);
     let rows = g.groups * g.group_out;
@@ -2025,19 +2033,27 @@ fn emit_tap_order_sum(sink: &mut KernelSink, g: &Geometry, [staged, dw]: [Slot; 
         e.for_loop(begin, end, 1, |e, row| {
             let from = e.at_scaled(from, row, depth as i64);
             let to = e.at_scaled(to, row, depth as i64);
-            e.for_range(0, channels as i64, |e, c| {
-                let to = e.at_scaled(to, c, taps as i64);
-                let from = e.at(from, c);
-                e.for_range(0, taps as i64, |e, tap| {
-                    let column = e.mul_imm(tap, channels as i64);
-                    let mut total = e.load(F32, Emitter::frozen(), from, column, 0);
+            e.for_range(0, taps as i64, |e, tap| {
+                let from = e.at_scaled(from, tap, channels as i64);
+                e.vector_range(0, channels as i64, 1, |e, c, ty| {
+                    let mut total = e.load(ty, Emitter::frozen(), from, c, 0);
                     for block in 1..blocks {
-                        let offset = e.int((block * rows * depth) as i64);
-                        let block_from = e.at(from, offset);
-                        let value = e.load(F32, Emitter::frozen(), block_from, column, 0);
+                        let offset = (block * rows * depth) as i64;
+                        let value = e.load(ty, Emitter::frozen(), from, c, offset);
                         total = e.b.ins().fadd(total, value);
                     }
-                    e.store(Emitter::mutable(), total, to, tap, 0);
+                    let lanes = if ty == F32 { 1 } else { LANES };
+                    for lane in 0..lanes {
+                        let value = if ty == F32 {
+                            total
+                        } else {
+                            e.b.ins().extractlane(total, lane as u8)
+                        };
+                        let channel = e.add_imm(c, lane);
+                        let column = e.mul_imm(channel, taps as i64);
+                        let column = e.add(column, tap);
+                        e.store(Emitter::mutable(), value, to, column, 0);
+                    }
                 });
             });
         });
