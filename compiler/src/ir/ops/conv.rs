@@ -2044,10 +2044,9 @@ fn emit_tap_order_sum(sink: &mut KernelSink, g: &Geometry, [staged, dw]: [Slot; 
                     }
                     let lanes = if ty == F32 { 1 } else { LANES };
                     for lane in 0..lanes {
-                        let value = if ty == F32 {
-                            total
-                        } else {
-                            e.b.ins().extractlane(total, lane as u8)
+                        let value = match lanes {
+                            1 => total,
+                            _ => e.b.ins().extractlane(total, lane as u8),
                         };
                         let channel = e.add_imm(c, lane);
                         let column = e.mul_imm(channel, taps as i64);
