@@ -6,6 +6,7 @@
 //! in-process `netc train` and a standalone executable train the same way.
 
 pub mod bench;
+mod buffer;
 pub mod checkpoint;
 pub mod data;
 pub mod driver;

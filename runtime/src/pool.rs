@@ -18,6 +18,7 @@
 //! of kernels, many of them microseconds long, and a condition variable's wake-up costs about
 //! as much as such a kernel.
 
+use crate::buffer::Buffer;
 use crate::Kernel;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -109,25 +110,9 @@ struct Shared {
     epoch: AtomicUsize,
     job: Mutex<Option<Arc<Job>>>,
     wake: Condvar,
-    scratch: Vec<ScratchBuffer>,
+    /// One per thread; each thread only ever touches its own.
+    scratch: Vec<Buffer>,
     shutdown: AtomicBool,
-}
-
-/// One thread's scratch memory, 64-byte aligned.
-struct ScratchBuffer(Mutex<Vec<Align64>>);
-
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Align64([f32; 16]);
-
-impl ScratchBuffer {
-    fn pointer(&self) -> *mut f32 {
-        // Each thread only ever touches its own buffer, and the buffer never moves.
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut_ptr() as *mut f32
-    }
 }
 
 /// The pool: `threads - 1` workers plus the thread that calls `run`.
@@ -147,7 +132,6 @@ impl Pool {
     /// A pool of `threads` threads (at least 1), each with `scratch_floats` floats of scratch.
     pub fn new(threads: usize, scratch_floats: usize) -> Pool {
         let threads = threads.max(1);
-        let blocks = scratch_floats.div_ceil(16).max(1);
         let shared = Arc::new(Shared {
             threads,
             epoch: AtomicUsize::new(0),
@@ -156,7 +140,7 @@ impl Pool {
             // NaN rather than zeros: a kernel that reads scratch it has not written then
             // shows it in its results, where tests see it.
             scratch: (0..threads)
-                .map(|_| ScratchBuffer(Mutex::new(vec![Align64([f32::NAN; 16]); blocks])))
+                .map(|_| Buffer::filled(scratch_floats, f32::NAN))
                 .collect(),
             shutdown: AtomicBool::new(false),
         });

@@ -6,8 +6,8 @@
 //! The layout is plain data (serialisable), so `netc compile` writes it into the executable
 //! beside the code, and the executable rebuilds exactly the memory the JIT would have.
 
+use crate::buffer::Buffer;
 use crate::init::{initial_values, InitKind, TensorInit};
-use crate::microkernel::NR;
 use crate::pool::Pool;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
@@ -162,82 +162,6 @@ impl Layout {
 /// The generated `step(table, pool)`: every kernel of the graph in order.
 pub type StepFn = unsafe extern "C" fn(table: *const *mut f32, pool: *const Pool);
 
-/// A 64-byte-aligned run of floats, zeroed, readable `NR` floats past its end: a contraction
-/// may read B's rows where they lie in a tensor ([`crate::microkernel`]), whole rows of `NR`
-/// floats of which only the first may belong to the tensor.
-///
-/// A buffer of at least [`HUGE_PAGE`] bytes (the arena of a network's values, large weights)
-/// starts on a huge page and asks the kernel to back it with huge pages before it is first
-/// written. Kernels stream tensors of megabytes, each of them hundreds of 4 KiB pages, more
-/// than the TLB holds: with huge pages resnet_small's training step at batch 64 ran 1.5%
-/// faster, and its unfused step 1.6% (the medians of 8 alternating pairs of processes, this
-/// code against a plain allocation).
-struct Buffer {
-    /// Null for an empty buffer (a view's slot, whose memory lies in another buffer).
-    start: *mut f32,
-    layout: std::alloc::Layout,
-}
-
-/// The size and alignment of a huge page on x86-64 Linux.
-const HUGE_PAGE: usize = 2 << 20;
-
-impl Buffer {
-    fn new(floats: usize) -> Buffer {
-        let bytes = (floats + NR).div_ceil(16) * 64;
-        let align = if bytes >= HUGE_PAGE { HUGE_PAGE } else { 64 };
-        let layout = std::alloc::Layout::from_size_align(bytes, align)
-            .unwrap_or_else(|_| panic!("internal error: a buffer of {bytes} bytes"));
-        // SAFETY: `layout` has a nonzero size (at least `NR` floats).
-        let start = unsafe { std::alloc::alloc(layout) };
-        if start.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
-        if align == HUGE_PAGE {
-            advise_huge_pages(start, bytes);
-        }
-        // SAFETY: `start` holds `bytes` bytes just allocated; the zeros are its first writes,
-        // so the pages they fault in are the huge ones asked for.
-        unsafe { start.write_bytes(0, bytes) };
-        Buffer {
-            start: start.cast(),
-            layout,
-        }
-    }
-
-    /// A buffer that owns no memory.
-    fn empty() -> Buffer {
-        Buffer {
-            start: std::ptr::null_mut(),
-            layout: std::alloc::Layout::new::<()>(),
-        }
-    }
-
-    fn pointer(&mut self) -> *mut f32 {
-        self.start
-    }
-}
-
-impl Drop for Buffer {
-    fn drop(&mut self) {
-        if !self.start.is_null() {
-            // SAFETY: allocated in `new` with this layout, and freed only here.
-            unsafe { std::alloc::dealloc(self.start.cast(), self.layout) };
-        }
-    }
-}
-
-/// Asks Linux to back `bytes` bytes from `start` (page-aligned) with transparent huge pages,
-/// where the system leaves that to each program (`madvise`, Debian's default). A hint: where it
-/// cannot be followed the memory is the same, in small pages.
-#[cfg(target_os = "linux")]
-fn advise_huge_pages(start: *mut u8, bytes: usize) {
-    // SAFETY: the range is memory this process owns; the advice changes no contents.
-    unsafe { libc::madvise(start.cast(), bytes, libc::MADV_HUGEPAGE) };
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_start: *mut u8, _bytes: usize) {}
-
 /// A compiled graph with its memory, ready to run.
 pub struct Program {
     layout: Layout,
@@ -269,7 +193,7 @@ impl Program {
         for view in &layout.views {
             is_view[view.slot] = true;
         }
-        let mut buffers: Vec<Buffer> = layout
+        let buffers: Vec<Buffer> = layout
             .buffer_floats
             .iter()
             .zip(&is_view)
@@ -277,11 +201,11 @@ impl Program {
                 if view {
                     Buffer::empty()
                 } else {
-                    Buffer::new(n)
+                    Buffer::zeroed(n)
                 }
             })
             .collect();
-        let mut table: Vec<*mut f32> = buffers.iter_mut().map(Buffer::pointer).collect();
+        let mut table: Vec<*mut f32> = buffers.iter().map(Buffer::pointer).collect();
         table[0] = microkernel as *mut f32;
         for view in &layout.views {
             assert!(
@@ -430,32 +354,5 @@ impl Program {
             .iter()
             .find(|op| self.slot(op.slot, op.len).iter().any(|v| !v.is_finite()))
             .map(|op| op.layer.clone())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Small buffers and huge-page ones alike are aligned, zeroed up to `NR` floats past their
-    /// end, and writable there.
-    #[test]
-    fn buffers_are_aligned_zeroed_and_readable_past_their_end() {
-        for (floats, align) in [
-            (1, 64),
-            (1000, 64),
-            (HUGE_PAGE / 4, HUGE_PAGE),
-            (3 << 20, HUGE_PAGE),
-        ] {
-            let mut buffer = Buffer::new(floats);
-            let start = buffer.pointer();
-            assert_eq!(start as usize % align, 0, "{floats} floats");
-            // SAFETY: the buffer holds `floats + NR` floats.
-            let all = unsafe { std::slice::from_raw_parts_mut(start, floats + NR) };
-            assert!(all.iter().all(|&x| x == 0.0), "{floats} floats");
-            all.fill(1.0);
-            assert_eq!(all[floats + NR - 1], 1.0);
-        }
-        assert!(Buffer::empty().pointer().is_null());
     }
 }
