@@ -9,9 +9,10 @@
 //!   (`fuse_prologue`) against a pass of their own;
 //! - `elementwise_chain`: `relu(x * scale + shift)` on 8x64x56x56 with per-channel scale and
 //!   shift, batch norm's apply and activation;
-//! - `pooled_weight_grad`: the weight gradient of mnist_cnn's first convolution (5x5, 32
-//!   channels) through its 3x3 max pool at batch 64, taken at the windows' maxima against the
-//!   pool's gradient and a dense weight gradient;
+//! - `pooled_weight_grad`: mnist_cnn's 3x3 max pool and the weight gradient of its first
+//!   convolution (5x5, 32 channels) through it at batch 64: the pool storing where its maxima
+//!   are and the gradient taken there, against a plain pool, the pool's gradient and a dense
+//!   weight gradient;
 //! - `optimizer_update`: Adam's update of one million parameters;
 //! - `optimizer_update_many`: momentum's update of 57 parameters shaped as a CIFAR ResNet-20's
 //!   (16 to 36,864 floats each), one launch against two kernels per parameter;
@@ -107,7 +108,8 @@ fn elementwise_chain() -> Graph {
     g
 }
 
-/// `conv2d_weight_grad(x, maxpool_grad(z, dy))` for mnist_cnn's conv1 and pool1.
+/// mnist_cnn's pool1 over conv1's output z, and conv1's weight gradient through it:
+/// `maxpool(z)` and `conv2d_weight_grad(x, maxpool_grad(z, dy))`.
 fn pooled_weight_grad() -> Graph {
     let mut g = Graph::new("pooled_weight_grad");
     let x = g.input(InputKind::Data, "x", vec![64, 1, 28, 28]);
@@ -126,8 +128,10 @@ fn pooled_weight_grad() -> Graph {
         dilation: [1, 1],
         groups: 1,
     };
+    let y = g.op(OpKind::MaxPool(pool), &[z], None);
     let dz = g.op(OpKind::MaxPoolGrad(pool), &[z, dy], None);
     let dw = g.op(OpKind::Conv2dWeightGrad(conv, [5, 5]), &[x, dz], None);
+    g.output(OutputRole::Prediction, "y", y);
     g.output(OutputRole::Prediction, "dw", dw);
     g
 }

@@ -281,46 +281,63 @@ fn a_first_convolution_takes_its_weight_gradient_at_the_pooled_maxima() {
     assert_eq!(layers("pooled_conv2d_weight_grad"), ["conv1"]);
     assert_eq!(layers("conv2d_weight_grad"), ["conv2"]);
     assert_eq!(layers("maxpool_grad"), ["pool2"]);
+    // pool1 stores where its maxima are for that gradient; pool2 needs no indices.
+    assert_eq!(layers("maxpool_with_indices"), ["pool1"]);
+    assert_eq!(layers("maxpool"), ["pool2"]);
 
     // By hand: the rewrite, and what keeps it off: another reader of the unpooled gradient, a
-    // padded convolution, a pool that steps over too few outputs.
-    let graph = |conv_pad: usize, pool: usize, stride: usize, read_dx: bool| {
+    // padded convolution, a pool that steps over too few outputs, no forward pool to store the
+    // indices.
+    let graph = |conv_pad: usize, pool: usize, stride: usize, read_dx: bool, forward: bool| {
         let out = 10 + 2 * conv_pad - 2;
         let pooled = (out - pool) / stride + 1;
+        let attrs =
+            format!("kernel={pool}x{pool} stride={stride}x{stride} pad=0,0,0,0 ceil=false include_pad=false");
         let dx = if read_dx {
-            "output prediction dx = %3"
+            "output prediction dx = %4"
         } else {
             ""
+        };
+        let y = if forward {
+            format!("%3 = maxpool(%1) {attrs} : [2,4,{pooled},{pooled}]")
+        } else {
+            format!("%3 = avgpool(%1) {attrs} : [2,4,{pooled},{pooled}]")
         };
         parse(&format!(
             "graph step {{
               %0 = data x : [2,2,10,10]
               %1 = data z : [2,4,{out},{out}]
               %2 = data dy : [2,4,{pooled},{pooled}]
-              %3 = maxpool_grad(%1, %2) kernel={pool}x{pool} stride={stride}x{stride} pad=0,0,0,0 ceil=false include_pad=false : [2,4,{out},{out}]
-              %4 = conv2d_weight_grad(%0, %3) stride=1x1 pad={conv_pad},{conv_pad},{conv_pad},{conv_pad} dilation=1x1 groups=2 kernel=3x3 : [4,1,3,3]
-              output prediction dw = %4
+              {y}
+              %4 = maxpool_grad(%1, %2) {attrs} : [2,4,{out},{out}]
+              %5 = conv2d_weight_grad(%0, %4) stride=1x1 pad={conv_pad},{conv_pad},{conv_pad},{conv_pad} dilation=1x1 groups=2 kernel=3x3 : [4,1,3,3]
+              output prediction y = %3
+              output prediction dw = %5
               {dx}
             }}"
         ))
         .expect("parses")
     };
     let cases = [
-        ((0, 3, 3, false), true),
-        ((0, 2, 2, false), true),
-        ((0, 3, 3, true), false),
-        ((1, 3, 3, false), false),
-        ((0, 3, 1, false), false),
+        ((0, 3, 3, false, true), true),
+        ((0, 2, 2, false, true), true),
+        ((0, 3, 3, true, true), false),
+        ((1, 3, 3, false, true), false),
+        ((0, 3, 1, false, true), false),
+        ((0, 3, 3, false, false), false),
     ];
-    for ((conv_pad, pool, stride, read_dx), pooled) in cases {
-        let before = graph(conv_pad, pool, stride, read_dx);
+    for ((conv_pad, pool, stride, read_dx, forward), pooled) in cases {
+        let before = graph(conv_pad, pool, stride, read_dx, forward);
         let after = passes::apply(Pass::PoolWeightGrads, &before);
         verify(&after).expect("verifies");
         let rewritten = after
             .ops
             .iter()
             .any(|op| op.kind.name() == "pooled_conv2d_weight_grad");
-        assert_eq!(rewritten, pooled, "{conv_pad} {pool} {stride} {read_dx}");
+        assert_eq!(
+            rewritten, pooled,
+            "{conv_pad} {pool} {stride} {read_dx} {forward}"
+        );
         let inputs: HashMap<String, Tensor> = before
             .inputs()
             .map(|(value, input)| {

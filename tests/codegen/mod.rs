@@ -309,7 +309,7 @@ fn sum_magnitudes(kind: &OpKind, arguments: &[&Tensor], context: &EvalContext) -
         return Some(vec![magnitude / labels.data.len() as f64]);
     }
     if let OpKind::PooledConv2dWeightGrad { .. } = kind {
-        // Linear in x and dy; p only places the maxima, so it stays as it is.
+        // Linear in x and dy; the indices only place dy, so they stay as they are.
         let absolute = absolute(&[arguments[0], arguments[2]]);
         let arguments = [&absolute[0], arguments[1], &absolute[1]];
         return Some(kind.eval(&arguments, context).data);

@@ -3,7 +3,8 @@
 //! enough for runs of sliding windows to reach the unrolled f32x4 loops and their scalar tails,
 //! with values on a coarse grid so that windows often hold equal maxima, and NaNs; the pools of
 //! the zoo's networks, windows too large to unroll, and the channel window sum at every window
-//! size; a convolution's weight gradient through max pooling, on random convolutions and pools.
+//! size; max pooling that stores where its maxima are, and a convolution's weight gradient taken
+//! at such indices, on random convolutions and indices.
 
 use super::{check_op, config, random_tensor};
 use crate::gradcheck::pool::pool_case;
@@ -67,6 +68,11 @@ fn pooled(attrs: PoolAttrs, x: &[usize]) -> Vec<usize> {
 fn check_pools(attrs: PoolAttrs, x: &Tensor, seed: u64) {
     let dy = values(pooled(attrs, &x.shape), seed ^ 1, Grid::Fine);
     check_op(OpKind::MaxPool(attrs), std::slice::from_ref(x), 1e-6);
+    check_op(
+        OpKind::MaxPoolWithIndices(attrs),
+        std::slice::from_ref(x),
+        1e-6,
+    );
     check_op(OpKind::AvgPool(attrs), std::slice::from_ref(x), 1e-5);
     check_op(OpKind::MaxPoolGrad(attrs), &[x.clone(), dy.clone()], 1e-5);
     let hw = [x.shape[2], x.shape[3]];
@@ -95,6 +101,16 @@ proptest! {
         check_op(OpKind::MaxPool(attrs), &[values(x, seed, grid)], 1e-6);
     }
 
+    /// On the grid of quarters the index must be the first of equal maxima's.
+    #[test]
+    fn maxpool_with_indices_matches_the_interpreter(
+        (attrs, x) in wide_pool_case(),
+        seed in any::<u64>(),
+        grid in any_grid(),
+    ) {
+        check_op(OpKind::MaxPoolWithIndices(attrs), &[values(x, seed, grid)], 1e-6);
+    }
+
     #[test]
     fn avgpool_matches_the_interpreter((attrs, x) in wide_pool_case(), seed in any::<u64>()) {
         check_op(OpKind::AvgPool(attrs), &[values(x, seed, Grid::Fine)], 1e-5);
@@ -115,9 +131,9 @@ proptest! {
         check_op(OpKind::AvgPoolGrad(attrs, [x[2], x[3]]), &[dy], 1e-5);
     }
 
-    /// Any unpadded convolution (strides, dilations, groups, kernels wider than a vector) under
-    /// any pool (windows searched a row at a time, and wider ones cell by cell), its output on
-    /// the grid of quarters so that windows hold equal maxima, and NaN.
+    /// Any unpadded convolution (strides, dilations, groups, kernels wider than a vector), its
+    /// pooled gradient placed at random indices into the convolution's output planes: some the
+    /// same, some -1 (a window with no cell).
     #[test]
     fn pooled_conv2d_weight_grad_matches_the_interpreter(
         (n, groups, group_in, group_out) in (1..=3usize, 1..=2usize, 1..=3usize, 1..=3usize),
@@ -125,29 +141,25 @@ proptest! {
         stride in [1..=2usize, 1..=2usize],
         dilation in [1..=2usize, 1..=2usize],
         extra in [0..=8usize, 0..=12usize],
-        (pool_kernel, pool_stride, pool_pad, ceil) in (1..=5usize, 1..=3usize, 0..=1usize, any::<bool>()),
+        pooled in [1..=4usize, 1..=4usize],
         seed in any::<u64>(),
-        grid in any_grid(),
     ) {
         let conv = ConvAttrs { stride, pad: [0; 4], dilation, groups };
         let span = |k: usize| (kernel[k] - 1) * dilation[k] + 1 + extra[k];
         let x = vec![n, groups * group_in, span(0), span(1)];
         let w = vec![groups * group_out, group_in, kernel[0], kernel[1]];
         let p = OpKind::Conv2d(conv).shape(&[&x, &w]).expect("an unpadded kernel fits");
-        let pool = PoolAttrs {
-            kernel: [pool_kernel; 2],
-            stride: [pool_stride; 2],
-            pad: [pool_pad.min(pool_kernel / 2); 4],
-            ceil,
-            include_pad: false,
-        };
-        let dy = OpKind::MaxPool(pool).shape(&[&p]);
-        prop_assume!(dy.is_ok());
-        let kind = OpKind::PooledConv2dWeightGrad { conv, kernel, pool };
+        let dy = vec![n, p[1], pooled[0], pooled[1]];
+        let plane = (p[2] * p[3]) as f64;
+        let mut indices = random_tensor(dy.clone(), seed ^ 1, -1.0, plane);
+        for index in &mut indices.data {
+            *index = index.floor();
+        }
+        let kind = OpKind::PooledConv2dWeightGrad { conv, kernel };
         let inputs = [
             values(x, seed, Grid::Fine),
-            values(p, seed ^ 1, grid),
-            values(dy.expect("checked"), seed ^ 2, Grid::Fine),
+            indices,
+            values(dy, seed ^ 2, Grid::Fine),
         ];
         check_op(kind, &inputs, 1e-5);
     }

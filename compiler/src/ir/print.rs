@@ -184,18 +184,9 @@ pub(crate) fn attributes(kind: &mut OpKind) -> Vec<(&'static str, Attribute<'_>)
             attributes.push(("kernel", Pair(kernel)));
             attributes
         }
-        OpKind::PooledConv2dWeightGrad { conv, kernel, pool } => {
+        OpKind::PooledConv2dWeightGrad { conv, kernel } => {
             let mut attributes = conv_attributes(conv);
             attributes.push(("kernel", Pair(kernel)));
-            let pool = pool_attributes(pool);
-            let names = [
-                "pool_kernel",
-                "pool_stride",
-                "pool_pad",
-                "pool_ceil",
-                "pool_include_pad",
-            ];
-            attributes.extend(names.into_iter().zip(pool).map(|(name, (_, a))| (name, a)));
             attributes
         }
         OpKind::MatMul {
@@ -205,7 +196,10 @@ pub(crate) fn attributes(kind: &mut OpKind) -> Vec<(&'static str, Attribute<'_>)
             ("transpose_a", Flag(transpose_a)),
             ("transpose_b", Flag(transpose_b)),
         ],
-        OpKind::MaxPool(a) | OpKind::MaxPoolGrad(a) | OpKind::AvgPool(a) => pool_attributes(a),
+        OpKind::MaxPool(a)
+        | OpKind::MaxPoolWithIndices(a)
+        | OpKind::MaxPoolGrad(a)
+        | OpKind::AvgPool(a) => pool_attributes(a),
         OpKind::AvgPoolGrad(a, input_hw) => {
             let mut attributes = pool_attributes(a);
             attributes.push(("input_hw", Pair(input_hw)));
@@ -316,7 +310,7 @@ pub(crate) mod examples {
     }
 
     /// How many variants `variant_number` numbers.
-    pub(crate) const VARIANTS: usize = 29 + 14;
+    pub(crate) const VARIANTS: usize = 30 + 14;
 
     /// A number in `0..VARIANTS` for each variant of `OpKind`, and of `MapFn` within `Map`. The
     /// matches are exhaustive: a new variant does not compile until it is numbered here, and
@@ -353,8 +347,9 @@ pub(crate) mod examples {
             OpKind::Fused(_) => 26,
             OpKind::SumSquaredDeviationsTo(_) => 27,
             OpKind::PooledConv2dWeightGrad { .. } => 28,
+            OpKind::MaxPoolWithIndices(_) => 29,
             OpKind::Map(f) => {
-                29 + match f {
+                30 + match f {
                     MapFn::Neg => 0,
                     MapFn::Exp => 1,
                     MapFn::Log => 2,
@@ -413,13 +408,22 @@ pub(crate) mod examples {
             ..conv
         };
         let z = g.op(OpKind::Conv2d(unpadded), &[x, w], layer);
-        let z_pooled = g.op(OpKind::MaxPool(max), &[z], Some("pool"));
+        let z_pooled = g.op(OpKind::MaxPoolWithIndices(max), &[z], Some("pool"));
+        let halves = [0, 1].map(|start| {
+            let slice = OpKind::Slice {
+                axis: 0,
+                start,
+                len: 1,
+            };
+            let half = g.op(slice, &[z_pooled], Some("pool"));
+            let shape = g.shape(half)[1..].to_vec();
+            g.op(OpKind::Reshape(shape), &[half], Some("pool"))
+        });
         let pooled_grad = OpKind::PooledConv2dWeightGrad {
             conv: unpadded,
             kernel: [3, 3],
-            pool: max,
         };
-        g.op(pooled_grad, &[x, z, z_pooled], layer);
+        g.op(pooled_grad, &[x, halves[1], halves[0]], layer);
         let avg = PoolAttrs {
             kernel: [3, 2],
             stride: [3, 2],
@@ -633,57 +637,61 @@ graph every_op.training {
   %11 = maxpool(%8) kernel=2x2 stride=2x1 pad=0,1,0,0 ceil=true include_pad=false : [2,4,3,3] @pool
   %12 = maxpool_grad(%8, %11) kernel=2x2 stride=2x1 pad=0,1,0,0 ceil=true include_pad=false : [2,4,6,4] @pool
   %13 = conv2d(%0, %3) stride=1x2 pad=0,0,0,0 dilation=2x1 groups=1 : [2,4,4,3] @block.0.conv
-  %14 = maxpool(%13) kernel=2x2 stride=2x1 pad=0,1,0,0 ceil=true include_pad=false : [2,4,2,2] @pool
-  %15 = pooled_conv2d_weight_grad(%0, %13, %14) stride=1x2 pad=0,0,0,0 dilation=2x1 groups=1 kernel=3x3 pool_kernel=2x2 pool_stride=2x1 pool_pad=0,1,0,0 pool_ceil=true pool_include_pad=false : [4,3,3,3] @block.0.conv
-  %16 = avgpool(%8) kernel=3x2 stride=3x2 pad=0,0,0,0 ceil=false include_pad=true : [2,4,2,2]
-  %17 = avgpool_grad(%16) kernel=3x2 stride=3x2 pad=0,0,0,0 ceil=false include_pad=true input_hw=6x4 : [2,4,6,4]
-  %18 = channel_window_sum(%8) size=3 : [2,4,6,4] @lrn
-  %19 = reshape(%5) shape=[1,4,1,1] : [1,4,1,1]
-  %20 = add(%8, %19) : [2,4,6,4] @bn
-  %21 = sub(%8, %19) : [2,4,6,4] @bn
-  %22 = mul(%8, %19) : [2,4,6,4] @bn
-  %23 = div(%8, %19) : [2,4,6,4] @bn
-  %24 = sum_to(%8) shape=[1,4,1,1] : [1,4,1,1] @bn
-  %25 = reshape(%24) shape=[4] : [4] @bn
-  %26 = broadcast(%19) shape=[2,4,6,4] : [2,4,6,4]
-  %27 = concat(%8, %18) axis=1 : [2,8,6,4]
-  %28 = slice(%27) axis=1 start=2 len=3 : [2,3,6,4]
-  %29 = reshape(%16) shape=[2,16] : [2,16]
-  %30 = matmul(%29, %4) transpose_a=false transpose_b=true : [2,5] @dense
-  %31 = softmax(%30) : [2,5]
-  %32 = softmax_grad(%31, %30) : [2,5]
-  %33 = softmax_cross_entropy(%30, %1) : [] @loss
-  %34 = softmax_cross_entropy_grad(%30, %1, %33) : [2,5] @loss
-  %35 = sigmoid(%30) : [2,5]
-  %36 = binary_cross_entropy(%35, %2) : []
-  %37 = binary_cross_entropy_grad(%35, %2, %36) : [2,5]
-  %38 = dropout_mask(%7) rate=0.1 stream=18446744073709551615 shape=[2,5] : [2,5] @dropout
-  %39 = fill() value=1e-300 shape=[2,5] : [2,5]
-  %40 = neg(%30) : [2,5]
-  %41 = exp(%30) : [2,5]
-  %42 = log(%30) : [2,5]
-  %43 = sqrt(%30) : [2,5]
-  %44 = abs(%30) : [2,5]
-  %45 = sign(%30) : [2,5]
-  %46 = step(%30) : [2,5]
-  %47 = tanh(%30) : [2,5]
-  %48 = relu(%30) : [2,5]
-  %49 = leaky_relu(%30) slope=0.01 : [2,5]
-  %50 = scale(%30) factor=-inf : [2,5]
-  %51 = add_const(%30) value=-0.0 : [2,5]
-  %52 = pow_const(%30) exponent=-0.5 : [2,5]
-  %53 = fused(%8, %19) chain={mul(x0, x1); add_const(t0) value=0.5; relu(t1)} : [2,4,6,4] @bn
-  %54 = fused(%0, %3, %19) chain={conv2d(x0, x1) stride=1x2 pad=1,1,0,2 dilation=2x1 groups=1; add(t0, x2); relu(t1)} : [2,4,6,4] @block.0.conv
-  %55 = fused(%8) chain={mul(x0, x0); sum_to(t0) shape=[1,4,1,1]} : [1,4,1,1] @bn
-  %56 = fused(%8, %19) chain={mul(x0, x1); sum_to(x0) shape=[1,4,1,1]; sum_to(t0) shape=[1,4,1,1] -> t0, t1, t2} : [200] @bn
-  %57 = mul(%10, %6) : [4,3,3,3]
-  %58 = sum_squared_deviations_to(%8) shape=[1,4,1,1] : [1,4,1,1] @bn
-  %59 = fused(%0, %3) chain={conv2d(x0, x1) stride=1x2 pad=1,1,0,2 dilation=2x1 groups=1; sum_to(t0) shape=[1,4,1,1]; sum_squared_deviations_to(t0) shape=[1,4,1,1] -> t0, t1, t2} : [200] @block.0.conv
-  output loss loss = %33
-  output prediction prediction = %31
+  %14 = maxpool_with_indices(%13) kernel=2x2 stride=2x1 pad=0,1,0,0 ceil=true include_pad=false : [2,2,4,2,2] @pool
+  %15 = slice(%14) axis=0 start=0 len=1 : [1,2,4,2,2] @pool
+  %16 = reshape(%15) shape=[2,4,2,2] : [2,4,2,2] @pool
+  %17 = slice(%14) axis=0 start=1 len=1 : [1,2,4,2,2] @pool
+  %18 = reshape(%17) shape=[2,4,2,2] : [2,4,2,2] @pool
+  %19 = pooled_conv2d_weight_grad(%0, %18, %16) stride=1x2 pad=0,0,0,0 dilation=2x1 groups=1 kernel=3x3 : [4,3,3,3] @block.0.conv
+  %20 = avgpool(%8) kernel=3x2 stride=3x2 pad=0,0,0,0 ceil=false include_pad=true : [2,4,2,2]
+  %21 = avgpool_grad(%20) kernel=3x2 stride=3x2 pad=0,0,0,0 ceil=false include_pad=true input_hw=6x4 : [2,4,6,4]
+  %22 = channel_window_sum(%8) size=3 : [2,4,6,4] @lrn
+  %23 = reshape(%5) shape=[1,4,1,1] : [1,4,1,1]
+  %24 = add(%8, %23) : [2,4,6,4] @bn
+  %25 = sub(%8, %23) : [2,4,6,4] @bn
+  %26 = mul(%8, %23) : [2,4,6,4] @bn
+  %27 = div(%8, %23) : [2,4,6,4] @bn
+  %28 = sum_to(%8) shape=[1,4,1,1] : [1,4,1,1] @bn
+  %29 = reshape(%28) shape=[4] : [4] @bn
+  %30 = broadcast(%23) shape=[2,4,6,4] : [2,4,6,4]
+  %31 = concat(%8, %22) axis=1 : [2,8,6,4]
+  %32 = slice(%31) axis=1 start=2 len=3 : [2,3,6,4]
+  %33 = reshape(%20) shape=[2,16] : [2,16]
+  %34 = matmul(%33, %4) transpose_a=false transpose_b=true : [2,5] @dense
+  %35 = softmax(%34) : [2,5]
+  %36 = softmax_grad(%35, %34) : [2,5]
+  %37 = softmax_cross_entropy(%34, %1) : [] @loss
+  %38 = softmax_cross_entropy_grad(%34, %1, %37) : [2,5] @loss
+  %39 = sigmoid(%34) : [2,5]
+  %40 = binary_cross_entropy(%39, %2) : []
+  %41 = binary_cross_entropy_grad(%39, %2, %40) : [2,5]
+  %42 = dropout_mask(%7) rate=0.1 stream=18446744073709551615 shape=[2,5] : [2,5] @dropout
+  %43 = fill() value=1e-300 shape=[2,5] : [2,5]
+  %44 = neg(%34) : [2,5]
+  %45 = exp(%34) : [2,5]
+  %46 = log(%34) : [2,5]
+  %47 = sqrt(%34) : [2,5]
+  %48 = abs(%34) : [2,5]
+  %49 = sign(%34) : [2,5]
+  %50 = step(%34) : [2,5]
+  %51 = tanh(%34) : [2,5]
+  %52 = relu(%34) : [2,5]
+  %53 = leaky_relu(%34) slope=0.01 : [2,5]
+  %54 = scale(%34) factor=-inf : [2,5]
+  %55 = add_const(%34) value=-0.0 : [2,5]
+  %56 = pow_const(%34) exponent=-0.5 : [2,5]
+  %57 = fused(%8, %23) chain={mul(x0, x1); add_const(t0) value=0.5; relu(t1)} : [2,4,6,4] @bn
+  %58 = fused(%0, %3, %23) chain={conv2d(x0, x1) stride=1x2 pad=1,1,0,2 dilation=2x1 groups=1; add(t0, x2); relu(t1)} : [2,4,6,4] @block.0.conv
+  %59 = fused(%8) chain={mul(x0, x0); sum_to(t0) shape=[1,4,1,1]} : [1,4,1,1] @bn
+  %60 = fused(%8, %23) chain={mul(x0, x1); sum_to(x0) shape=[1,4,1,1]; sum_to(t0) shape=[1,4,1,1] -> t0, t1, t2} : [200] @bn
+  %61 = mul(%10, %6) : [4,3,3,3]
+  %62 = sum_squared_deviations_to(%8) shape=[1,4,1,1] : [1,4,1,1] @bn
+  %63 = fused(%0, %3) chain={conv2d(x0, x1) stride=1x2 pad=1,1,0,2 dilation=2x1 groups=1; sum_to(t0) shape=[1,4,1,1]; sum_squared_deviations_to(t0) shape=[1,4,1,1] -> t0, t1, t2} : [200] @block.0.conv
+  output loss loss = %37
+  output prediction prediction = %35
   output gradient conv.weight = %10
-  output update conv.weight = %57
-  output update bn.running_mean = %25
+  output update conv.weight = %61
+  output update bn.running_mean = %29
 }
 ";
         assert_eq!(print(&every_op()), expected);

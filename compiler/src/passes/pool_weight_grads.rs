@@ -1,11 +1,13 @@
 //! `pool_weight_grads`: a convolution's weight gradient through max pooling,
-//! `conv2d_weight_grad(x, maxpool_grad(p, dy))`, becomes `pooled_conv2d_weight_grad(x, p, dy)`,
-//! which adds each window's patch at its maximum alone, where nothing else reads the unpooled
-//! gradient (the network's first convolution, which has no input gradient, after `factor_sums`
-//! has taken its bias gradient from the pooled one).
+//! `conv2d_weight_grad(x, maxpool_grad(p, dy))`, becomes `pooled_conv2d_weight_grad(x, indices,
+//! dy)`, which adds each window's patch at its maximum alone, where nothing else reads the
+//! unpooled gradient (the network's first convolution, which has no input gradient, after
+//! `factor_sums` has taken its bias gradient from the pooled one). The forward pool,
+//! `maxpool(p)`, becomes `maxpool_with_indices(p)`, which also stores where each maximum lies:
+//! the backward pass searches no window again, and `p` need not live until then.
 //!
-//! The pooled op trades the contraction's dense multiply-adds for a search of each window and a
-//! few vector multiply-adds at its maximum, so it is chosen only where that pays: the pool's windows step over
+//! The pooled op trades the contraction's dense multiply-adds for a few vector multiply-adds at
+//! each window's maximum, so it is chosen only where that pays: the pool's windows step over
 //! at least `MIN_STRIDE_AREA` outputs each, and a channel's weights fit in registers
 //! (`pooled_weight_grad::fits_registers`).
 
@@ -13,34 +15,84 @@ use super::{rewrite, Rewrite, Uses};
 use crate::autodiff::prune;
 use crate::ir::ops::pooled_weight_grad::fits_registers;
 use crate::ir::ops::{ConvAttrs, OpKind, PoolAttrs};
-use crate::ir::Graph;
+use crate::ir::{Graph, ValueId};
+use std::collections::HashMap;
 
 /// Pools whose windows step over fewer outputs than this keep the dense weight gradient.
 const MIN_STRIDE_AREA: usize = 4;
 
 pub fn run(graph: &Graph) -> Graph {
     let uses = Uses::of(graph);
-    let pooled = rewrite(graph, |new, index, renumber| {
-        let op = &graph.ops[index];
+    // Each weight gradient taken at the maxima: the forward pool whose indices it reads.
+    let mut pool_of: HashMap<usize, usize> = HashMap::new();
+    for (index, op) in graph.ops.iter().enumerate() {
         let OpKind::Conv2dWeightGrad(conv, kernel) = op.kind else {
-            return Rewrite::Keep;
+            continue;
         };
         let (x, unpooled) = (op.inputs[0], op.inputs[1]);
         let Some(producer) = graph.producer(unpooled) else {
-            return Rewrite::Keep;
+            continue;
         };
         let OpKind::MaxPoolGrad(pool) = graph.ops[producer].kind else {
-            return Rewrite::Keep;
+            continue;
         };
         let group_channels = graph.shape(x)[1] / conv.groups;
         if !uses.only(unpooled, index) || !pays(&conv, kernel, &pool, group_channels) {
-            return Rewrite::Keep;
+            continue;
         }
-        let [p, dy] = [0, 1].map(|i| renumber[&graph.ops[producer].inputs[i]]);
-        let kind = OpKind::PooledConv2dWeightGrad { conv, kernel, pool };
-        Rewrite::Replace(new.op(kind, &[renumber[&x], p, dy], op.layer.as_deref()))
+        let p = graph.ops[producer].inputs[0];
+        let forward = uses.readers[p.0].iter().copied().find(|&reader| {
+            graph.ops[reader].kind == OpKind::MaxPool(pool) && graph.ops[reader].inputs == [p]
+        });
+        if let Some(forward) = forward {
+            pool_of.insert(index, forward);
+        }
+    }
+    // The new graph's `maxpool_with_indices` of each forward pool rewritten.
+    let mut indexed: HashMap<usize, ValueId> = HashMap::new();
+    let pooled = rewrite(graph, |new, index, renumber| {
+        let op = &graph.ops[index];
+        let layer = op.layer.as_deref();
+        if pool_of.values().any(|&forward| forward == index) {
+            let OpKind::MaxPool(pool) = op.kind else {
+                unreachable!("a forward max pool")
+            };
+            let both = new.op(
+                OpKind::MaxPoolWithIndices(pool),
+                &[renumber[&op.inputs[0]]],
+                layer,
+            );
+            indexed.insert(index, both);
+            return Rewrite::Replace(half(new, both, 0, layer));
+        }
+        let Some(forward) = pool_of.get(&index) else {
+            return Rewrite::Keep;
+        };
+        let OpKind::Conv2dWeightGrad(conv, kernel) = op.kind else {
+            unreachable!("a weight gradient")
+        };
+        let indices = half(new, indexed[forward], 1, layer);
+        let dy = graph.ops[graph.producer(op.inputs[1]).expect("a max pool's gradient")].inputs[1];
+        let kind = OpKind::PooledConv2dWeightGrad { conv, kernel };
+        Rewrite::Replace(new.op(
+            kind,
+            &[renumber[&op.inputs[0]], indices, renumber[&dy]],
+            layer,
+        ))
     });
     prune(&pooled)
+}
+
+/// Half `which` of a `maxpool_with_indices` result: the maxima (0) or their indices (1), a view.
+fn half(graph: &mut Graph, both: ValueId, which: usize, layer: Option<&str>) -> ValueId {
+    let slice = OpKind::Slice {
+        axis: 0,
+        start: which,
+        len: 1,
+    };
+    let half = graph.op(slice, &[both], layer);
+    let shape = graph.shape(half)[1..].to_vec();
+    graph.op(OpKind::Reshape(shape), &[half], layer)
 }
 
 /// Whether the pooled op applies (an unpadded convolution) and is the faster.

@@ -3,8 +3,8 @@
 //! in its own file and is dispatched here by exhaustive `match`, so a new primitive that lacks a
 //! rule does not compile.
 //!
-//! Ops whose names end in `_grad` exist to express backward passes, and `fused` exists only
-//! after differentiation (the passes make it); they are not themselves differentiated (netc
+//! Ops whose names end in `_grad` exist to express backward passes, and `fused` and
+//! `maxpool_with_indices` exist only after differentiation (the passes make them); they are not themselves differentiated (netc
 //! needs no second derivatives), and asking for their VJP is a compiler bug.
 
 pub mod conv;
@@ -84,15 +84,20 @@ pub enum OpKind {
         transpose_a: bool,
         transpose_b: bool,
     },
-    /// `(x, p, dy) -> dw`: `conv2d_weight_grad(x, maxpool_grad(p, dy))` where `p` is the
-    /// unpadded convolution's output and `dy` its pool's gradient, taken at the maxima alone.
+    /// `(x, indices, dy) -> dw`: the weight gradient of an unpadded convolution whose output is
+    /// max-pooled, from the pool's gradient `dy` and the `indices` of its maxima (as
+    /// `maxpool_with_indices` gives them): each element of dy goes to the output at its index
+    /// in its plane (none where the index is negative), then `conv2d_weight_grad`.
     PooledConv2dWeightGrad {
         conv: ConvAttrs,
         kernel: [usize; 2],
-        pool: PoolAttrs,
     },
     /// `x [N,C,H,W] -> [N,C,OH,OW]`; padding never wins.
     MaxPool(PoolAttrs),
+    /// `x -> [2,N,C,OH,OW]`: `maxpool(x)`, then the index in its plane (`row · W + column`, as
+    /// a float) of each window's first maximum, -1 for a window with no cell (PyTorch's
+    /// `return_indices`). Only `pool_weight_grads` makes it.
+    MaxPoolWithIndices(PoolAttrs),
     /// `(x, dy) -> dx`: each window's gradient goes to its first maximum (PyTorch's choice).
     MaxPoolGrad(PoolAttrs),
     AvgPool(PoolAttrs),
@@ -169,6 +174,7 @@ impl OpKind {
             OpKind::PooledConv2dWeightGrad { .. } => "pooled_conv2d_weight_grad",
             OpKind::MatMul { .. } => "matmul",
             OpKind::MaxPool(_) => "maxpool",
+            OpKind::MaxPoolWithIndices(_) => "maxpool_with_indices",
             OpKind::MaxPoolGrad(_) => "maxpool_grad",
             OpKind::AvgPool(_) => "avgpool",
             OpKind::AvgPoolGrad(..) => "avgpool_grad",
@@ -202,14 +208,15 @@ impl OpKind {
             OpKind::Conv2d(a) => conv::shape(a, inputs),
             OpKind::Conv2dInputGrad(a, hw) => conv::input_grad_shape(a, *hw, inputs),
             OpKind::Conv2dWeightGrad(a, k) => conv::weight_grad_shape(a, *k, inputs),
-            OpKind::PooledConv2dWeightGrad { conv, kernel, pool } => {
-                pooled_weight_grad::shape(conv, *kernel, pool, inputs)
+            OpKind::PooledConv2dWeightGrad { conv, kernel } => {
+                pooled_weight_grad::shape(conv, *kernel, inputs)
             }
             OpKind::MatMul {
                 transpose_a,
                 transpose_b,
             } => matmul::shape(*transpose_a, *transpose_b, inputs),
             OpKind::MaxPool(a) | OpKind::AvgPool(a) => pool::shape(a, inputs),
+            OpKind::MaxPoolWithIndices(a) => pool::max_with_indices_shape(a, inputs),
             OpKind::MaxPoolGrad(a) => pool::max_grad_shape(a, inputs),
             OpKind::AvgPoolGrad(a, hw) => pool::avg_grad_shape(a, *hw, inputs),
             OpKind::ChannelWindowSum { size } => window::shape(*size, inputs),
@@ -241,14 +248,15 @@ impl OpKind {
             OpKind::Conv2d(a) => conv::eval(a, inputs),
             OpKind::Conv2dInputGrad(a, hw) => conv::eval_input_grad(a, *hw, inputs),
             OpKind::Conv2dWeightGrad(a, k) => conv::eval_weight_grad(a, *k, inputs),
-            OpKind::PooledConv2dWeightGrad { conv, kernel, pool } => {
-                pooled_weight_grad::eval(conv, *kernel, pool, inputs)
+            OpKind::PooledConv2dWeightGrad { conv, kernel } => {
+                pooled_weight_grad::eval(conv, *kernel, inputs)
             }
             OpKind::MatMul {
                 transpose_a,
                 transpose_b,
             } => matmul::eval(*transpose_a, *transpose_b, inputs),
             OpKind::MaxPool(a) => pool::eval_max(a, inputs),
+            OpKind::MaxPoolWithIndices(a) => pool::eval_max_with_indices(a, inputs),
             OpKind::MaxPoolGrad(a) => pool::eval_max_grad(a, inputs),
             OpKind::AvgPool(a) => pool::eval_avg(a, inputs),
             OpKind::AvgPoolGrad(a, hw) => pool::eval_avg_grad(a, *hw, inputs),
@@ -309,6 +317,7 @@ impl OpKind {
             OpKind::Conv2dInputGrad(..)
             | OpKind::Conv2dWeightGrad(..)
             | OpKind::PooledConv2dWeightGrad { .. }
+            | OpKind::MaxPoolWithIndices(_)
             | OpKind::MaxPoolGrad(_)
             | OpKind::AvgPoolGrad(..)
             | OpKind::SoftmaxGrad
@@ -338,8 +347,8 @@ impl OpKind {
                 let x = (&Source::Tensor(inputs[0].slot), &inputs[0].shape[..]);
                 conv::emit_weight_grad(a, sink, x, &inputs[1], output)
             }
-            OpKind::PooledConv2dWeightGrad { conv, pool, .. } => {
-                pooled_weight_grad::emit(conv, pool, sink, inputs, output)
+            OpKind::PooledConv2dWeightGrad { conv, .. } => {
+                pooled_weight_grad::emit(conv, sink, inputs, output)
             }
             OpKind::MatMul {
                 transpose_a,
@@ -353,6 +362,7 @@ impl OpKind {
                 &Epilogue::none(),
             ),
             OpKind::MaxPool(a) => pool::emit_max(a, sink, inputs, output),
+            OpKind::MaxPoolWithIndices(a) => pool::emit_max_with_indices(a, sink, inputs, output),
             OpKind::MaxPoolGrad(a) => pool::emit_max_grad(a, sink, inputs, output),
             OpKind::AvgPool(a) => pool::emit_avg(a, sink, inputs, output),
             OpKind::AvgPoolGrad(a, _) => pool::emit_avg_grad(a, sink, inputs, output),

@@ -14,7 +14,7 @@ use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::{Graph, Op, Shape, ValueId};
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{types, InstBuilder, Type, Value};
+use cranelift_codegen::ir::{types, ConstantData, InstBuilder, Type, Value};
 use std::ops::Range;
 
 /// Output extent of one axis (PyTorch's rule, ceil mode included), or `None` when the window
@@ -69,6 +69,21 @@ pub fn shape(a: &PoolAttrs, inputs: &[&Shape]) -> Result<Shape, String> {
     };
     let [oh, ow] = out_hw(a, [h, w])?;
     Ok(vec![n, c, oh, ow])
+}
+
+/// The largest plane whose every index a float holds exactly.
+const MOST_INDEXED: usize = 1 << 24;
+
+/// `x [N,C,H,W] -> [2,N,C,OH,OW]`: the pooled tensor, then each maximum's index in its plane.
+pub fn max_with_indices_shape(a: &PoolAttrs, inputs: &[&Shape]) -> Result<Shape, String> {
+    let pooled = shape(a, inputs)?;
+    let plane = inputs[0][2] * inputs[0][3];
+    if plane > MOST_INDEXED {
+        return Err(format!(
+            "planes of {plane} elements hold indices a float does not (at most {MOST_INDEXED})"
+        ));
+    }
+    Ok([2].iter().chain(&pooled).copied().collect())
 }
 
 pub fn max_grad_shape(a: &PoolAttrs, inputs: &[&Shape]) -> Result<Shape, String> {
@@ -168,6 +183,20 @@ pub fn eval_max(a: &PoolAttrs, inputs: &[&Tensor]) -> Tensor {
     Tensor::new(y_shape, y)
 }
 
+pub fn eval_max_with_indices(a: &PoolAttrs, inputs: &[&Tensor]) -> Tensor {
+    let x = inputs[0];
+    let shape = max_with_indices_shape(a, &[&x.shape]).expect("verified shapes fit");
+    let half: usize = shape[1..].iter().product();
+    let plane = x.shape[2] * x.shape[3];
+    let mut y = vec![0.0; 2 * half];
+    for_each_window(a, &x.shape, |yi, cells, _| {
+        let first = first_max(&x.data, cells);
+        y[yi] = first.map_or(0.0, |k| x.data[k]);
+        y[half + yi] = first.map_or(-1.0, |k| (k % plane) as f64);
+    });
+    Tensor::new(shape, y)
+}
+
 pub fn eval_max_grad(a: &PoolAttrs, inputs: &[&Tensor]) -> Tensor {
     let (x, dy) = (inputs[0], inputs[1]);
     let mut dx = vec![0.0; x.len()];
@@ -257,6 +286,56 @@ fn emit_pool(
                 }
             };
             e.store(Emitter::mutable(), value, *y, window.y, 0);
+        });
+    });
+}
+
+/// The maxima, as [`emit_max`] writes them, then each one's index in its plane as a float.
+pub fn emit_max_with_indices(
+    a: &PoolAttrs,
+    sink: &mut KernelSink,
+    inputs: &[Operand],
+    output: &Operand,
+) {
+    let geometry = Geometry::new(a, &inputs[0].shape);
+    let half = (output.len() / 2) as i64;
+    let width = geometry.width;
+    let slots = [inputs[0].slot, output.slot];
+    geometry.kernel(sink, &slots, |e, buffers, x_plane, y_plane| {
+        let [x, y] = buffers else {
+            unreachable!("two buffers")
+        };
+        geometry.for_each_window(e, x_plane, y_plane, 1, &mut |e, window, ty| {
+            let (value, index) = if window.is_empty() {
+                (e.constant(ty, 0.0), e.constant(ty, -1.0))
+            } else {
+                let mut offset = |e: &mut Emitter, row, col| {
+                    let down = e.b.ins().imul_imm_s(row, width as i64);
+                    e.b.ins().iadd(down, col)
+                };
+                let [value, at] = first_max_position(e, *x, window, width, ty, &mut offset);
+                // The (first) window's first cell's index, plus the maximum's offset from it,
+                // plus, lane by lane, the lane's column.
+                let first = e.b.ins().imul_imm_s(window.row, width as i64);
+                let first = e.b.ins().iadd(first, window.col);
+                let index = if ty == F32 {
+                    let index = e.b.ins().iadd(first, at);
+                    e.b.ins().fcvt_from_sint(F32, index)
+                } else {
+                    let first = e.b.ins().fcvt_from_sint(F32, first);
+                    let first = e.splat(F32X4, first);
+                    let bytes: Vec<u8> =
+                        (0..LANES).flat_map(|l| (l as f32).to_le_bytes()).collect();
+                    let lanes = e.b.func.dfg.constants.insert(ConstantData::from(bytes));
+                    let lanes = e.b.ins().vconst(F32X4, lanes);
+                    let at = e.b.ins().fcvt_from_sint(F32X4, at);
+                    let index = e.b.ins().fadd(first, lanes);
+                    e.b.ins().fadd(index, at)
+                };
+                (value, index)
+            };
+            e.store(Emitter::mutable(), value, *y, window.y, 0);
+            e.store(Emitter::mutable(), index, *y, window.y, half);
         });
     });
 }
@@ -640,15 +719,16 @@ fn reduce_runs(
 /// Where the first maximum of a non-empty window lies, as an offset from its first cell: I64
 /// for one window (`ty` F32), I32X4 for f32x4 lanes of windows.
 fn first_max_offset(e: &mut Emitter, x: Value, window: &Window, width: usize, ty: Type) -> Value {
-    first_max_position(e, x, window, width, ty, &mut |e, row, col| {
+    let [_, at] = first_max_position(e, x, window, width, ty, &mut |e, row, col| {
         let down = e.b.ins().imul_imm_s(row, width as i64);
         e.b.ins().iadd(down, col)
-    })
+    });
+    at
 }
 
-/// `position(e, row, col)` (I64, linear in both) of the first maximum of a non-empty window,
-/// `row` and `col` being the cell's place in the window: I64 for one window (`ty` F32), I32X4
-/// for f32x4 lanes of windows.
+/// The maximum of a non-empty window (as [`Reduction::Max`] finds it) and `position(e, row,
+/// col)` (I64, linear in both) of its first cell, `row` and `col` being the cell's place in the
+/// window: I64 for one window (`ty` F32), I32X4 for f32x4 lanes of windows.
 fn first_max_position(
     e: &mut Emitter,
     x: Value,
@@ -656,7 +736,7 @@ fn first_max_position(
     width: usize,
     ty: Type,
     position: &mut dyn FnMut(&mut Emitter, Value, Value) -> Value,
-) -> Value {
+) -> [Value; 2] {
     let offset_ty = if ty == F32 { I64 } else { types::I32X4 };
     let offset = |e: &mut Emitter, value: Value| {
         if ty == F32 {
@@ -688,59 +768,7 @@ fn first_max_position(
         e.set(best, new_best);
         e.set(at, new_at);
     });
-    e.get(at)
-}
-
-/// [`first_max_position`] of one window, searched a row at a time where the window is at most
-/// `LANES` cells wide and 16 rows high: each row is one f32x4, the lanes past the window's
-/// columns holding whatever follows (every buffer is readable past its end) and counting for
-/// nothing. A row-major search keeps a NaN in the lead, else the first cell equal to the
-/// greatest number (a later NaN never wins); a mask of those cells (4 bits a row, the lead's
-/// first) gives it without a chain of selects per cell. That pays where the position feeds
-/// registers (the pooled weight gradient: 1.2 to 0.8 ms on mnist_cnn's conv1); where it is the
-/// address of a scattered addition (`maxpool_grad`) it measured slower as often as faster, so
-/// that keeps the chain.
-pub(super) fn first_max_position_by_rows(
-    e: &mut Emitter,
-    x: Value,
-    window: &Window,
-    width: usize,
-    position: &mut dyn FnMut(&mut Emitter, Value, Value) -> Value,
-) -> Value {
-    if window.cols > LANES as usize || window.rows * LANES as usize > 64 {
-        return first_max_position(e, x, window, width, F32, position);
-    }
-    let rows: Vec<Value> = (0..window.rows)
-        .map(|r| e.load(F32X4, Emitter::frozen(), x, window.x, (r * width) as i64))
-        .collect();
-    // The greatest number: NaNs in the first row set aside (they would hide the numbers below
-    // them), later ones lose every comparison `Reduction::Max` makes.
-    let nothing = e.constant(F32X4, f32::NEG_INFINITY);
-    let mut column_maxima = e.select_cmp(FloatCC::Ordered, rows[0], rows[0], rows[0], nothing);
-    for &row in &rows[1..] {
-        column_maxima = Reduction::Max.combine(e, column_maxima, row);
-    }
-    let mut max = e.b.ins().extractlane(column_maxima, 0);
-    for lane in 1..window.cols as u8 {
-        let v = e.b.ins().extractlane(column_maxima, lane);
-        max = Reduction::Max.combine(e, max, v);
-    }
-    let maxima = e.splat(F32X4, max);
-    let columns = (1i64 << window.cols) - 1;
-    let lead = e.b.ins().extractlane(rows[0], 0);
-    let lead = e.b.ins().fcmp(FloatCC::Unordered, lead, lead);
-    let mut cells = e.b.ins().uextend(I64, lead);
-    for (r, &row) in rows.iter().enumerate() {
-        let equal = e.b.ins().fcmp(FloatCC::Equal, row, maxima);
-        let bits = e.b.ins().vhigh_bits(I64, equal);
-        let bits = e.b.ins().band_imm_s(bits, columns);
-        let bits = e.b.ins().ishl_imm_s(bits, (r * LANES as usize) as i64);
-        cells = e.b.ins().bor(cells, bits);
-    }
-    let first = e.b.ins().ctz(cells);
-    let row = e.b.ins().ushr_imm_s(first, LANES.trailing_zeros() as i64);
-    let col = e.b.ins().band_imm_s(first, LANES - 1);
-    position(e, row, col)
+    [e.get(best), e.get(at)]
 }
 
 /// Calls `visit(e, index, offset, row, col)` for each cell of a non-empty window after its

@@ -1,60 +1,79 @@
 //! `pooled_conv2d_weight_grad`: the weight gradient of a convolution whose output is max-pooled,
-//! from the pooled gradient. Max pooling's gradient is dy at each window's first maximum and
+//! from the pooled gradient and the indices of the pool's maxima, which the forward pool stored
+//! (`maxpool_with_indices`). Max pooling's gradient is dy at each window's first maximum and
 //! zero elsewhere, so the weight gradient is a sum over windows, not over the convolution's
 //! outputs: each window adds `dy` times the input patch under its maximum. A 3×3 pool leaves a
-//! ninth of the products, and the unpooled gradient is never written. `pool_weight_grads` makes
-//! it where nothing else reads that gradient.
+//! ninth of the products, the unpooled gradient is never written, and no window is searched
+//! again. `pool_weight_grads` makes it where nothing else reads that gradient.
 //!
 //! Generated code runs one task per plane of the pooled tensor, in memory order, accumulating
 //! blocks of its channel's weights in registers over the plane's windows; the planes' shares
 //! then add up image by image, so the result does not depend on the thread count. The
 //! convolution must not be padded: every patch then lies inside its image.
 
-use super::pool::{first_max_position_by_rows, Geometry};
-use super::{arity, conv, layout, pool, ConvAttrs, PoolAttrs};
+use super::{arity, conv, layout, ConvAttrs};
 use crate::codegen::emit::{Emitter, F32, F32X4, LANES};
 use crate::codegen::gemm::IndexMath;
 use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::Shape;
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::types::{F64, I64};
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
 /// At most this many f32 or f32x4 accumulators are live at once: a block of a channel's weights.
 const ACCUMULATORS: usize = 12;
 
-/// `(x [N,C,H,W], p [N,O,OH,OW], dy [N,O,PH,PW]) -> dw [O,C/g,kh,kw]`, `p` being the
-/// convolution's output (what the pool reads) and `dy` the pool's output gradient.
+/// `(x [N,C,H,W], indices [N,O,PH,PW], dy [N,O,PH,PW]) -> dw [O,C/g,kh,kw]`.
 pub fn shape(
     conv_attrs: &ConvAttrs,
     kernel: [usize; 2],
-    pool_attrs: &PoolAttrs,
     inputs: &[&Shape],
 ) -> Result<Shape, String> {
     arity(inputs, 3)?;
     if conv_attrs.pad != [0; 4] {
         return Err("the convolution must not be padded".into());
     }
-    let dw = conv::weight_grad_shape(conv_attrs, kernel, &[inputs[0], inputs[1]])?;
-    let pooled = pool::shape(pool_attrs, &[inputs[1]])?;
-    if *inputs[2] != pooled {
-        return Err(format!(
-            "dy {:?} is not the pooled shape {pooled:?} of {:?}",
-            inputs[2], inputs[1]
-        ));
+    let (x, indices, dy) = (inputs[0], inputs[1], inputs[2]);
+    let p = convolution_output(conv_attrs, kernel, x, dy)?;
+    if indices != dy {
+        return Err(format!("indices {indices:?} are not dy's shape {dy:?}"));
     }
-    Ok(dw)
+    if dy[0] != p[0] {
+        return Err(format!("dy {dy:?} is not a batch of {} planes", p[0]));
+    }
+    conv::weight_grad_shape(conv_attrs, kernel, &[x, &p])
 }
 
-/// `conv2d_weight_grad(x, maxpool_grad(p, dy))`, as the two reference ops compute it.
-pub fn eval(
+/// The shape of the convolution's output, whose planes the indices point into: x's convolution
+/// by a kernel with as many outputs as dy has channels.
+fn convolution_output(
     conv_attrs: &ConvAttrs,
     kernel: [usize; 2],
-    pool_attrs: &PoolAttrs,
-    inputs: &[&Tensor],
-) -> Tensor {
-    let (x, p, dy) = (inputs[0], inputs[1], inputs[2]);
-    let unpooled = pool::eval_max_grad(pool_attrs, &[p, dy]);
-    conv::eval_weight_grad(conv_attrs, kernel, &[x, &unpooled])
+    x: &Shape,
+    dy: &Shape,
+) -> Result<Shape, String> {
+    let (&[_, c, ..], &[_, o, _, _]) = (x.as_slice(), dy.as_slice()) else {
+        return Err("expected x [N,C,H,W] and dy [N,O,PH,PW]".into());
+    };
+    let groups = conv_attrs.groups.max(1);
+    let w = vec![o, c / groups, kernel[0], kernel[1]];
+    conv::shape(conv_attrs, &[x, &w])
+}
+
+/// `conv2d_weight_grad(x, g)`, `g` being dy placed at the indices in zeroed planes.
+pub fn eval(conv_attrs: &ConvAttrs, kernel: [usize; 2], inputs: &[&Tensor]) -> Tensor {
+    let (x, indices, dy) = (inputs[0], inputs[1], inputs[2]);
+    let p =
+        convolution_output(conv_attrs, kernel, &x.shape, &dy.shape).expect("verified shapes fit");
+    let (plane, pooled_plane) = (p[2] * p[3], dy.shape[2] * dy.shape[3]);
+    let mut unpooled = vec![0.0; p.iter().product()];
+    for (k, (&index, &grad)) in indices.data.iter().zip(&dy.data).enumerate() {
+        if index >= 0.0 {
+            unpooled[k / pooled_plane * plane + index as usize] += grad;
+        }
+    }
+    conv::eval_weight_grad(conv_attrs, kernel, &[x, &Tensor::new(p, unpooled)])
 }
 
 /// Whether a channel's weights `[group_channels, kh, kw]` (with this dilation) fit the
@@ -71,41 +90,31 @@ struct Piece {
     ty: Type,
 }
 
-pub fn emit(
-    conv_attrs: &ConvAttrs,
-    pool_attrs: &PoolAttrs,
-    sink: &mut KernelSink,
-    inputs: &[Operand],
-    output: &Operand,
-) {
-    let (x, p) = (&inputs[0], &inputs[1]);
+pub fn emit(conv_attrs: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand], output: &Operand) {
+    let (x, indices, dy) = (&inputs[0], &inputs[1], &inputs[2]);
     let &[images, channels, height, width] = x.shape.as_slice() else {
         unreachable!("verified shapes are 4-D")
     };
     let &[outputs, group_channels, kh, kw] = output.shape.as_slice() else {
         unreachable!("verified shapes are 4-D")
     };
+    let p =
+        convolution_output(conv_attrs, [kh, kw], &x.shape, &dy.shape).expect("verified shapes fit");
     let per_group = outputs / conv_attrs.groups;
-    let geometry = Geometry::new(pool_attrs, &p.shape);
     let [sh, sw] = conv_attrs.stride.map(|s| s as i64);
     let [dh, dw] = conv_attrs.dilation.map(|d| d as i64);
     let (plane, width) = ((height * width) as i64, width as i64);
     let pieces = pieces(group_channels, [kh, kw], [dh, dw], plane, width);
     let patch = output.len() / outputs;
-    let pooled_input_plane = (geometry.height * geometry.width) as i64;
-    let pooled_plane = (geometry.out_height * geometry.out_width) as i64;
+    let p_width = p[3];
+    let pooled_plane = (dy.shape[2] * dy.shape[3]) as i64;
     // Each plane's share of its channel's weights, summed over the images afterwards (in image
     // order, whatever the thread count).
     let staged = (images > 1).then(|| sink.workspace(images * output.len()));
-    let slots = [
-        x.slot,
-        p.slot,
-        inputs[2].slot,
-        staged.unwrap_or(output.slot),
-    ];
-    // Tasks: the planes of p, in memory order.
+    let slots = [x.slot, indices.slot, dy.slot, staged.unwrap_or(output.slot)];
+    // Tasks: the planes of dy, in memory order.
     sink.kernel(images * outputs, 0, |e| {
-        let [x, p, dy, shares] = slots.map(|slot| e.buffer(slot));
+        let [x, indices, dy, shares] = slots.map(|slot| e.buffer(slot));
         let (begin, end) = (e.begin(), e.end());
         e.for_loop(begin, end, 1, |e, task| {
             let [image, channel] = e.decode(task, &[images, outputs])[..] else {
@@ -116,7 +125,6 @@ pub fn emit(
             let x_plane = e.mul_imm(image, channels as i64);
             let x_plane = e.add(x_plane, first_channel);
             let x_plane = e.mul_imm(x_plane, plane);
-            let p_plane = e.mul_imm(task, pooled_input_plane);
             let y_plane = e.mul_imm(task, pooled_plane);
             let share = e.mul_imm(task, patch as i64);
             for block in pieces.chunks(ACCUMULATORS) {
@@ -127,24 +135,17 @@ pub fn emit(
                         e.variable(piece.ty, zero)
                     })
                     .collect();
-                let mut visit = |e: &mut Emitter, window: &pool::Window, ty: Type| {
-                    debug_assert_eq!(ty, F32, "windows go one at a time");
-                    if window.is_empty() {
-                        return;
-                    }
-                    // The patch of the convolution output at (row, col) starts at
-                    // (row · sh, col · sw) in the image: the convolution is not padded.
-                    let mut patch_at = |e: &mut Emitter, row: Value, col: Value| {
-                        let down = e.b.ins().imul_imm_s(row, sh * width);
-                        let across = e.b.ins().imul_imm_s(col, sw);
-                        e.b.ins().iadd(down, across)
-                    };
-                    let window_patch = patch_at(e, window.row, window.col);
-                    let at =
-                        first_max_position_by_rows(e, p, window, geometry.width, &mut patch_at);
-                    let start = e.b.ins().iadd(x_plane, window_patch);
-                    let start = e.b.ins().iadd(start, at);
-                    let grad = e.load(F32, Emitter::frozen(), dy, window.y, 0);
+                let (first, last) = (e.int(0), e.int(pooled_plane));
+                e.for_loop(first, last, 1, |e, window| {
+                    let y = e.add(y_plane, window);
+                    let index = e.load(F32, Emitter::frozen(), indices, y, 0);
+                    // A window with no cell (index -1) adds nothing, at the plane's first patch.
+                    let grad = e.load(F32, Emitter::frozen(), dy, y, 0);
+                    let zero = e.float(0.0);
+                    let grad = e.select_cmp(FloatCC::LessThan, index, zero, zero, grad);
+                    let index = e.select_cmp(FloatCC::LessThan, index, zero, zero, index);
+                    let start = patch_start(e, index, p_width, [sh, sw], width);
+                    let start = e.add(x_plane, start);
                     let wide_grad = e.splat(F32X4, grad);
                     for (piece, &acc) in block.iter().zip(&accumulators) {
                         let cells = e.load(piece.ty, Emitter::frozen(), x, start, piece.x);
@@ -154,8 +155,7 @@ pub fn emit(
                         let new = e.b.ins().fadd(old, product);
                         e.set(acc, new);
                     }
-                };
-                geometry.for_each_window(e, p_plane, y_plane, 0, &mut visit);
+                });
                 for (piece, &acc) in block.iter().zip(&accumulators) {
                     let value = e.get(acc);
                     e.store(Emitter::mutable(), value, shares, share, piece.weight);
@@ -171,6 +171,32 @@ pub fn emit(
         };
         layout::emit_sum_to(sink, &[shares], output);
     }
+}
+
+/// Where, from its image's plane, the patch of the convolution output at `index` (a
+/// non-negative float, `row · p_width + column`) starts: `(row · sh, column · sw)`, the
+/// convolution being unpadded. The row is the index over the width rounded down, in f64,
+/// whose error stays far below the half a row that `+ 0.5` leaves between the quotient and the
+/// next integer for every index a float holds.
+fn patch_start(
+    e: &mut Emitter,
+    index: Value,
+    p_width: usize,
+    [sh, sw]: [i64; 2],
+    width: i64,
+) -> Value {
+    let wide = e.b.ins().fpromote(F64, index);
+    let half = e.b.ins().f64const(0.5);
+    let centred = e.b.ins().fadd(wide, half);
+    let per_row = e.b.ins().f64const(1.0 / p_width as f64);
+    let rows = e.b.ins().fmul(centred, per_row);
+    let row = e.b.ins().fcvt_to_sint_sat(I64, rows);
+    let index = e.b.ins().fcvt_to_sint_sat(I64, index);
+    let row_start = e.b.ins().imul_imm_s(row, p_width as i64);
+    let column = e.b.ins().isub(index, row_start);
+    let down = e.b.ins().imul_imm_s(row, sh * width);
+    let across = e.b.ins().imul_imm_s(column, sw);
+    e.b.ins().iadd(down, across)
 }
 
 /// A channel's weights `[C/g, kh, kw]` as accumulator pieces, kernel row by kernel row.
