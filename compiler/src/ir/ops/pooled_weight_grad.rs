@@ -18,7 +18,7 @@ use crate::codegen::{KernelSink, Operand};
 use crate::interp::Tensor;
 use crate::ir::Shape;
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::types::{F64, I64};
+use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{InstBuilder, Type, Value};
 
 /// At most this many f32 or f32x4 accumulators are live at once: a block of a channel's weights.
@@ -175,9 +175,7 @@ pub fn emit(conv_attrs: &ConvAttrs, sink: &mut KernelSink, inputs: &[Operand], o
 
 /// Where, from its image's plane, the patch of the convolution output at `index` (a
 /// non-negative float, `row · p_width + column`) starts: `(row · sh, column · sw)`, the
-/// convolution being unpadded. The row is the index over the width rounded down, in f64,
-/// whose error stays far below the half a row that `+ 0.5` leaves between the quotient and the
-/// next integer for every index a float holds.
+/// convolution being unpadded.
 fn patch_start(
     e: &mut Emitter,
     index: Value,
@@ -185,18 +183,12 @@ fn patch_start(
     [sh, sw]: [i64; 2],
     width: i64,
 ) -> Value {
-    let wide = e.b.ins().fpromote(F64, index);
-    let half = e.b.ins().f64const(0.5);
-    let centred = e.b.ins().fadd(wide, half);
-    let per_row = e.b.ins().f64const(1.0 / p_width as f64);
-    let rows = e.b.ins().fmul(centred, per_row);
-    let row = e.b.ins().fcvt_to_sint_sat(I64, rows);
     let index = e.b.ins().fcvt_to_sint_sat(I64, index);
-    let row_start = e.b.ins().imul_imm_s(row, p_width as i64);
-    let column = e.b.ins().isub(index, row_start);
-    let down = e.b.ins().imul_imm_s(row, sh * width);
-    let across = e.b.ins().imul_imm_s(column, sw);
-    e.b.ins().iadd(down, across)
+    let row = e.div_imm(index, p_width as i64);
+    let column = e.rem_imm(index, p_width as i64);
+    let down = e.mul_imm(row, sh * width);
+    let across = e.mul_imm(column, sw);
+    e.add(down, across)
 }
 
 /// A channel's weights `[C/g, kh, kw]` as accumulator pieces, kernel row by kernel row.
