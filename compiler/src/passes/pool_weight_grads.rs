@@ -16,15 +16,24 @@ use crate::autodiff::prune;
 use crate::ir::ops::pooled_weight_grad::fits_registers;
 use crate::ir::ops::{ConvAttrs, OpKind, PoolAttrs};
 use crate::ir::{Graph, ValueId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Pools whose windows step over fewer outputs than this keep the dense weight gradient.
 const MIN_STRIDE_AREA: usize = 4;
 
+/// A weight gradient to take at the maxima: the pooled op's kind, its x and dy, and the forward
+/// pool whose indices it reads.
+struct AtMaxima {
+    kind: OpKind,
+    x: ValueId,
+    dy: ValueId,
+    forward: usize,
+}
+
 pub fn run(graph: &Graph) -> Graph {
     let uses = Uses::of(graph);
-    // Each weight gradient taken at the maxima: the forward pool whose indices it reads.
-    let mut pool_of: HashMap<usize, usize> = HashMap::new();
+    // By the weight gradient's op index.
+    let mut at_maxima: HashMap<usize, AtMaxima> = HashMap::new();
     for (index, op) in graph.ops.iter().enumerate() {
         let OpKind::Conv2dWeightGrad(conv, kernel) = op.kind else {
             continue;
@@ -40,45 +49,41 @@ pub fn run(graph: &Graph) -> Graph {
         if !uses.only(unpooled, index) || !pays(&conv, kernel, &pool, group_channels) {
             continue;
         }
-        let p = graph.ops[producer].inputs[0];
+        let [p, dy] = [0, 1].map(|i| graph.ops[producer].inputs[i]);
         let forward = uses.readers[p.0].iter().copied().find(|&reader| {
             graph.ops[reader].kind == OpKind::MaxPool(pool) && graph.ops[reader].inputs == [p]
         });
         if let Some(forward) = forward {
-            pool_of.insert(index, forward);
+            let kind = OpKind::PooledConv2dWeightGrad { conv, kernel };
+            at_maxima.insert(
+                index,
+                AtMaxima {
+                    kind,
+                    x,
+                    dy,
+                    forward,
+                },
+            );
         }
     }
+    let forwards: HashSet<usize> = at_maxima.values().map(|grad| grad.forward).collect();
     // The new graph's `maxpool_with_indices` of each forward pool rewritten.
     let mut indexed: HashMap<usize, ValueId> = HashMap::new();
     let pooled = rewrite(graph, |new, index, renumber| {
         let op = &graph.ops[index];
         let layer = op.layer.as_deref();
-        if pool_of.values().any(|&forward| forward == index) {
-            let OpKind::MaxPool(pool) = op.kind else {
-                unreachable!("a forward max pool")
-            };
-            let both = new.op(
-                OpKind::MaxPoolWithIndices(pool),
-                &[renumber[&op.inputs[0]]],
-                layer,
-            );
+        if let (true, OpKind::MaxPool(pool)) = (forwards.contains(&index), &op.kind) {
+            let kind = OpKind::MaxPoolWithIndices(*pool);
+            let both = new.op(kind, &[renumber[&op.inputs[0]]], layer);
             indexed.insert(index, both);
             return Rewrite::Replace(half(new, both, 0, layer));
         }
-        let Some(forward) = pool_of.get(&index) else {
+        let Some(grad) = at_maxima.get(&index) else {
             return Rewrite::Keep;
         };
-        let OpKind::Conv2dWeightGrad(conv, kernel) = op.kind else {
-            unreachable!("a weight gradient")
-        };
-        let indices = half(new, indexed[forward], 1, layer);
-        let dy = graph.ops[graph.producer(op.inputs[1]).expect("a max pool's gradient")].inputs[1];
-        let kind = OpKind::PooledConv2dWeightGrad { conv, kernel };
-        Rewrite::Replace(new.op(
-            kind,
-            &[renumber[&op.inputs[0]], indices, renumber[&dy]],
-            layer,
-        ))
+        let indices = half(new, indexed[&grad.forward], 1, layer);
+        let inputs = [renumber[&grad.x], indices, renumber[&grad.dy]];
+        Rewrite::Replace(new.op(grad.kind.clone(), &inputs, layer))
     });
     prune(&pooled)
 }
