@@ -4,6 +4,8 @@
 
 use super::{check_op, config, random_tensor};
 use crate::gradcheck::elementwise::{away_from_zero, binary_op, map_fn};
+use netc::interp::Tensor;
+use netc::ir::ops::MapFn;
 use netc::ir::OpKind;
 use proptest::prelude::*;
 
@@ -49,4 +51,16 @@ fn long_vectors_split_across_threads() {
     let x = random_tensor(vec![100_003], 7, -1.0, 1.0);
     let y = random_tensor(vec![100_003], 8, -1.0, 1.0);
     check_op(OpKind::Mul, &[x, y], 1e-6);
+}
+
+/// ReLU and the step of its gradient where a comparison with zero could go either way: NaN
+/// (ReLU keeps it, the step is 0), both zeros, the smallest magnitudes. 37 values, so that
+/// both the vector loop and the scalar tail see each of them.
+#[test]
+fn relu_and_step_keep_nan_and_zeros_as_the_interpreter() {
+    let specials = [f64::NAN, -0.0, 0.0, 1e-40, -1e-40, 1.0, -1.0, 3e38];
+    let data: Vec<f64> = specials.iter().copied().cycle().take(37).collect();
+    for f in [MapFn::Relu, MapFn::Step] {
+        check_op(OpKind::Map(f), &[Tensor::new(vec![37], data.clone())], 0.0);
+    }
 }

@@ -419,6 +419,20 @@ impl<'f> Emitter<'f> {
         self.b.seal_block(join);
     }
 
+    /// `x` where `a cc b`, else +0.0: for vectors, `x` and-ed with the comparison's mask,
+    /// cheaper than a select.
+    pub fn keep_where(&mut self, cc: FloatCC, [a, b]: [Value; 2], x: Value) -> Value {
+        let ty = self.b.func.dfg.value_type(a);
+        if ty == F32 {
+            let zero = self.constant(F32, 0.0);
+            return self.select_cmp(cc, a, b, x, zero);
+        }
+        let mask = self.b.ins().fcmp(cc, a, b);
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        let mask = self.b.ins().bitcast(ty, little, mask);
+        self.b.ins().band(x, mask)
+    }
+
     /// `cmp(a, b) ? x : y` lane-wise on floats (F32 or F32X4).
     pub fn select_cmp(&mut self, cc: FloatCC, a: Value, b: Value, x: Value, y: Value) -> Value {
         let ty = self.b.func.dfg.value_type(a);

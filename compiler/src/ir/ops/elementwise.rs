@@ -287,7 +287,7 @@ pub fn emit_apply(e: &mut Emitter, f: MapFn, x: Value, ty: Type) -> Value {
         }
         MapFn::Step => {
             let (zero, one) = (e.constant(ty, 0.0), e.constant(ty, 1.0));
-            e.select_cmp(FloatCC::GreaterThan, x, zero, one, zero)
+            e.keep_where(FloatCC::GreaterThan, [x, zero], one)
         }
         MapFn::Sigmoid => {
             let minus = e.b.ins().fneg(x);
@@ -298,8 +298,9 @@ pub fn emit_apply(e: &mut Emitter, f: MapFn, x: Value, ty: Type) -> Value {
         }
         MapFn::Tanh => e.libcall(Libcall::Tanh, x),
         MapFn::Relu => {
+            // "Not below 0" rather than "above 0", which would make NaN 0.
             let zero = e.constant(ty, 0.0);
-            e.select_cmp(FloatCC::LessThan, x, zero, zero, x)
+            e.keep_where(FloatCC::UnorderedOrGreaterThanOrEqual, [x, zero], x)
         }
         MapFn::LeakyRelu(slope) => {
             let zero = e.constant(ty, 0.0);
