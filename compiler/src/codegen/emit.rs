@@ -422,28 +422,30 @@ impl<'f> Emitter<'f> {
     /// `x` where `a cc b`, else +0.0: for vectors, `x` and-ed with the comparison's mask,
     /// cheaper than a select.
     pub fn keep_where(&mut self, cc: FloatCC, [a, b]: [Value; 2], x: Value) -> Value {
-        let ty = self.b.func.dfg.value_type(a);
-        if ty == F32 {
+        if self.b.func.dfg.value_type(a) == F32 {
             let zero = self.constant(F32, 0.0);
             return self.select_cmp(cc, a, b, x, zero);
         }
-        let mask = self.b.ins().fcmp(cc, a, b);
-        let little = MemFlagsData::new().with_endianness(Endianness::Little);
-        let mask = self.b.ins().bitcast(ty, little, mask);
+        let mask = self.lane_mask(cc, a, b);
         self.b.ins().band(x, mask)
     }
 
     /// `cmp(a, b) ? x : y` lane-wise on floats (F32 or F32X4).
     pub fn select_cmp(&mut self, cc: FloatCC, a: Value, b: Value, x: Value, y: Value) -> Value {
+        if self.b.func.dfg.value_type(a) == F32 {
+            let holds = self.b.ins().fcmp(cc, a, b);
+            return self.b.ins().select(holds, x, y);
+        }
+        let mask = self.lane_mask(cc, a, b);
+        self.b.ins().bitselect(mask, x, y)
+    }
+
+    /// `a cc b` for vectors, as lanes of all ones or all zeros of `a`'s float type.
+    fn lane_mask(&mut self, cc: FloatCC, a: Value, b: Value) -> Value {
         let ty = self.b.func.dfg.value_type(a);
         let mask = self.b.ins().fcmp(cc, a, b);
-        if ty == F32 {
-            self.b.ins().select(mask, x, y)
-        } else {
-            let little = MemFlagsData::new().with_endianness(Endianness::Little);
-            let mask = self.b.ins().bitcast(ty, little, mask);
-            self.b.ins().bitselect(mask, x, y)
-        }
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        self.b.ins().bitcast(ty, little, mask)
     }
 }
 

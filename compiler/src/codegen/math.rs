@@ -74,7 +74,8 @@ pub fn exp(e: &mut Emitter, x: Value, ty: Type) -> Value {
     let y = e.b.ins().fadd(y, y);
     // Outside the range the bits above are garbage (NaN stays NaN through the polynomial).
     let (high, low) = (e.constant(ty, EXP_HIGH), e.constant(ty, EXP_LOW));
-    let (infinity, zero) = (e.constant(ty, f32::INFINITY), e.constant(ty, 0.0));
+    let infinity = e.constant(ty, f32::INFINITY);
     let y = e.select_cmp(FloatCC::GreaterThan, x, high, infinity, y);
-    e.select_cmp(FloatCC::LessThan, x, low, zero, y)
+    // Zero below `low`: "not below" keeps NaN.
+    e.keep_where(FloatCC::UnorderedOrGreaterThanOrEqual, [x, low], y)
 }

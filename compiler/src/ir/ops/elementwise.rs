@@ -282,7 +282,7 @@ pub fn emit_apply(e: &mut Emitter, f: MapFn, x: Value, ty: Type) -> Value {
                 e.constant(ty, 1.0),
                 e.constant(ty, -1.0),
             );
-            let negative = e.select_cmp(FloatCC::LessThan, x, zero, minus, zero);
+            let negative = e.keep_where(FloatCC::LessThan, [x, zero], minus);
             e.select_cmp(FloatCC::GreaterThan, x, zero, one, negative)
         }
         MapFn::Step => {
