@@ -54,21 +54,20 @@ fn long_vectors_split_across_threads() {
 }
 
 /// The maps whose generated code masks lanes by a comparison with zero (ReLU, the step of its
-/// gradient, the sign), where the comparison could go either way: NaN (ReLU keeps it, the step
-/// is 0), both zeros, the smallest magnitudes; and `exp` past both ends of its range, where it
+/// gradient, the sign), where the comparison could go either way: NaN (ReLU and the sign keep
+/// it, the step is 0), both zeros, the smallest magnitudes; and `exp` past both ends of its range, where it
 /// is masked too. 37 values, so that both the vector loop and the scalar tail see each of them.
 #[test]
-fn relu_and_step_keep_nan_and_zeros_as_the_interpreter() {
+fn relu_step_and_sign_keep_nan_and_zeros_as_the_interpreter() {
     let values = |specials: &[f64]| {
         let data = specials.iter().copied().cycle().take(37).collect();
         [Tensor::new(vec![37], data)]
     };
     let zeros = [-0.0, 0.0, 1e-40, -1e-40, 1.0, -1.0, 3e38];
     let with_nan = [&[f64::NAN][..], &zeros].concat();
-    for f in [MapFn::Relu, MapFn::Step] {
+    for f in [MapFn::Relu, MapFn::Step, MapFn::Sign] {
         check_op(OpKind::Map(f), &values(&with_nan), 0.0);
     }
-    check_op(OpKind::Map(MapFn::Sign), &values(&zeros), 0.0);
     let limits = [f64::NAN, -1e30, -100.0, -87.0, 0.0, 1.0, 80.0];
     check_op(OpKind::Map(MapFn::Exp), &values(&limits), 1e-6);
 }

@@ -282,7 +282,9 @@ pub fn emit_apply(e: &mut Emitter, f: MapFn, x: Value, ty: Type) -> Value {
                 e.constant(ty, 1.0),
                 e.constant(ty, -1.0),
             );
-            let negative = e.keep_where(FloatCC::LessThan, [x, zero], minus);
+            // `x + 0` is +0 at either zero and NaN at NaN, as the interpreter's sign is.
+            let otherwise = e.b.ins().fadd(x, zero);
+            let negative = e.select_cmp(FloatCC::LessThan, x, zero, minus, otherwise);
             e.select_cmp(FloatCC::GreaterThan, x, zero, one, negative)
         }
         MapFn::Step => {
