@@ -202,6 +202,28 @@ fn a_native_executable_records_the_features_it_needs() {
     assert!(stdout.contains("for native CPUs with "), "{stdout}");
     assert!(stdout.contains("avx"), "{stdout}");
     std::fs::remove_dir_all(&dir).ok();
+
+    // The memory `info` reports is what the memory plan allocates (the built-in recipe is
+    // `summary --memory`'s: batch 64, SGD with momentum): the arena once, not also each value
+    // inside it.
+    let (status, summary, stderr) =
+        netc(&["summary", "../models/mlp.net", "--memory", "--batch", "64"]);
+    assert_eq!(status, 0, "{stderr}");
+    // The number just before `after`, on the line that has `before`, after that.
+    let number = |text: &str, before: &str, after: &str| -> f64 {
+        let rest = text
+            .lines()
+            .find_map(|l| l.split_once(before))
+            .map(|(_, r)| r);
+        let word = rest.and_then(|r| r.split(after).next()?.split_whitespace().last());
+        word.and_then(|n| n.parse().ok()).expect(before)
+    };
+    let peak = number(&summary, "peak (all of it, allocated once)", " MiB");
+    let threads = number(&summary, "SGD with momentum, ", " threads");
+    let in_all = number(&stdout, "training step (batch 64):", " MiB in all");
+    let scratch = number(&stdout, "in all, and", " MiB of scratch per thread");
+    let allocated = in_all + threads * scratch;
+    assert!((allocated - peak).abs() <= 0.02, "{stdout}\n{summary}");
 }
 
 /// Four 64x48 colour images in two classes, for training, and two for testing.

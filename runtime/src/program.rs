@@ -157,6 +157,27 @@ impl Layout {
             .iter()
             .find(|b| b.kind == role && b.name == name)
     }
+
+    /// For each table slot, whether it lies in another slot's buffer (a [`SlotView`]) rather
+    /// than being a buffer of its own.
+    pub fn is_view(&self) -> Vec<bool> {
+        let mut is_view = vec![false; self.buffer_floats.len()];
+        for view in &self.views {
+            is_view[view.slot] = true;
+        }
+        is_view
+    }
+
+    /// The floats of the buffers a [`Program`] allocates for this layout: every slot's but
+    /// the views', which lie inside those (scratch, per thread, apart).
+    pub fn allocated_floats(&self) -> usize {
+        self.buffer_floats
+            .iter()
+            .zip(self.is_view())
+            .filter(|&(_, view)| !view)
+            .map(|(&floats, _)| floats)
+            .sum()
+    }
 }
 
 /// The generated `step(table, pool)`: every kernel of the graph in order.
@@ -189,15 +210,11 @@ impl Program {
         threads: usize,
         code: Option<Box<dyn Any>>,
     ) -> Program {
-        let mut is_view = vec![false; layout.buffer_floats.len()];
-        for view in &layout.views {
-            is_view[view.slot] = true;
-        }
         let buffers: Vec<Buffer> = layout
             .buffer_floats
             .iter()
-            .zip(&is_view)
-            .map(|(&n, &view)| {
+            .zip(layout.is_view())
+            .map(|(&n, view)| {
                 if view {
                     Buffer::empty()
                 } else {

@@ -304,7 +304,7 @@ fn info(manifest: &Manifest) -> String {
         manifest.model.sha256,
         manifest.summary.trim_end()
     );
-    out.push_str("\nmemory, per program (every value has its own buffer):\n");
+    out.push_str("\nmemory, per program (allocated once, before the first step):\n");
     for program in manifest.programs() {
         let what = if std::ptr::eq(program, &manifest.inference) {
             "inference".to_string()
@@ -326,7 +326,9 @@ fn info(manifest: &Manifest) -> String {
     out
 }
 
-/// A layout's memory by kind: parameters, state, everything else, and in all.
+/// A layout's memory by kind, as a program allocates it: parameters, state, everything else
+/// (the memory plan's arena, the values outside it and the workspace), in all, and the scratch
+/// each thread adds.
 fn memory(layout: &Layout) -> String {
     let bytes = |floats: usize| floats * std::mem::size_of::<f32>();
     let of_kind = |kind: InputKind| -> usize {
@@ -337,17 +339,19 @@ fn memory(layout: &Layout) -> String {
             .map(|b| bytes(b.len()))
             .sum()
     };
-    let total: usize = layout.buffer_floats.iter().map(|&n| bytes(n)).sum();
+    let total = bytes(layout.allocated_floats());
     let (params, state) = (of_kind(InputKind::Param), of_kind(InputKind::State));
     format!(
-        "{} parameters, {} state, {} activations, gradients and workspace; {} in all",
+        "{} parameters, {} state, {} activations, gradients and workspace; {} in all, and {} \
+         of scratch per thread",
         mib(params),
         mib(state),
         mib(total - params - state),
-        mib(total)
+        mib(total),
+        mib(bytes(layout.scratch_floats))
     )
 }
 
 fn mib(bytes: usize) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    format!("{:.2} MiB", bytes as f64 / (1 << 20) as f64)
 }
