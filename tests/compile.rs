@@ -201,13 +201,43 @@ fn a_native_executable_records_the_features_it_needs() {
     assert_eq!(status, 0, "{stderr}");
     assert!(stdout.contains("for native CPUs with "), "{stdout}");
     assert!(stdout.contains("avx"), "{stdout}");
+    assert_info_memory_is_summarys(&executable, &dir, "../models/mlp.net", &[]);
     std::fs::remove_dir_all(&dir).ok();
+}
 
-    // The memory `info` reports is what the memory plan allocates (the built-in recipe is
-    // `summary --memory`'s: batch 64, SGD with momentum): the arena once, not also each value
-    // inside it.
-    let (status, summary, stderr) =
-        netc(&["summary", "../models/mlp.net", "--memory", "--batch", "64"]);
+/// `--unfused` and `--disable-pass` reach the programs compiled in, and `info` names the
+/// passes left out.
+#[test]
+fn an_executable_compiled_without_passes_runs_and_says_so() {
+    let dir = work_dir("unfused");
+    let passes = ["--unfused", "--disable-pass", "reuse_buffers"];
+    let executable = compile("../models/mlp.net", &dir, &passes);
+    let (status, stdout, stderr) = run(&executable, &dir, &["info"]);
+    assert_eq!(status, 0, "{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("without the passes "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    for pass in ["fuse_elementwise", "fuse_epilogue", "reuse_buffers"] {
+        assert!(line.contains(pass), "{line}");
+    }
+    assert!(!line.contains("schedule_updates"), "{line}");
+    assert_info_memory_is_summarys(&executable, &dir, "../models/mlp.net", &passes);
+    let (status, stdout, stderr) = run(&executable, &dir, &["bench", "--steps", "2"]);
+    assert_eq!(status, 0, "{stderr}");
+    assert!(stdout.contains("images/s"), "{stdout}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The memory `info` reports for the training step, with each thread's scratch, is what
+/// `summary --memory` plans for the same passes (the built-in recipe is summary's: batch 64,
+/// SGD with momentum): the memory plan's arena once, not also each value inside it.
+fn assert_info_memory_is_summarys(executable: &Path, dir: &Path, model: &str, passes: &[&str]) {
+    let (status, info, stderr) = run(executable, dir, &["info"]);
+    assert_eq!(status, 0, "{stderr}");
+    let mut args = vec!["summary", model, "--memory", "--batch", "64"];
+    args.extend(passes);
+    let (status, summary, stderr) = netc(&args);
     assert_eq!(status, 0, "{stderr}");
     // The number just before `after`, on the line that has `before`, after that.
     let number = |text: &str, before: &str, after: &str| -> f64 {
@@ -220,10 +250,10 @@ fn a_native_executable_records_the_features_it_needs() {
     };
     let peak = number(&summary, "peak (all of it, allocated once)", " MiB");
     let threads = number(&summary, "SGD with momentum, ", " threads");
-    let in_all = number(&stdout, "training step (batch 64):", " MiB in all");
-    let scratch = number(&stdout, "in all, and", " MiB of scratch per thread");
+    let in_all = number(&info, "training step (batch 64):", " MiB in all");
+    let scratch = number(&info, "in all, and", " MiB of scratch per thread");
     let allocated = in_all + threads * scratch;
-    assert!((allocated - peak).abs() <= 0.02, "{stdout}\n{summary}");
+    assert!((allocated - peak).abs() <= 0.02, "{info}\n{summary}");
 }
 
 /// Four 64x48 colour images in two classes, for training, and two for testing.

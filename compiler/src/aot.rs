@@ -11,7 +11,7 @@ use crate::codegen::{self, generate};
 use crate::front::Network;
 use crate::init::tensor_inits;
 use crate::ir::OpKind;
-use crate::passes::PassOptions;
+use crate::passes::{Pass, PassOptions};
 use crate::pipeline::{self, Compiled, TrainingOptions};
 use crate::summary;
 use crate::train::{model_shape, optimizer};
@@ -54,12 +54,14 @@ impl TargetCpu {
     }
 }
 
-/// `network`'s programs for `recipe`, as an object file, and the manifest inside it.
+/// `network`'s programs for `recipe`, after the passes `passes` enables, as an object file,
+/// and the manifest inside it.
 pub fn compile_object(
     network: &Network,
     recipe: &Recipe,
     model: ModelIdentity,
     target: TargetCpu,
+    passes: &PassOptions,
 ) -> Result<(Vec<u8>, Manifest), String> {
     let isa = object_isa(target)?;
     let cpu_features = isa
@@ -83,7 +85,7 @@ pub fn compile_object(
             tensor_inits(compiled),
             &mut module,
             recipe.seed,
-            &PassOptions::default(),
+            passes,
         );
         entry_points.push((generated.step, generated.microkernel));
         LinkedProgram {
@@ -116,6 +118,11 @@ pub fn compile_object(
         netc_version: env!("CARGO_PKG_VERSION").to_string(),
         target_cpu: target.name().to_string(),
         cpu_features,
+        passes_off: Pass::ALL
+            .into_iter()
+            .filter(|&pass| !passes.enabled(pass))
+            .map(|pass| pass.name().to_string())
+            .collect(),
         recipe: recipe.to_yaml(),
         summary: summary::table(network, false),
         macs_per_example: network.cost().macs,

@@ -184,6 +184,8 @@ enum Command {
         #[arg(long, default_value = "x86-64-avx", value_parser = clap::builder::PossibleValuesParser::new(TargetCpu::NAMES))]
         target_cpu: String,
         #[command(flatten)]
+        passes: PassFlags,
+        #[command(flatten)]
         settings: Settings,
     },
     /// List the built-in layers with their arguments and defaults.
@@ -540,6 +542,7 @@ fn execute(
             config,
             recipe_set,
             target_cpu,
+            passes,
             settings,
         } => {
             let started = Instant::now();
@@ -562,15 +565,16 @@ fn execute(
             }
             let network = model.network().expect("a configured model");
             let target = TargetCpu::from_name(&target_cpu).expect("clap checked the name");
+            let identity = model.identity().clone();
             let (object, manifest) =
-                aot::compile_object(network, &recipe, model.identity().clone(), target)
+                aot::compile_object(network, &recipe, identity, target, &passes.options())
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             let output = output.unwrap_or_else(|| PathBuf::from(&network.name));
             link::link(&object, &output)?;
             let size = std::fs::metadata(&output).map_or(0, |m| m.len());
             writeln!(
                 stdout,
-                "compiled `{}` into `{}` ({} training step{} and an inference pass, for {} CPUs; \
+                "compiled `{}` into `{}` ({} training step{} and an inference pass, for {} CPUs{}; \
                  {:.1} MiB) in {:.0} ms",
                 network.name,
                 output.display(),
@@ -581,6 +585,10 @@ fn execute(
                     "s"
                 },
                 manifest.target_cpu,
+                match manifest.passes_off.len() {
+                    0 => String::new(),
+                    n => format!(", without {n} of the compiler's passes (`info` names them)"),
+                },
                 size as f64 / (1 << 20) as f64,
                 started.elapsed().as_secs_f64() * 1e3
             )?;

@@ -30,6 +30,9 @@ pub struct Manifest {
     /// needs beyond x86-64's, by Cranelift's names.
     pub target_cpu: String,
     pub cpu_features: Vec<String>,
+    /// The compiler's passes it was compiled without (`netc compile --unfused`,
+    /// `--disable-pass`): none, as a rule.
+    pub passes_off: Vec<String>,
     /// The recipe compiled in, resolved: the default of `train`.
     pub recipe: String,
     /// `netc summary`'s table of the network.

@@ -292,7 +292,7 @@ fn batch_of(layout: &Layout) -> usize {
 /// `info`'s text: what was compiled, for which CPU, and the memory each program allocates.
 fn info(manifest: &Manifest) -> String {
     let mut out = format!(
-        "`{}`, compiled by netc {} for {} CPUs{}\nmodel file SHA-256 {}\n\n{}\n",
+        "`{}`, compiled by netc {} for {} CPUs{}\n{}model file SHA-256 {}\n\n{}\n",
         manifest.model.name,
         manifest.netc_version,
         manifest.target_cpu,
@@ -300,6 +300,11 @@ fn info(manifest: &Manifest) -> String {
             String::new()
         } else {
             format!(" with {}", manifest.cpu_features.join(", "))
+        },
+        if manifest.passes_off.is_empty() {
+            String::new()
+        } else {
+            format!("without the passes {}\n", manifest.passes_off.join(", "))
         },
         manifest.model.sha256,
         manifest.summary.trim_end()
