@@ -229,7 +229,7 @@ fn an_executable_compiled_without_passes_runs_and_says_so() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The memory an executable's `info` (its output, `info`) reports for the training step, with
+/// The memory that `info`, an executable's `info` output, reports for the training step, with
 /// each thread's scratch, is what `summary --memory` plans for the same passes (the built-in
 /// recipe is summary's: batch 64, SGD with momentum): the memory plan's arena once, not also
 /// each value inside it.
