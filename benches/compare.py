@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""netc's training step against PyTorch's, in turn: `netc bench` and train_step.py alternate,
-pair after pair, so that a change of load on a shared machine falls on both sides; prints each
-pair's images/s and ratio, then the medians.
+"""netc's training step against PyTorch's (or JAX's), in turn: `netc bench` and the other's
+train_step.py alternate, pair after pair, so that a change of load on a shared machine falls on
+both sides; prints each pair's images/s and ratio, then the medians.
 
-  python benches/pytorch/compare.py MODEL [--batch N] [--pairs N] [--steps N] [--torch-steps N]
-                                    [--threads N] [--compile] [--netc PATH]
+  python benches/compare.py MODEL [--batch N] [--pairs N] [--steps N] [--their-steps N]
+                            [--threads N] [--compile | --against jax] [--netc PATH]
 
-Run it with the Python that has torch (train_step.py's); `--netc` is the netc binary (by default
-target/release/netc in this repository).
+Run it with the Python that has torch (benches/pytorch/train_step.py's), or jax for `--against
+jax` (benches/jax/train_step.py's, which always jit-compiles); `--netc` is the netc binary (by
+default target/release/netc in this repository).
 """
 
 import argparse
@@ -18,7 +19,7 @@ import statistics
 import subprocess
 import sys
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
 def netc_images_per_s(args):
@@ -31,16 +32,17 @@ def netc_images_per_s(args):
     return json.loads(run.stdout)["images_per_s"]
 
 
-def torch_images_per_s(args):
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_step.py")
+def their_images_per_s(args):
+    script = os.path.join(ROOT, "benches", "jax" if args.against == "jax" else "pytorch",
+                          "train_step.py")
     command = [sys.executable, script, args.model, "--batch", str(args.batch),
-               "--steps", str(args.torch_steps), "--threads", str(args.threads)]
+               "--steps", str(args.their_steps), "--threads", str(args.threads)]
     if args.compile:
         command.append("--compile")
     run = subprocess.run(command, capture_output=True, text=True)
     found = re.search(r"([0-9.]+) images/s", run.stdout)
     if run.returncode != 0 or not found:
-        sys.exit(f"train_step.py failed:\n{run.stdout}{run.stderr}")
+        sys.exit(f"{script} failed:\n{run.stdout}{run.stderr}")
     return float(found.group(1))
 
 
@@ -57,10 +59,12 @@ def main():
     parser.add_argument("--batch", type=positive, default=32)
     parser.add_argument("--pairs", type=positive, default=3)
     parser.add_argument("--steps", type=positive, default=20, help="netc's timed steps per run")
-    parser.add_argument("--torch-steps", type=positive, default=20,
-                        help="PyTorch's timed steps per run")
+    parser.add_argument("--their-steps", "--torch-steps", type=positive, default=20,
+                        help="PyTorch's (or JAX's) timed steps per run")
     parser.add_argument("--threads", type=positive, default=os.cpu_count())
     parser.add_argument("--compile", action="store_true", help="torch.compile PyTorch's model")
+    parser.add_argument("--against", choices=["torch", "jax"], default="torch",
+                        help="the framework netc runs against")
     parser.add_argument("--netc", default=os.path.join(ROOT, "target", "release", "netc"))
     args = parser.parse_args()
     if not os.access(args.netc, os.X_OK):
@@ -68,17 +72,21 @@ def main():
                      "or name one with --netc")
     if not os.path.exists(os.path.join(ROOT, "models", f"{args.model}.net")):
         parser.error(f"no model `{args.model}`: the names are those of models/*.net")
-    side = "torch.compile" if args.compile else "PyTorch eager"
-    netc, torch, ratios = [], [], []
+    if args.compile and args.against == "jax":
+        parser.error("--compile is torch.compile; JAX's step is always jit-compiled by XLA")
+    side = {"jax": "JAX/XLA", "torch": "torch.compile" if args.compile else "PyTorch eager"}
+    side = side[args.against]
+    netc, theirs, ratios = [], [], []
     for pair in range(1, args.pairs + 1):
         netc.append(netc_images_per_s(args))
-        torch.append(torch_images_per_s(args))
-        ratios.append(netc[-1] / torch[-1])
+        theirs.append(their_images_per_s(args))
+        ratios.append(netc[-1] / theirs[-1])
         print(f"{args.model} batch {args.batch}, pair {pair}: netc {netc[-1]:.1f} images/s, "
-              f"{side} {torch[-1]:.1f}, ratio {ratios[-1]:.3f}", flush=True)
+              f"{side} {theirs[-1]:.1f}, ratio {ratios[-1]:.3f}", flush=True)
     print(f"medians: netc {statistics.median(netc):.1f} images/s, {side} "
-          f"{statistics.median(torch):.1f}, ratio {statistics.median(ratios):.3f} "
-          f"(best {side} run {max(torch):.1f}: netc's median is {statistics.median(netc) / max(torch):.3f}x)")
+          f"{statistics.median(theirs):.1f}, ratio {statistics.median(ratios):.3f} "
+          f"(best {side} run {max(theirs):.1f}: netc's median is "
+          f"{statistics.median(netc) / max(theirs):.3f}x)")
 
 
 if __name__ == "__main__":
