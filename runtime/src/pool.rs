@@ -16,7 +16,8 @@
 //!
 //! Workers spin briefly on the job counter before sleeping: a training step launches hundreds
 //! of kernels, many of them microseconds long, and a condition variable's wake-up costs about
-//! as much as such a kernel.
+//! as much as such a kernel; a launch signals the condition variable only when a worker sleeps
+//! on it. What a launch itself costs, `benches/launch.rs` times.
 
 use crate::buffer::Buffer;
 use crate::Kernel;
@@ -45,10 +46,17 @@ struct Job {
     least: i64,
     /// For each thread, the next task of its share to claim; at or past the share's end, none
     /// of it is left.
-    next: Vec<AtomicI64>,
-    /// Tasks finished.
-    done: AtomicI64,
+    next: Vec<OwnLine<AtomicI64>>,
+    /// For each thread, the tasks it has finished.
+    done: Vec<OwnLine<AtomicI64>>,
 }
+
+/// A value alone on its cache line (and the next, which the hardware prefetcher pairs with it):
+/// each thread claims from its own share and counts what it has finished, so that a launch's
+/// claims and counts do not pass one line between the cores; they did, several times per
+/// launch, when the counters lay side by side.
+#[repr(align(128))]
+struct OwnLine<T>(T);
 
 // The table is only dereferenced while the job has unclaimed tasks, and `run` does not return
 // before every claimed task is finished.
@@ -64,10 +72,16 @@ impl Job {
             tasks,
             least: (tasks / (threads as i64 * FINEST_CHUNKS_PER_THREAD)).max(1),
             next: (0..threads)
-                .map(|thread| AtomicI64::new(Job::share_begin(tasks, threads, thread)))
+                .map(|thread| OwnLine(AtomicI64::new(Job::share_begin(tasks, threads, thread))))
                 .collect(),
-            done: AtomicI64::new(0),
+            done: (0..threads).map(|_| OwnLine(AtomicI64::new(0))).collect(),
         }
+    }
+
+    /// Whether every task is finished.
+    fn finished(&self) -> bool {
+        let done: i64 = self.done.iter().map(|d| d.0.load(Ordering::Acquire)).sum();
+        done == self.tasks
     }
 
     /// The first task of `thread`'s share (and the end of the share of the thread before).
@@ -83,7 +97,7 @@ impl Job {
         let threads = self.next.len();
         for owner in (index..threads).chain(0..index) {
             let share_end = Job::share_begin(self.tasks, threads, owner + 1);
-            let next = &self.next[owner];
+            let next = &self.next[owner].0;
             let mut begin = next.load(Ordering::Acquire);
             while begin < share_end {
                 let half = (share_end - begin) / 2;
@@ -97,7 +111,7 @@ impl Job {
                 // SAFETY: `run`'s contract: the kernel accepts any disjoint split of its tasks,
                 // and the table lives until every claimed task is done.
                 unsafe { (self.kernel)(self.table, begin, end, scratch) };
-                self.done.fetch_add(end - begin, Ordering::AcqRel);
+                self.done[index].0.fetch_add(end - begin, Ordering::Release);
                 begin = next.load(Ordering::Acquire);
             }
         }
@@ -110,6 +124,10 @@ struct Shared {
     epoch: AtomicUsize,
     job: Mutex<Option<Arc<Job>>>,
     wake: Condvar,
+    /// Workers asleep on `wake` (changed only under `job`'s lock): a launch wakes them only if
+    /// there are any, since the wake-up is a system call even with nobody waiting, and the
+    /// workers of a step are mostly spinning.
+    sleepers: AtomicUsize,
     /// One per thread; each thread only ever touches its own.
     scratch: Vec<Buffer>,
     shutdown: AtomicBool,
@@ -137,6 +155,7 @@ impl Pool {
             epoch: AtomicUsize::new(0),
             job: Mutex::new(None),
             wake: Condvar::new(),
+            sleepers: AtomicUsize::new(0),
             // NaN rather than zeros: a kernel that reads scratch it has not written then
             // shows it in its results, where tests see it.
             scratch: (0..threads)
@@ -211,11 +230,13 @@ impl Pool {
             let mut current = shared.job.lock().unwrap_or_else(|e| e.into_inner());
             *current = Some(Arc::clone(&job));
             shared.epoch.fetch_add(1, Ordering::SeqCst);
-            shared.wake.notify_all();
+            if shared.sleepers.load(Ordering::Relaxed) > 0 {
+                shared.wake.notify_all();
+            }
         }
         job.work(0, shared.scratch[0].pointer());
         // Only chunks other threads claimed and are still running remain.
-        while job.done.load(Ordering::Acquire) != tasks {
+        while !job.finished() {
             std::hint::spin_loop();
         }
     }
@@ -246,7 +267,10 @@ fn worker(shared: &Shared, index: usize) {
             } else {
                 let guard = shared.job.lock().unwrap_or_else(|e| e.into_inner());
                 if shared.epoch.load(Ordering::Acquire) == seen {
-                    drop(shared.wake.wait(guard));
+                    shared.sleepers.fetch_add(1, Ordering::Relaxed);
+                    let guard = shared.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                    shared.sleepers.fetch_sub(1, Ordering::Relaxed);
+                    drop(guard);
                 }
             }
         }
