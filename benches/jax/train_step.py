@@ -6,8 +6,8 @@ untimed warm-up steps, then the median of timed steps.
   python benches/jax/train_step.py MODEL [--batch N] [--steps N] [--threads N]
 
 Prints images/s, as benches/pytorch/train_step.py does, so that benches/compare.py can run it
-(`--against jax`). Only `mlp` is written here: the issue's JAX/XLA reference point is
-mlp's. Parameters and velocities are donated to the step, so XLA updates them in place.
+(`--against jax`). Only `mlp` is written here, the one model netc's targets compare with JAX.
+Parameters and velocities are donated to the step, so XLA updates them in place.
 """
 
 import argparse
@@ -16,7 +16,8 @@ import statistics
 import sys
 import time
 
-# The models, as their .net files define them: (layer widths from the input on), classes.
+# The models, as their .net files define them: the widths of the input and of each dense layer
+# after it, the last being the classes.
 MODELS = {
     "mlp": [1 * 28 * 28, 256, 128, 10],
 }
