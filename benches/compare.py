@@ -74,8 +74,10 @@ def main():
         parser.error(f"no model `{args.model}`: the names are those of models/*.net")
     if args.compile and args.against == "jax":
         parser.error("--compile is torch.compile; JAX's step is always jit-compiled by XLA")
-    side = {"jax": "JAX/XLA", "torch": "torch.compile" if args.compile else "PyTorch eager"}
-    side = side[args.against]
+    if args.against == "jax":
+        side = "JAX/XLA"
+    else:
+        side = "torch.compile" if args.compile else "PyTorch eager"
     netc, theirs, ratios = [], [], []
     for pair in range(1, args.pairs + 1):
         netc.append(netc_images_per_s(args))

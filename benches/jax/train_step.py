@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """JAX's training step for a zoo model, jit-compiled by XLA and timed like `netc bench`: SGD with
 momentum 0.9 (PyTorch's form: v = 0.9 v + g, p -= lr v), softmax cross-entropy, synthetic data,
-untimed warm-up steps, then the median of timed steps.
+untimed warm-up steps, then the median of timed steps, each waited for whole.
 
   python benches/jax/train_step.py MODEL [--batch N] [--steps N] [--threads N]
 
@@ -67,13 +67,12 @@ def main():
 
     step = jax.jit(step, donate_argnums=(0, 1))
     for _ in range(3):
-        params, velocities, loss = step(params, velocities)
-    loss.block_until_ready()
+        params, velocities, loss = jax.block_until_ready(step(params, velocities))
     times = []
     for _ in range(args.steps):
         started = time.perf_counter()
-        params, velocities, loss = step(params, velocities)
-        loss.block_until_ready()
+        # Every result, the updated parameters too: the loss alone may be ready before them.
+        params, velocities, loss = jax.block_until_ready(step(params, velocities))
         times.append(time.perf_counter() - started)
     median = statistics.median(times)
     print(f"{args.model}: batch {args.batch}, {args.threads} threads, "

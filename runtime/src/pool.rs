@@ -268,9 +268,8 @@ fn worker(shared: &Shared, index: usize) {
                 let guard = shared.job.lock().unwrap_or_else(|e| e.into_inner());
                 if shared.epoch.load(Ordering::Acquire) == seen {
                     shared.sleepers.fetch_add(1, Ordering::Relaxed);
-                    let guard = shared.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                    let _relocked = shared.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
                     shared.sleepers.fetch_sub(1, Ordering::Relaxed);
-                    drop(guard);
                 }
             }
         }
